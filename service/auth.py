@@ -1,0 +1,73 @@
+"""API keys: 256-bit random, ``fitq_`` prefix, shown once, stored as SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from service.db.models import ApiKey, utcnow
+from service.errors import Conflict, NotFound, Unauthorized
+
+KEY_PREFIX = "fitq_"
+KEY_BYTES = 32
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
+
+
+def create_key(session: Session, name: str, key: str | None = None) -> str:
+    """Register a key under ``name`` (a new random one unless given) and return it."""
+    if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
+        raise Conflict(f"a key named {name!r} already exists")
+    key = key or generate_key()
+    session.add(ApiKey(name=name, key_hash=hash_key(key)))
+    session.flush()
+    return key
+
+
+def ensure_key(session: Session, name: str, key: str) -> None:
+    """Register ``key`` once (``FITQ_API_KEY`` at start-up); a no-op when known."""
+    if session.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_key(key))) is None:
+        suffix = 0
+        unique = name
+        while session.scalar(select(ApiKey.id).where(ApiKey.name == unique)) is not None:
+            suffix += 1
+            unique = f"{name}-{suffix}"
+        session.add(ApiKey(name=unique, key_hash=hash_key(key)))
+        session.flush()
+
+
+def revoke_key(session: Session, name: str) -> None:
+    result = session.execute(
+        update(ApiKey)
+        .where(ApiKey.name == name, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    if result.rowcount == 0:
+        raise NotFound(f"no active key named {name!r}")
+
+
+def authenticate(session: Session, authorization: str | None) -> ApiKey:
+    """The key owning a request, from its ``Authorization: Bearer …`` header."""
+    if not authorization:
+        raise Unauthorized()
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise Unauthorized()
+    digest = hash_key(key)
+    found = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    if found is None or found.revoked_at is not None:
+        raise Unauthorized()
+    if not hmac.compare_digest(found.key_hash, digest):
+        raise Unauthorized()
+    return found

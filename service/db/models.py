@@ -1,0 +1,201 @@
+"""fitq's tables. The database states its own rules: CHECK constraints on
+status values and ranges, timezone-aware timestamps, and a naming convention
+so Alembic migrations stay stable across SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Job states. Who enters each, and who leaves it:
+QUEUED = "queued"  # entered on submit, or on requeue (worker hand-back); left by claim or cancel
+RUNNING = (
+    "running"  # entered by claim; left by finish/fail/cancel/requeue, or rescue on lease expiry
+)
+SUCCEEDED = "succeeded"  # terminal; entered by the worker holding the current attempt
+FAILED = "failed"  # terminal; entered by the worker, or by the reaper after max_attempts
+CANCELLED = "cancelled"  # terminal; entered by cancel (queued) or the worker (running)
+JOB_STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+TERMINAL_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ApiKey(Base):
+    """An API key; only its SHA-256 is stored. Datasets and jobs belong to one."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Dataset(Base):
+    """An uploaded dataset: its description plus where its canonical arrays live."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    filename: Mapped[str | None] = mapped_column(String(500), nullable=True)  # metadata only
+    format: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    n_rows: Mapped[int] = mapped_column(BigInteger)
+    n_features: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    n_classes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    target_dim: Mapped[int] = mapped_column(Integer, default=1)
+    classes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    class_counts: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    feature_names: Mapped[list[str]] = mapped_column(JSON)
+    storage_key: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('classification', 'regression')", name="kind"),
+        CheckConstraint("n_rows > 0 AND n_features > 0", name="nonempty"),
+    )
+
+
+class Job(Base):
+    """A training job and its live state. Status is written only by service/queue.py."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dataset_id: Mapped[str] = mapped_column(String(64), index=True)
+    validation_dataset_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    test_dataset_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    device: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    epochs: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    metrics: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
+    test_metrics: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    checkpoint_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    model_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"
+        ),
+        CheckConstraint("attempt >= 0 AND max_attempts >= 1", name="attempts"),
+        CheckConstraint(
+            "status != 'running' OR (worker_id IS NOT NULL AND lease_expires_at IS NOT NULL)",
+            name="running_has_lease",
+        ),
+        UniqueConstraint("owner_id", "idempotency_key", name="idempotency"),
+        Index("ix_jobs_claim", "status", "priority", "created_at"),
+        Index("ix_jobs_owner_created", "owner_id", "created_at"),
+    )
+
+
+class JobEpoch(Base):
+    """One epoch's History row, written once, fenced by the attempt that ran it."""
+
+    __tablename__ = "job_epochs"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, float]] = mapped_column(JSON)
+    seconds: Mapped[float] = mapped_column(Float)
+    samples_per_second: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (CheckConstraint("epoch >= 1", name="epoch_positive"),)
+
+
+class ExecutionLog(Base):
+    """What each worker actually ran, per (job, attempt, epoch), unfenced, so
+    that a double run is visible even when its metrics write was refused."""
+
+    __tablename__ = "execution_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

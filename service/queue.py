@@ -1,0 +1,283 @@
+"""Every change of a job's status, and every write a worker makes for a job.
+
+Each function is one guarded statement. Worker writes are *fenced*: their
+WHERE clause carries the job id, ``status = 'running'`` and the attempt the
+worker was given when it claimed the job, so a worker whose attempt was
+superseded (its lease expired and another worker took the job over) changes
+nothing, and learns so through :class:`~service.errors.StaleAttempt`.
+
+The claim is one UPDATE over a ``SELECT … FOR UPDATE SKIP LOCKED`` subquery on
+PostgreSQL; on SQLite the same statement runs inside a ``BEGIN IMMEDIATE``
+transaction, which serializes writers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import String, and_, cast, exists, func, insert, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from service.db.models import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL_STATUSES,
+    ExecutionLog,
+    Job,
+    JobEpoch,
+    utcnow,
+)
+from service.errors import StaleAttempt
+
+log = logging.getLogger("fitq.queue")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker holds after a claim: the job and the attempt that fences its writes."""
+
+    job_id: str
+    attempt: int
+    spec: dict[str, Any]
+    checkpoint_key: str | None
+
+
+def _rescuable(now: datetime) -> Any:
+    """A running job whose worker stopped heartbeating and that has attempts left."""
+    return and_(
+        Job.status == RUNNING,
+        Job.lease_expires_at < now,
+        Job.attempt < Job.max_attempts,
+        Job.cancel_requested.is_(False),
+    )
+
+
+def _claimable(now: datetime) -> Any:
+    return or_(Job.status == QUEUED, _rescuable(now))
+
+
+def claim(
+    session: Session, worker_id: str, lease_seconds: float, now: datetime | None = None
+) -> Claim | None:
+    """Take the highest-priority, oldest claimable job, or None when there is none.
+
+    The WHERE clause of the UPDATE repeats the claimable test, so a job that
+    changed between the subquery and the update (a rescue racing a
+    completion) is not taken.
+    """
+    now = now or utcnow()
+    reap_expired(session, now)
+    candidate = (
+        select(Job.id)
+        .where(_claimable(now))
+        .order_by(Job.priority.desc(), Job.created_at, Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    row = session.execute(
+        update(Job)
+        .where(Job.id == candidate, _claimable(now))
+        .values(
+            status=RUNNING,
+            attempt=Job.attempt + 1,
+            worker_id=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=func.coalesce(Job.started_at, now),
+            updated_at=now,
+        )
+        .returning(Job.id, Job.attempt, Job.spec, Job.checkpoint_key)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        return None
+    log.info("claimed", extra={"action": "claim", "job_id": row.id, "attempt": row.attempt})
+    return Claim(
+        job_id=row.id, attempt=row.attempt, spec=row.spec, checkpoint_key=row.checkpoint_key
+    )
+
+
+def reap_expired(session: Session, now: datetime | None = None) -> int:
+    """End the running jobs whose lease expired and that cannot be rescued:
+    cancelled when a cancel was asked, failed when their attempts are spent."""
+    now = now or utcnow()
+    expired = and_(Job.status == RUNNING, Job.lease_expires_at < now)
+    cancelled = session.execute(
+        update(Job)
+        .where(expired, Job.cancel_requested.is_(True))
+        .values(status=CANCELLED, finished_at=now, updated_at=now, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    lost = session.execute(
+        update(Job)
+        .where(expired, Job.attempt >= Job.max_attempts)
+        .values(
+            status=FAILED,
+            error=literal("worker lost on attempts 1–", String) + cast(Job.attempt, String),
+            finished_at=now,
+            updated_at=now,
+            lease_expires_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return cancelled + lost
+
+
+def _fenced(job_id: str, attempt: int) -> Any:
+    return and_(Job.id == job_id, Job.status == RUNNING, Job.attempt == attempt)
+
+
+def _fenced_update(session: Session, job_id: str, attempt: int, **values: Any) -> None:
+    values.setdefault("updated_at", utcnow())
+    result = session.execute(
+        update(Job)
+        .where(_fenced(job_id, attempt))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 0:
+        raise StaleAttempt(f"job {job_id} attempt {attempt} is no longer the running attempt")
+
+
+def heartbeat(
+    session: Session, job_id: str, attempt: int, lease_seconds: float, now: datetime | None = None
+) -> bool:
+    """Extend the lease; return whether a cancel was asked for."""
+    now = now or utcnow()
+    _fenced_update(
+        session, job_id, attempt, lease_expires_at=now + timedelta(seconds=lease_seconds)
+    )
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def record_progress(
+    session: Session, job_id: str, attempt: int, *, epoch: int, step: int, steps: int
+) -> None:
+    """The step counter the job resource shows (``epoch`` is the one in progress)."""
+    _fenced_update(session, job_id, attempt, epoch=epoch, step=step, steps=steps)
+
+
+def record_epoch(
+    session: Session,
+    job_id: str,
+    attempt: int,
+    *,
+    epoch: int,
+    metrics: dict[str, float],
+    seconds: float,
+    samples_per_second: float,
+    checkpoint_key: str | None,
+    worker_id: str,
+) -> None:
+    """One finished epoch: its History row, the latest metrics and the checkpoint
+    that ends it, in the caller's one transaction, so a resumed run neither
+    skips nor repeats an epoch."""
+    session.execute(
+        insert(ExecutionLog).values(
+            job_id=job_id, attempt=attempt, epoch=epoch, worker_id=worker_id, created_at=utcnow()
+        )
+    )
+    _fenced_update(
+        session,
+        job_id,
+        attempt,
+        metrics=metrics,
+        epoch=epoch,
+        checkpoint_key=checkpoint_key,
+    )
+    already = session.scalar(
+        select(exists().where(JobEpoch.job_id == job_id, JobEpoch.epoch == epoch))
+    )
+    if already:
+        # A resumed attempt re-ran an epoch whose row a lost attempt had written
+        # after its last checkpoint; the rows are equal (deterministic), keep the first.
+        return
+    session.execute(
+        insert(JobEpoch).values(
+            job_id=job_id,
+            epoch=epoch,
+            attempt=attempt,
+            metrics=metrics,
+            seconds=seconds,
+            samples_per_second=samples_per_second,
+            created_at=utcnow(),
+        )
+    )
+
+
+def record_checkpoint(session: Session, job_id: str, attempt: int, checkpoint_key: str) -> None:
+    """A mid-epoch checkpoint became the one to resume from."""
+    _fenced_update(session, job_id, attempt, checkpoint_key=checkpoint_key)
+
+
+def finish(
+    session: Session,
+    job_id: str,
+    attempt: int,
+    *,
+    model_key: str,
+    test_metrics: dict[str, float] | None,
+) -> None:
+    now = utcnow()
+    _fenced_update(
+        session,
+        job_id,
+        attempt,
+        status=SUCCEEDED,
+        model_key=model_key,
+        test_metrics=test_metrics,
+        finished_at=now,
+        lease_expires_at=None,
+    )
+
+
+def fail(session: Session, job_id: str, attempt: int, error: str) -> None:
+    _fenced_update(
+        session,
+        job_id,
+        attempt,
+        status=FAILED,
+        error=error,
+        finished_at=utcnow(),
+        lease_expires_at=None,
+    )
+
+
+def acknowledge_cancel(session: Session, job_id: str, attempt: int) -> None:
+    """The worker stopped a job whose cancel was asked for."""
+    _fenced_update(
+        session, job_id, attempt, status=CANCELLED, finished_at=utcnow(), lease_expires_at=None
+    )
+
+
+def requeue(session: Session, job_id: str, attempt: int) -> None:
+    """Hand a job back at once (worker shutdown): the next claim resumes it."""
+    _fenced_update(session, job_id, attempt, status=QUEUED, worker_id=None, lease_expires_at=None)
+
+
+def request_cancel(session: Session, job_id: str) -> None:
+    """Cancel a queued job now; ask a running job's worker to stop; leave a
+    terminal job as it is (cancel is idempotent)."""
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == QUEUED)
+        .values(status=CANCELLED, cancel_requested=True, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == RUNNING)
+        .values(cancel_requested=True, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL_STATUSES

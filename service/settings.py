@@ -1,0 +1,90 @@
+"""Every tunable of fitq, read from the environment (``FITQ_`` prefix).
+
+With nothing set, every command uses the embedded layout under
+``./.fitq/`` (or ``$FITQ_HOME``): a SQLite database and a file artifact
+store, so ``fitq up``, ``fitq api``, ``fitq worker`` and ``fitq keys`` all
+share one database and one store.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GIB = 1024**3
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
+
+    home: Path = Field(default=Path(".fitq"), description="Embedded state folder.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite under home."
+    )
+    storage_url: str | None = Field(
+        default=None, description="fsspec URL of the artifact store; default file:// under home."
+    )
+    api_key: str | None = Field(
+        default=None, description="A key `fitq up`/`fitq api` register and the CLI uses."
+    )
+    api_url: str = Field(
+        default="http://127.0.0.1:8000", description="Where the CLI finds the API."
+    )
+
+    lease_seconds: float = Field(default=30.0, gt=0, description="A running job's lease.")
+    poll_seconds: float = Field(default=0.5, gt=0, description="Idle worker's queue poll interval.")
+    checkpoint_seconds: float = Field(
+        default=60.0, gt=0, description="Mid-epoch checkpoint interval."
+    )
+    max_upload_bytes: int = Field(default=GIB, gt=0, description="Largest accepted upload.")
+    max_dataset_cells: int = Field(default=500_000_000, gt=0, description="rows × features cap.")
+    max_epochs: int = Field(default=10_000, gt=0)
+    max_predict_rows: int = Field(default=10_000, gt=0, description="Rows per predict call.")
+    device: str | None = Field(default=None, description="Worker device: cpu, cuda, cuda:1.")
+    threads: int | None = Field(
+        default=None, ge=1, description="Torch threads per worker; default shares the cores."
+    )
+    workers_per_machine: int = Field(
+        default=1, ge=1, description="Workers sharing this machine's cores (for `threads`)."
+    )
+    log_format: str = Field(default="text", description="text or json.")
+
+    @property
+    def home_path(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home_path / 'fitq.db'}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        if self.storage_url:
+            return self.storage_url
+        return (self.home_path / "store").as_uri()
+
+    @property
+    def local_key_file(self) -> Path:
+        """Where `fitq up` leaves the key it created, for the CLI to pick up."""
+        return self.home_path / "api_key"
+
+    def torch_threads(self) -> int:
+        """Threads for one worker: the usable cores shared among the machine's
+        workers, one core left to the API when there is more than one."""
+        if self.threads:
+            return self.threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        cores = cores or 1
+        api_share = 1 if cores > 1 else 0
+        return max(1, (cores - api_share) // self.workers_per_machine)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
