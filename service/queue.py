@@ -63,7 +63,12 @@ def _claimable(now: datetime) -> Any:
 
 
 def claim(
-    session: Session, worker_id: str, lease_seconds: float, now: datetime | None = None
+    session: Session,
+    worker_id: str,
+    lease_seconds: float,
+    *,
+    device: str | None = None,
+    now: datetime | None = None,
 ) -> Claim | None:
     """Take the highest-priority, oldest claimable job, or None when there is none.
 
@@ -88,6 +93,7 @@ def claim(
             status=RUNNING,
             attempt=Job.attempt + 1,
             worker_id=worker_id,
+            device=device,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             started_at=func.coalesce(Job.started_at, now),
             updated_at=now,

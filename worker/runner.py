@@ -1,0 +1,305 @@
+"""The worker process: claim a job, train it with the engine, report back, repeat.
+
+One job at a time. While it trains, a reporter thread extends the lease and
+writes progress once a second (``REPORT_SECONDS``), and learns of a cancel
+request or of a lost lease; the training loop's step hook acts on those at
+the next step boundary. A job's failure never stops the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from service import queue
+from service.db.engine import session_factory
+from service.errors import StaleAttempt
+from service.settings import Settings
+from service.store import ArtifactStore
+from worker import data
+
+log = logging.getLogger("fitq.worker")
+
+REPORT_SECONDS = 1.0
+
+
+class StopRequested(Exception):
+    """Raised from the step hook to leave training at a step boundary."""
+
+    def __init__(self, reason: str):
+        self.reason = reason  # "shutdown" | "cancel" | "lost"
+        super().__init__(reason)
+
+
+@dataclass
+class JobControl:
+    """Shared between the training thread and the reporter thread."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    lost: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    progress: tuple[int, int, int] | None = None  # (epoch, step, steps)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Runs jobs from the queue until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker_id: str | None = None,
+        stop: threading.Event | None = None,
+        store: ArtifactStore | None = None,
+    ):
+        self.settings = settings
+        self.worker_id = worker_id or default_worker_id()
+        self.stop = stop or threading.Event()
+        self.store = store or ArtifactStore(settings.resolved_storage_url)
+        self._sessions = session_factory(settings.resolved_database_url)
+        self._device: str | None = None
+
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            from worker.engine import default_device
+
+            self._device = str(self.settings.device or default_device())
+        return self._device
+
+    def _tx(self) -> Any:
+        return self._sessions.begin()
+
+    def run(self, max_jobs: int | None = None) -> int:
+        """Claim and run jobs until stopped (or ``max_jobs`` ran); return how many ran."""
+        ran = 0
+        log.info("worker started", extra={"worker_id": self.worker_id, "device": self.device})
+        while not self.stop.is_set() and (max_jobs is None or ran < max_jobs):
+            claim = self.claim()
+            if claim is None:
+                self.stop.wait(self.settings.poll_seconds)
+                continue
+            self.run_job(claim)
+            ran += 1
+        log.info("worker stopped", extra={"worker_id": self.worker_id})
+        return ran
+
+    def claim(self) -> queue.Claim | None:
+        with self._tx() as session:
+            return queue.claim(
+                session, self.worker_id, self.settings.lease_seconds, device=self.device
+            )
+
+    # -- one job -------------------------------------------------------------
+
+    def run_job(self, claim: queue.Claim) -> None:
+        fields = {"job_id": claim.job_id, "attempt": claim.attempt, "worker_id": self.worker_id}
+        log.info("job started", extra={"action": "start", **fields})
+        control = JobControl()
+        reporter = threading.Thread(
+            target=self._report, args=(claim, control), name="fitq-reporter", daemon=True
+        )
+        reporter.start()
+        try:
+            outcome = self._train(claim, control)
+        except StaleAttempt:
+            outcome = "lost"
+        except Exception as exc:  # a job's failure must never stop the worker
+            outcome = "failed"
+            message = describe(exc)
+            log.warning(
+                "job failed",
+                extra={"action": "fail", "error": message, **fields},
+                exc_info=not is_expected(exc),
+            )
+            try:
+                self._fenced(claim, lambda s: queue.fail(s, claim.job_id, claim.attempt, message))
+            except StaleAttempt:
+                outcome = "lost"
+        finally:
+            control.done.set()
+            reporter.join()
+        log.info(f"job {outcome}", extra={"action": outcome, **fields})
+
+    def _train(self, claim: queue.Claim, control: JobControl) -> str:
+        from worker.engine import Trainer
+
+        spec = claim.spec
+        with self._sessions() as session:
+            x, y = data.load_arrays(session, self.store, spec["dataset_id"])
+            validation = (
+                data.load_arrays(session, self.store, spec["validation_dataset_id"])
+                if spec.get("validation_dataset_id")
+                else None
+            )
+            test = (
+                data.load_arrays(session, self.store, spec["test_dataset_id"])
+                if spec.get("test_dataset_id")
+                else None
+            )
+        resume = self.store.get_bytes(claim.checkpoint_key) if claim.checkpoint_key else None
+        trainer = Trainer(
+            model=spec["model"],
+            compile=spec["compile"],
+            fit=spec["fit"],
+            seed=spec["seed"],
+            device=self.device,
+        )
+        last_checkpoint = time.monotonic()
+
+        def on_step_end(epoch: int, step: int, steps: int) -> None:
+            nonlocal last_checkpoint
+            control.progress = (epoch, step, steps)
+            if control.lost.is_set():
+                raise StopRequested("lost")
+            if control.cancel.is_set():
+                raise StopRequested("cancel")
+            if self.stop.is_set():
+                raise StopRequested("shutdown")
+            if time.monotonic() - last_checkpoint > self.settings.checkpoint_seconds:
+                key = self._save_checkpoint(claim, trainer, epoch, step)
+                self._fenced(
+                    claim, lambda s: queue.record_checkpoint(s, claim.job_id, claim.attempt, key)
+                )
+                last_checkpoint = time.monotonic()
+
+        def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
+            nonlocal last_checkpoint
+            key = self._save_checkpoint(claim, trainer, epoch, 0)
+            metrics = {k: v for k, v in logs.items() if k not in ("seconds", "samples_per_second")}
+            self._fenced(
+                claim,
+                lambda s: queue.record_epoch(
+                    s,
+                    claim.job_id,
+                    claim.attempt,
+                    epoch=epoch,
+                    metrics=metrics,
+                    seconds=float(logs.get("seconds", 0.0)),
+                    samples_per_second=float(logs.get("samples_per_second", 0.0)),
+                    checkpoint_key=key,
+                    worker_id=self.worker_id,
+                ),
+            )
+            last_checkpoint = time.monotonic()
+            log.info(
+                "epoch",
+                extra={
+                    "action": "epoch",
+                    "job_id": claim.job_id,
+                    "attempt": claim.attempt,
+                    "epoch": epoch,
+                },
+            )
+
+        try:
+            trainer.fit(
+                x,
+                y,
+                validation_data=validation,
+                on_step_end=on_step_end,
+                on_epoch_end=on_epoch_end,
+                resume_from=resume,
+            )
+        except StopRequested as stop:
+            return self._stop(claim, trainer, stop.reason, control)
+
+        test_metrics = trainer.evaluate(*test) if test is not None else None
+        model_key = f"jobs/{claim.job_id}/model.safetensors"
+        self.store.put_bytes(model_key, trainer.export_safetensors({"fitq_spec": _dumps(spec)}))
+        self._fenced(
+            claim,
+            lambda s: queue.finish(
+                s, claim.job_id, claim.attempt, model_key=model_key, test_metrics=test_metrics
+            ),
+        )
+        return "succeeded"
+
+    def _stop(self, claim: queue.Claim, trainer: Any, reason: str, control: JobControl) -> str:
+        if reason == "lost":
+            return "lost"
+        if reason == "cancel":
+            self._fenced(claim, lambda s: queue.acknowledge_cancel(s, claim.job_id, claim.attempt))
+            return "cancelled"
+        epoch, step, _ = control.progress or (0, 0, 0)
+        key = self._save_checkpoint(claim, trainer, epoch, step)
+        self._fenced(claim, lambda s: queue.record_checkpoint(s, claim.job_id, claim.attempt, key))
+        self._fenced(claim, lambda s: queue.requeue(s, claim.job_id, claim.attempt))
+        return "handed back"
+
+    def _save_checkpoint(self, claim: queue.Claim, trainer: Any, epoch: int, step: int) -> str:
+        key = f"jobs/{claim.job_id}/checkpoints/{epoch:05d}-{step:07d}-a{claim.attempt}.safetensors"
+        self.store.put_bytes(key, trainer.checkpoint())
+        return key
+
+    def _fenced(self, claim: queue.Claim, write: Callable[[Session], None]) -> None:
+        with self._tx() as session:
+            write(session)
+
+    # -- the reporter thread ---------------------------------------------------
+
+    def _report(self, claim: queue.Claim, control: JobControl) -> None:
+        lease = self.settings.lease_seconds
+        interval = min(REPORT_SECONDS, lease / 3)
+        last_written: tuple[int, int, int] | None = None
+        while not control.done.wait(interval):
+            try:
+                with self._tx() as session:
+                    cancel = queue.heartbeat(session, claim.job_id, claim.attempt, lease)
+                    progress = control.progress
+                    if progress is not None and progress != last_written:
+                        epoch, step, steps = progress
+                        queue.record_progress(
+                            session,
+                            claim.job_id,
+                            claim.attempt,
+                            epoch=epoch,
+                            step=step,
+                            steps=steps,
+                        )
+                        last_written = progress
+                if cancel:
+                    control.cancel.set()
+            except StaleAttempt:
+                control.lost.set()
+                return
+            except Exception:  # the database may be briefly away; keep beating
+                log.warning("heartbeat failed", extra={"job_id": claim.job_id}, exc_info=True)
+
+
+def _dumps(spec: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(spec, sort_keys=True)
+
+
+def is_expected(exc: BaseException) -> bool:
+    from worker.engine import TrainingError
+
+    return isinstance(exc, TrainingError | LookupError | ValueError)
+
+
+def describe(exc: BaseException) -> str:
+    """The message a failed job carries: what went wrong and where."""
+    text = str(exc) or type(exc).__name__
+    if is_expected(exc):
+        return text
+    if "out of memory" in text.lower():
+        return f"out of memory: {text}"
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" (at {os.path.basename(frame.filename)}:{frame.lineno})" if frame else ""
+    return f"{type(exc).__name__}: {text}{where}"
