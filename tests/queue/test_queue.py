@@ -1,0 +1,210 @@
+"""The queue's transitions on a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from service import queue
+from service.db.engine import session_factory, transaction
+from service.db.models import Job, utcnow
+from service.errors import StaleAttempt
+
+LEASE = 30.0
+SPEC = {"dataset_id": "iris"}
+
+
+def add_jobs(url: str, owner_id: str, priorities: list[int], **fields: object) -> list[str]:
+    """Queued jobs with strictly increasing created_at, in the given order."""
+    base = utcnow() - timedelta(hours=1)
+    ids = []
+    with transaction(url) as session:
+        for i, priority in enumerate(priorities):
+            job = Job(
+                owner_id=owner_id,
+                spec=SPEC,
+                dataset_id="iris",
+                epochs=1,
+                priority=priority,
+                created_at=base + timedelta(milliseconds=i),
+                **fields,
+            )
+            session.add(job)
+            session.flush()
+            ids.append(job.id)
+    return ids
+
+
+def claim(url: str, worker: str = "w1", lease: float = LEASE, **kw: object) -> queue.Claim | None:
+    with transaction(url) as session:
+        return queue.claim(session, worker, lease, **kw)  # type: ignore[arg-type]
+
+
+def get(url: str, job_id: str) -> Job:
+    with session_factory(url)() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+@pytest.fixture
+def owner(database_url: str, make_key) -> str:  # type: ignore[no-untyped-def]
+    make_key("queue-owner")
+    from service.db.models import ApiKey
+
+    with session_factory(database_url)() as session:
+        return session.scalar(select(ApiKey.id).where(ApiKey.name == "queue-owner"))  # type: ignore[return-value]
+
+
+class TestClaim:
+    def test_takes_highest_priority_then_oldest(self, database_url: str, owner: str) -> None:
+        ids = add_jobs(database_url, owner, [0, 5, 5, -1])
+        order = [claim(database_url).job_id for _ in ids]  # type: ignore[union-attr]
+        assert order == [ids[1], ids[2], ids[0], ids[3]]
+        assert claim(database_url) is None
+
+    def test_marks_running_with_attempt_worker_and_lease(
+        self, database_url: str, owner: str
+    ) -> None:
+        [job_id] = add_jobs(database_url, owner, [0])
+        before = utcnow()
+        got = claim(database_url, "worker-a", device="cpu")
+        assert got is not None and got.attempt == 1
+        job = get(database_url, job_id)
+        assert (job.status, job.worker_id, job.device) == ("running", "worker-a", "cpu")
+        assert job.lease_expires_at is not None
+        assert job.lease_expires_at >= before + timedelta(seconds=LEASE - 1)
+        assert job.started_at is not None
+
+    def test_concurrent_claimers_take_each_job_exactly_once(
+        self, database_url: str, owner: str
+    ) -> None:
+        n_jobs, n_claimers = 200, 16
+        ids = add_jobs(database_url, owner, [0] * n_jobs)
+        taken: list[str] = []
+        lock = threading.Lock()
+
+        def claimer(name: str) -> None:
+            while (got := claim(database_url, name)) is not None:
+                with lock:
+                    taken.append(got.job_id)
+
+        threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(n_claimers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(taken) == sorted(ids)
+        with session_factory(database_url)() as session:
+            assert session.scalar(select(func.count()).where(Job.status == "queued")) == 0
+
+
+class TestFencing:
+    def test_a_superseded_attempt_cannot_write(self, database_url: str, owner: str) -> None:
+        [job_id] = add_jobs(database_url, owner, [0])
+        first = claim(database_url, "w1", lease=0.001)
+        assert first is not None
+        second = claim(database_url, "w2", now=utcnow() + timedelta(seconds=1))
+        assert second is not None and second.attempt == 2
+        for write in (
+            lambda s: queue.heartbeat(s, job_id, first.attempt, LEASE),
+            lambda s: queue.finish(s, job_id, first.attempt, model_key="m", test_metrics=None),
+            lambda s: queue.fail(s, job_id, first.attempt, "boom"),
+            lambda s: queue.requeue(s, job_id, first.attempt),
+        ):
+            with pytest.raises(StaleAttempt), transaction(database_url) as session:
+                write(session)
+        assert get(database_url, job_id).worker_id == "w2"
+
+    def test_a_terminal_state_is_final(self, database_url: str, owner: str) -> None:
+        [job_id] = add_jobs(database_url, owner, [0])
+        got = claim(database_url)
+        assert got is not None
+        with transaction(database_url) as session:
+            queue.finish(session, job_id, got.attempt, model_key="m", test_metrics={"loss": 1.0})
+        with pytest.raises(StaleAttempt), transaction(database_url) as session:
+            queue.fail(session, job_id, got.attempt, "late")
+        with transaction(database_url) as session:
+            queue.request_cancel(session, job_id)
+        assert get(database_url, job_id).status == "succeeded"
+
+
+class TestLease:
+    def test_expired_lease_is_rescued_with_the_next_attempt(
+        self, database_url: str, owner: str
+    ) -> None:
+        [job_id] = add_jobs(database_url, owner, [0])
+        assert claim(database_url, "w1", lease=1) is not None
+        rescued = claim(database_url, "w2", now=utcnow() + timedelta(seconds=2))
+        assert rescued is not None and (rescued.job_id, rescued.attempt) == (job_id, 2)
+        assert get(database_url, job_id).worker_id == "w2"
+
+    def test_live_lease_is_not_taken(self, database_url: str, owner: str) -> None:
+        add_jobs(database_url, owner, [0])
+        assert claim(database_url, "w1") is not None
+        assert claim(database_url, "w2") is None
+
+    def test_spent_attempts_fail_the_job_with_the_reason(
+        self, database_url: str, owner: str
+    ) -> None:
+        [job_id] = add_jobs(database_url, owner, [0], max_attempts=2)
+        later = utcnow()
+        for _ in range(2):
+            later += timedelta(seconds=10)
+            assert claim(database_url, lease=1, now=later) is not None
+        assert claim(database_url, now=later + timedelta(seconds=10)) is None
+        job = get(database_url, job_id)
+        assert job.status == "failed"
+        assert job.error == "worker lost on attempts 1–2"
+
+
+class TestRequeue:
+    def test_hand_back_is_claimed_again_with_its_checkpoint(
+        self, database_url: str, owner: str
+    ) -> None:
+        [job_id] = add_jobs(database_url, owner, [0])
+        got = claim(database_url)
+        assert got is not None
+        with transaction(database_url) as session:
+            queue.record_checkpoint(session, job_id, got.attempt, "ckpt-key")
+            queue.requeue(session, job_id, got.attempt)
+        assert get(database_url, job_id).status == "queued"
+        again = claim(database_url, "w2")
+        assert again is not None
+        assert (again.attempt, again.checkpoint_key) == (2, "ckpt-key")
+
+
+class TestCancel:
+    def test_queued_becomes_cancelled(self, database_url: str, owner: str) -> None:
+        [job_id] = add_jobs(database_url, owner, [0])
+        with transaction(database_url) as session:
+            queue.request_cancel(session, job_id)
+        assert get(database_url, job_id).status == "cancelled"
+        assert claim(database_url) is None
+
+    def test_running_job_learns_of_it_through_its_heartbeat(
+        self, database_url: str, owner: str
+    ) -> None:
+        [job_id] = add_jobs(database_url, owner, [0])
+        got = claim(database_url)
+        assert got is not None
+        with transaction(database_url) as session:
+            assert queue.heartbeat(session, job_id, got.attempt, LEASE) is False
+            queue.request_cancel(session, job_id)
+            queue.request_cancel(session, job_id)  # idempotent
+            assert queue.heartbeat(session, job_id, got.attempt, LEASE) is True
+            queue.acknowledge_cancel(session, job_id, got.attempt)
+        assert get(database_url, job_id).status == "cancelled"
+
+    def test_cancel_of_a_dead_workers_job_ends_it_at_lease_expiry(
+        self, database_url: str, owner: str
+    ) -> None:
+        [job_id] = add_jobs(database_url, owner, [0])
+        assert claim(database_url, lease=1) is not None
+        with transaction(database_url) as session:
+            queue.request_cancel(session, job_id)
+        assert claim(database_url, now=utcnow() + timedelta(seconds=5)) is None
+        assert get(database_url, job_id).status == "cancelled"
