@@ -1,0 +1,102 @@
+"""`fitq up` as a user runs it: a real process on a real port, the digits
+CSV uploaded over HTTP, the reference model trained, the model downloaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from safetensors.numpy import load as load_safetensors
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from service.client import Client
+from tests.e2e.processes import fitq_env, fitq_process, free_port, wait_healthy
+
+pytestmark = pytest.mark.slow
+
+REFERENCE_SPEC: dict[str, Any] = {
+    "name": "digits-mlp",
+    "model": {
+        "input_dim": 64,
+        "layers": [
+            {"type": "dense", "units": 128, "activation": "relu"},
+            {"type": "dense", "units": 64, "activation": "relu"},
+            {"type": "dense", "units": 10, "activation": "softmax"},
+        ],
+    },
+    "compile": {
+        "optimizer": "adam",
+        "loss": "sparse_categorical_crossentropy",
+        "metrics": ["accuracy"],
+    },
+    "fit": {"epochs": 10, "batch_size": 32, "validation_split": 0.1, "normalize": True},
+    "seed": 0,
+}
+
+
+def write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    header = ",".join([f"pixel{i}" for i in range(x.shape[1])] + ["digit"])
+    np.savetxt(path, np.column_stack([x, y]), delimiter=",", header=header, comments="", fmt="%g")
+    return path
+
+
+def forward(tensors: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The downloaded model applied by hand: normalization, then dense layers."""
+    h = (x - tensors["normalization.mean"]) / tensors["normalization.std"]
+    for i in range(3):
+        h = h @ tensors[f"layers.{i}.kernel"] + tensors[f"layers.{i}.bias"]
+        if i < 2:
+            h = np.maximum(h, 0)
+    return h  # logits; argmax equals the softmax's
+
+
+def test_fitq_up_trains_the_reference_model_end_to_end(tmp_path: Path) -> None:
+    digits = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        digits.data, digits.target, test_size=0.2, stratify=digits.target, random_state=0
+    )
+    train_csv = write_csv(tmp_path / "train.csv", x_train, y_train)
+    test_csv = write_csv(tmp_path / "test.csv", x_test, y_test)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = fitq_env(tmp_path / "home")
+    log = tmp_path / "fitq-up.log"
+
+    with fitq_process(["up", "--port", str(port)], env, log) as proc:
+        wait_healthy(url, proc, log)
+        key = (tmp_path / "home" / "api_key").read_text().strip()
+        with Client(url, key) as client:
+            train = client.upload_dataset(train_csv, name="digits-train")
+            test = client.upload_dataset(test_csv, name="digits-test")
+            assert (train["n_rows"], train["n_features"]) == (len(x_train), 64)
+            job = client.submit(
+                {**REFERENCE_SPEC, "dataset_id": train["id"], "test_dataset_id": test["id"]}
+            )
+            final = client.wait(job["id"], timeout=300)
+            assert final["status"] == "succeeded", final["error"]
+
+            history = client.metrics(job["id"])
+            assert [row["epoch"] for row in history] == list(range(1, 11))
+            for row in history:
+                assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(row)
+            assert final["test_metrics"]["accuracy"] >= 0.93
+
+            model_bytes = client.download_model(job["id"])
+            tensors = load_safetensors(model_bytes)
+            answer = client.predict(job["id"], x_test[:50].tolist())
+    ours = forward(tensors, x_test[:50].astype(np.float32))
+    assert answer["predictions"] == ours.argmax(axis=1).tolist()
+    probabilities = np.asarray(answer["probabilities"])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert probabilities.argmax(axis=1).tolist() == answer["predictions"]
+    assert json.loads(safetensors_metadata(model_bytes)["fitq_spec"])["model"]["input_dim"] == 64
+    assert "Traceback" not in log.read_text()
+
+
+def safetensors_metadata(blob: bytes) -> dict[str, str]:
+    header_len = int.from_bytes(blob[:8], "little")
+    return json.loads(blob[8 : 8 + header_len])["__metadata__"]
