@@ -1,0 +1,190 @@
+"""The artifact store: datasets, checkpoints and trained models, addressed by URL.
+
+``file:///abs/path`` (the default, a plain path works too) or any URL fsspec
+understands (``s3://bucket/prefix`` once s3fs is installed). Nothing here is
+specific to one backend beyond the local fast paths:
+
+- writes are atomic on the local filesystem: a temporary file in the same
+  directory, flushed and fsync'd, then ``os.replace`` — a reader sees the old
+  content or the new, never half of it, and a failed write leaves the old
+  content in place. Object stores give the same guarantee on their own.
+- ``local_path`` hands numpy the real file so arrays are memory-mapped
+  instead of read.
+
+Keys are relative POSIX paths chosen by the service (``datasets/<sha256>/x.npy``),
+never derived from a client's file name; ``..``, absolute paths, backslashes,
+empty or ``.`` parts and control characters are refused with ``ValueError``
+(a bug of ours, not a client error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import fsspec
+import numpy as np
+from fsspec.implementations.local import LocalFileSystem
+
+COPY_CHUNK_BYTES = 1 << 20
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative POSIX path, else raise ``ValueError``."""
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"store key must be a non-empty string, got {key!r}")
+    if "\\" in key or key.startswith("/") or any(ord(c) < 0x20 for c in key):
+        raise ValueError(f"store key {key!r} must be a relative POSIX path")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"store key {key!r} has an empty, '.' or '..' part")
+    return key
+
+
+class ArtifactStore:
+    """Bytes and numpy arrays under one root URL, by relative key."""
+
+    def __init__(self, url: str):
+        fs, root = fsspec.core.url_to_fs(url)
+        self.url = url
+        self.fs: fsspec.AbstractFileSystem = fs
+        self._local = isinstance(fs, LocalFileSystem)
+        if self._local:
+            self.root = str(Path(root).resolve())
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+        else:
+            self.root = root.rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.url!r})"
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{check_key(key)}"
+
+    # -- writing ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writer(self, key: str) -> Iterator[IO[bytes]]:
+        """A binary file to write ``key`` through; it becomes visible only on success.
+
+        Locally the data goes to a temporary file beside the target, which is
+        fsync'd and renamed over it when the block exits normally, and removed
+        when it raises. For a remote store it is spooled to a local temporary
+        file and uploaded in one piece on success, so a failed write uploads
+        nothing.
+        """
+        path = self._path(key)
+        if not self._local:
+            with tempfile.TemporaryDirectory(prefix="fitq-upload-") as spool:
+                local = os.path.join(spool, "part")
+                with open(local, "wb") as f:
+                    yield f
+                self.fs.put_file(local, path)
+            return
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(directory)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``, replacing what was there."""
+        with self.writer(key) as f:
+            f.write(data)
+
+    def put_file(self, key: str, local_path: str | os.PathLike[str]) -> None:
+        """Store a copy of the local file ``local_path`` under ``key``."""
+        if not self._local:
+            self.fs.put_file(os.fspath(local_path), self._path(key))
+            return
+        with open(local_path, "rb") as src, self.writer(key) as dst:
+            shutil.copyfileobj(src, dst, COPY_CHUNK_BYTES)
+
+    def save_array(self, key: str, array: np.ndarray) -> None:
+        """Store ``array`` as a ``.npy`` file (never pickled)."""
+        with self.writer(key) as f:
+            np.save(f, array, allow_pickle=False)
+
+    # -- reading ------------------------------------------------------------
+
+    def get_bytes(self, key: str) -> bytes:
+        """The content of ``key``; ``FileNotFoundError`` when missing."""
+        with self.open(key) as f:
+            return f.read()
+
+    def open(self, key: str, mode: str = "rb") -> IO[bytes]:
+        """Open ``key`` for reading (``"rb"``); write through ``writer`` instead."""
+        if mode != "rb":
+            raise ValueError(f"open() reads only (mode 'rb'), got {mode!r}; use writer()")
+        if self._local:
+            return open(self._path(key), "rb")
+        return self.fs.open(self._path(key), "rb")  # type: ignore[no-any-return]
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` is stored."""
+        return bool(self.fs.exists(self._path(key)))
+
+    def local_path(self, key: str) -> Path | None:
+        """The filesystem path of ``key`` for a local store, ``None`` for a remote one."""
+        return Path(self._path(key)) if self._local else None
+
+    def load_array(self, key: str) -> np.ndarray:
+        """The ``.npy`` array under ``key``: memory-mapped read-only when local."""
+        local = self.local_path(key)
+        if local is not None:
+            array: Any = np.load(local, allow_pickle=False, mmap_mode="r")
+        else:
+            array = np.load(io.BytesIO(self.get_bytes(key)), allow_pickle=False)
+        if not isinstance(array, np.ndarray):
+            raise ValueError(f"{key} does not hold a single array")
+        return array
+
+    # -- deleting -----------------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is fine."""
+        path = self._path(key)
+        if self._local:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(path)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every key under the folder ``prefix``; a missing one is fine."""
+        path = self._path(prefix.rstrip("/"))
+        if self._local:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make a rename in ``directory`` durable (POSIX; a no-op where unsupported)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
