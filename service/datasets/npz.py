@@ -59,6 +59,11 @@ def read_npz(path: Path, *, max_cells: int | None, max_uncompressed_bytes: int) 
                 f"NPZ expands to {total} bytes uncompressed, over the limit of "
                 f"{max_uncompressed_bytes} bytes"
             )
+        if not any(info.filename.endswith(".npy") for info in infos):
+            raise InvalidDataset(
+                "the file is a zip archive without .npy arrays, not an NPZ "
+                "(numpy.savez(f, x=x, y=y) writes one)"
+            )
         members = {info.filename.removesuffix(".npy"): info for info in infos}
         missing = [k for k in ("x", "y") if k not in members]
         if missing:
@@ -148,7 +153,8 @@ def _load(f: IO[bytes]) -> np.ndarray:
 def _features(x: np.ndarray) -> np.ndarray:
     """x as C-contiguous float32; refuses NaN, ±Inf and values beyond float32's range."""
     _check_finite(x, "NaN or infinite")
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # overflow becomes ±inf, refused just below
+        x = np.ascontiguousarray(x, dtype=np.float32)
     _check_finite(x, "too large for float32 (beyond ±3.4e38)")
     return x
 

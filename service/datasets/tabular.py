@@ -150,6 +150,8 @@ def _diagnose(
             f"row {line} has {first.actual_columns} fields but the header has "
             f"{first.expected_columns}; every row needs one value per column"
         )
+    if "Empty CSV file" in str(error):  # a header line without a line break after it
+        return InvalidDataset(f"the {kind} file has a header row but no data rows")
     hit = re.search(r"column #(\d+)", str(error))
     suspects = [names[int(hit.group(1))]] if hit and int(hit.group(1)) < len(names) else features
     for name in suspects:
@@ -286,7 +288,8 @@ def _feature_matrix(table: pa.Table, features: list[str], where: Where) -> np.nd
         values = column.to_numpy()
         if values.dtype.kind not in "biuf":  # decimals come back as objects
             values = np.asarray(values, dtype=np.float64)
-        x[:, j] = values
+        with np.errstate(over="ignore"):  # overflow becomes ±inf, refused just below
+            x[:, j] = values
         bad = np.flatnonzero(~np.isfinite(x[:, j]))
         if bad.size:
             i = int(bad[0])

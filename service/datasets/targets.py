@@ -162,7 +162,8 @@ def _check_finite(values: np.ndarray, *, name: str, where: Where) -> None:
 
 
 def _float32(values: np.ndarray, *, name: str, where: Where) -> np.ndarray:
-    out = np.ascontiguousarray(values, dtype=np.float32)
+    with np.errstate(over="ignore"):  # overflow becomes ±inf, refused just below
+        out = np.ascontiguousarray(values, dtype=np.float32)
     i = first_nonfinite_row(out)
     if i is not None:
         raise InvalidDataset(f"{where(i)}, {name}: value too large for float32 (beyond ±3.4e38)")

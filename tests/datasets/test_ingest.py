@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from service.datasets.formats import detect_format
@@ -303,6 +305,25 @@ def _forged_shape(tmp_path: Path) -> Path:
     return path
 
 
+def _parquet_huge(tmp_path: Path) -> Path:
+    path = tmp_path / "huge.parquet"
+    pq.write_table(pa.table({"a": [1.0, 1e39], "y": [0, 1]}), path)
+    return path
+
+
+def _npz_huge(tmp_path: Path) -> Path:
+    path = tmp_path / "huge.npz"
+    np.savez(path, x=np.array([[1.0], [-1e39]]), y=np.array([0, 1]))
+    return path
+
+
+def _xlsx(tmp_path: Path) -> Path:
+    path = tmp_path / "book.xlsx"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+    return path
+
+
 def _csv_as_parquet(tmp_path: Path) -> Path:
     path = tmp_path / "data.parquet"
     path.write_text("a,y\n1,0\n")
@@ -348,6 +369,11 @@ BAD_INPUT = {
     "empty file": (_text("d.csv", ""), {}, r"the file is empty"),
     "blank file": (_text("d.csv", "\n\n  \n"), {}, r"the file is empty"),
     "header only": (_text("d.csv", "a,b,y\n"), {}, r"header row but no data rows"),
+    "header only, no newline": (_text("d.csv", "a,b,y"), {}, r"header row but no data rows"),
+    "label beyond float32": (_text("d.csv", "a,y\n1,0.5\n2,1e39\n"), {}, r"row 3.*float32"),
+    "parquet beyond float32": (_parquet_huge, {}, r"row 2, column 'a'.*float32"),
+    "npz beyond float32": (_npz_huge, {}, r"x\[1, 0\] is too large for float32"),
+    "zip, not npz": (_xlsx, {}, r"zip archive without .npy arrays"),
     "single column": (_text("d.csv", "a\n1\n2\n"), {}, r"single column 'a'.*feature"),
     "semicolons": (_text("d.csv", "a;b;y\n1;2;0\n"), {}, r"single column.*another separator"),
     "duplicate column": (_text("d.csv", "a,a,y\n1,2,0\n"), {}, r"'a' appears more than once"),
