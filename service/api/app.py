@@ -1,0 +1,135 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+At start-up it refuses a database whose schema is behind (``check_schema``,
+which ``fitq api`` also calls before uvicorn starts) and registers
+``FITQ_API_KEY`` once. Errors: every ``FitqError`` is rendered by one handler
+as ``{"detail": message}`` (plus ``loc``) with its status; FastAPI's own
+request validation stays a 422 with its list ``detail``; anything unexpected
+is logged with its traceback and answered ``500 {"detail": "internal error"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import auth, metrics
+from service.api.routes import datasets, jobs, ops
+from service.db import migrate
+from service.db.engine import session_factory, transaction
+from service.errors import FitqError, Unauthorized
+from service.settings import Settings, get_settings
+from service.store import ArtifactStore
+
+log = logging.getLogger("fitq.api")
+
+SCHEMA_BEHIND = ops.SCHEMA_BEHIND
+
+
+def check_schema(url: str) -> None:
+    """Raise ``RuntimeError`` unless the database at ``url`` is at the newest migration."""
+    if not migrate.is_at_head(url):
+        raise RuntimeError(SCHEMA_BEHIND)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API over ``settings`` (default: the environment's)."""
+    settings = settings or get_settings()
+    url = settings.resolved_database_url
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        check_schema(url)
+        if settings.api_key:
+            with transaction(url) as session:
+                auth.ensure_key(session, "env", settings.api_key)
+        yield
+
+    app = FastAPI(
+        title="fitq",
+        version="1",
+        summary="Train dense neural networks from Keras-style specs.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.session_factory = session_factory(url)
+    app.state.store = ArtifactStore(settings.resolved_storage_url)
+
+    app.add_exception_handler(FitqError, _render_error)  # type: ignore[arg-type]
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(metrics.MetricsMiddleware)
+
+    app.include_router(ops.router)
+    app.include_router(datasets.router)
+    app.include_router(jobs.router)
+    _document_job_spec(app)
+    return app
+
+
+async def _render_error(request: Request, exc: FitqError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    if exc.status_code >= 500:
+        log.error("internal error", exc_info=exc, extra={"path": request.url.path})
+    return JSONResponse(exc.to_detail(), status_code=exc.status_code, headers=headers)
+
+
+class CatchAllMiddleware:
+    """The last line: an exception nobody handled becomes a logged 500 with a
+    generic body (never a traceback on the wire, never a dropped connection)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception(
+                "unhandled error", extra={"method": scope.get("method"), "path": scope.get("path")}
+            )
+            if started:
+                raise
+            response = JSONResponse({"detail": "internal error"}, status_code=500)
+            await response(scope, receive, send)
+
+
+def _document_job_spec(app: FastAPI) -> None:
+    """Show the job spec's own schema as the body of ``POST /v1/jobs`` (the
+    route reads a plain JSON object and validates it with ``service.spec``)."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = default_openapi()
+        try:
+            from service.spec import JobSpec
+        except ImportError:  # pragma: no cover - the spec module is part of the service
+            return schema
+        spec_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(spec_schema.pop("$defs", {}))
+        components["JobSpec"] = spec_schema
+        body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]
+        body["content"]["application/json"]["schema"] = {"$ref": "#/components/schemas/JobSpec"}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,85 @@
+"""Request dependencies: the settings, the store, one database session per
+request, the caller's key, and the load + 404 + owner check of a dataset or a
+job in one place — another key's ids are invisible by construction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from service import auth, jobs
+from service.datasets import service as datasets
+from service.db.models import ApiKey, Dataset, Job
+from service.settings import Settings
+from service.store import ArtifactStore
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key: `Authorization: Bearer fitq_…` (`fitq keys create NAME`).",
+)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> ArtifactStore:
+    store: ArtifactStore = request.app.state.store
+    return store
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request, committed when the route returns (before the
+    response is sent: scope "function"), rolled back when it raises."""
+    session: Session = request.app.state.session_factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[ArtifactStore, Depends(get_store)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_owner(
+    request: Request,
+    session: SessionDep,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> ApiKey:
+    """The key of the request (401 without a valid one).
+
+    The read transaction ends here: on SQLite every transaction takes the
+    write lock (BEGIN IMMEDIATE), and an upload must not hold it while its
+    body streams in.
+    """
+    key = auth.authenticate(session, request.headers.get("authorization"))
+    session.commit()
+    return key
+
+
+OwnerDep = Annotated[ApiKey, Depends(get_owner)]
+
+
+def get_dataset(dataset_id: str, owner: OwnerDep, session: SessionDep) -> Dataset:
+    """The dataset of the path, if the caller may see it (built-ins: everyone)."""
+    return datasets.get(session, owner.id, dataset_id)
+
+
+def get_job(job_id: str, owner: OwnerDep, session: SessionDep) -> Job:
+    """The job of the path, if it is the caller's."""
+    return jobs.get(session, owner.id, job_id)
+
+
+DatasetDep = Annotated[Dataset, Depends(get_dataset)]
+JobDep = Annotated[Job, Depends(get_job)]

@@ -1,0 +1,28 @@
+"""The error responses a route declares, for the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.api.schemas import Error, ValidationErrors
+
+DESCRIPTIONS = {
+    400: "The body is not valid JSON.",
+    401: "No valid API key (the response carries `WWW-Authenticate: Bearer`).",
+    404: "No such resource, or it belongs to another key.",
+    409: "The resource is in a state that does not allow this.",
+    413: "The body is over the configured limit.",
+    422: "The request is well-formed but not valid; `loc` names the field.",
+    503: "Not ready: the database is unreachable or its schema is behind.",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: each code with the error body and what it means."""
+    return {
+        code: {
+            "model": Error | ValidationErrors if code == 422 else Error,
+            "description": DESCRIPTIONS[code],
+        }
+        for code in codes
+    }

@@ -1,0 +1,107 @@
+"""/v1/datasets: upload, list, read, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import DatasetDep, OwnerDep, SessionDep, SettingsDep, StoreDep
+from service.api.responses import errors
+from service.api.schemas import DatasetPublic, Page
+from service.api.upload import FILE_FIELD, receive_upload
+from service.datasets import service as datasets
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+MAX_PAGE = 200
+DEFAULT_PAGE = 50
+
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FILE_FIELD],
+                    "properties": {
+                        FILE_FIELD: {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "CSV/TSV (header row), Parquet, or NPZ (arrays x, y).",
+                        },
+                        "name": {"type": "string", "description": "Default: the file's name."},
+                        "label": {
+                            "type": "string",
+                            "description": "The target column (CSV/TSV/Parquet); default the last.",
+                        },
+                        "task": {
+                            "type": "string",
+                            "enum": ["classification", "regression"],
+                            "description": "Override the task kind the target looks like.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetPublic,
+    openapi_extra=UPLOAD_BODY,
+    responses=errors(401, 413, 422),
+)
+async def upload_dataset(
+    request: Request, owner: OwnerDep, session: SessionDep, store: StoreDep, settings: SettingsDep
+) -> DatasetPublic:
+    """Upload a dataset (streamed; over the upload limit it is a 413)."""
+    upload = await receive_upload(request, max_file_bytes=settings.max_upload_bytes)
+    try:
+        new = datasets.NewUpload(
+            path=upload.path,
+            filename=upload.filename,
+            sha256=upload.sha256,
+            size_bytes=upload.size_bytes,
+            name=upload.fields.get("name"),
+            label=upload.fields.get("label"),
+            task=upload.fields.get("task"),
+        )
+        row = await run_in_threadpool(
+            datasets.create, session, store, owner.id, new, max_cells=settings.max_dataset_cells
+        )
+        return DatasetPublic.of(row)
+    finally:
+        upload.remove()
+
+
+@router.get("", response_model=Page[DatasetPublic], responses=errors(401, 422))
+def list_datasets(
+    owner: OwnerDep,
+    session: SessionDep,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+) -> Page[DatasetPublic]:
+    """The built-in datasets, then yours, newest first."""
+    page = datasets.list_page(session, owner.id, cursor, limit)
+    return Page(items=[DatasetPublic.of(r) for r in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=errors(401, 404))
+def read_dataset(dataset: DatasetDep) -> DatasetPublic:
+    """One dataset."""
+    return DatasetPublic.of(dataset)
+
+
+@router.delete(
+    "/{dataset_id}", status_code=204, response_class=Response, responses=errors(401, 404, 409)
+)
+def delete_dataset(dataset: DatasetDep, session: SessionDep, store: StoreDep) -> Response:
+    """Delete an upload (409 while a job that has not ended uses it, or for a built-in)."""
+    datasets.delete_dataset(session, store, dataset)
+    return Response(status_code=204)

@@ -1,0 +1,135 @@
+"""/v1/jobs: submit, list, read, History, cancel, model, predict."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Response
+
+from service import jobs
+from service.api.deps import JobDep, OwnerDep, SessionDep, SettingsDep, StoreDep
+from service.api.responses import errors
+from service.api.schemas import (
+    EpochMetrics,
+    History,
+    JobPublic,
+    JobStatus,
+    Page,
+    Prediction,
+    PredictRequest,
+)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+MAX_PAGE = 200
+DEFAULT_PAGE = 50
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobPublic,
+    responses={
+        200: {"model": JobPublic, "description": "A replay: the job this Idempotency-Key made."},
+        **errors(401, 404, 409, 422),
+    },
+)
+def submit_job(
+    body: Annotated[dict[str, Any], Body(description="The job spec (see docs/spec-contract.md).")],
+    owner: OwnerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=MAX_IDEMPOTENCY_KEY_CHARS,
+            description="The same key and body return the same job (200); another body is a 409.",
+        ),
+    ] = None,
+) -> JobPublic:
+    """Validate a spec against its datasets and queue it."""
+    job, created = jobs.submit(
+        session, owner.id, body, idempotency_key=idempotency_key, max_epochs=settings.max_epochs
+    )
+    response.status_code = 201 if created else 200
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobPublic.of(job)
+
+
+@router.get("", response_model=Page[JobPublic], responses=errors(401, 422))
+def list_jobs(
+    owner: OwnerDep,
+    session: SessionDep,
+    status: JobStatus | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+) -> Page[JobPublic]:
+    """Your jobs, newest first."""
+    page = jobs.list_page(session, owner.id, status=status, cursor=cursor, limit=limit)
+    return Page(items=[JobPublic.of(j) for j in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=errors(401, 404))
+def read_job(job: JobDep) -> JobPublic:
+    """Status, progress, latest metrics, timestamps."""
+    return JobPublic.of(job)
+
+
+@router.get("/{job_id}/metrics", response_model=History, responses=errors(401, 404, 422))
+def job_history(
+    job: JobDep,
+    session: SessionDep,
+    after: Annotated[int | None, Query(ge=0, description="Only the epochs after this one.")] = None,
+) -> History:
+    """The epoch-by-epoch History (Keras names)."""
+    return History(epochs=[EpochMetrics.of(e) for e in jobs.epochs(session, job, after)])
+
+
+@router.post(
+    "/{job_id}/cancel", status_code=202, response_model=JobPublic, responses=errors(401, 404)
+)
+def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
+    """Cancel: a queued job at once, a running one at its next step (idempotent)."""
+    return JobPublic.of(jobs.cancel(session, job))
+
+
+@router.get(
+    "/{job_id}/model",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "safetensors: layers.{i}.kernel [in, out], layers.{i}.bias; the spec "
+            "in the metadata key fitq_spec.",
+        },
+        **errors(401, 404, 409),
+    },
+)
+def download_model(job: JobDep, store: StoreDep) -> Response:
+    """The trained model (409 until the job succeeded)."""
+    data = jobs.model_bytes(store, job)
+    filename = _safe_filename(job.name or f"job-{job.id}") + ".safetensors"
+    return Response(
+        content=data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.post(
+    "/{job_id}/predict", response_model=Prediction, responses=errors(401, 404, 409, 413, 422)
+)
+def predict(
+    body: PredictRequest, job: JobDep, store: StoreDep, settings: SettingsDep
+) -> Prediction:
+    """Apply the trained model to rows of features."""
+    result = jobs.predict(store, job, body.inputs, max_rows=settings.max_predict_rows)
+    return Prediction(**result)
+
+
+def _safe_filename(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:100] or "model"

@@ -1,0 +1,51 @@
+"""Probes and metrics: /healthz, /readyz, /metrics (no key needed)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from service import metrics
+from service.api.deps import SettingsDep
+from service.api.responses import errors
+from service.api.schemas import Health
+from service.db import migrate
+
+router = APIRouter(tags=["operations"])
+log = logging.getLogger("fitq.api")
+
+SCHEMA_BEHIND = "database schema is not up to date; run `fitq db upgrade`"
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """Liveness: the process answers."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses=errors(503))
+def readyz(settings: SettingsDep) -> Response:
+    """Readiness: the database answers and its schema is at the newest migration."""
+    url = settings.resolved_database_url
+    try:
+        at_head = migrate.is_at_head(url)
+    except Exception as exc:  # any failure to reach the database means "not ready"
+        log.warning("database unreachable", extra={"action": "readyz", "error": str(exc)})
+        return JSONResponse({"detail": f"database unreachable: {type(exc).__name__}"}, 503)
+    if not at_head:
+        return JSONResponse({"detail": SCHEMA_BEHIND}, 503)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {metrics.CONTENT_TYPE: {}}, "description": "Prometheus text."}},
+)
+def prometheus(request: Request) -> Response:
+    """Prometheus metrics: requests by route and status, jobs by status, datasets."""
+    with request.app.state.session_factory() as session:
+        body = metrics.render(session)
+    return Response(content=body, media_type=metrics.CONTENT_TYPE)

@@ -1,0 +1,198 @@
+"""The API's response bodies (and the predict request), so that the OpenAPI
+document says exactly what a client gets."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.db.models import Dataset, Job, JobEpoch
+
+T = TypeVar("T")
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class Page(BaseModel, Generic[T]):
+    """Every list: one page of items and the cursor of the next (null on the last page)."""
+
+    items: list[T]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+
+
+class Error(BaseModel):
+    """Every error but FastAPI's own request validation (422 with a list)."""
+
+    detail: str = Field(description="What went wrong, for a person.")
+    loc: list[str | int] | None = Field(
+        default=None, description="The part of the request to blame, when one is."
+    )
+
+
+class ValidationErrors(BaseModel):
+    """FastAPI's own 422: a list of errors, each with its ``loc``, ``msg`` and ``type``."""
+
+    detail: list[dict[str, Any]]
+
+
+# -- datasets -------------------------------------------------------------------
+
+
+class ClassificationTask(BaseModel):
+    kind: Literal["classification"] = "classification"
+    classes: list[str] = Field(description="Label i is classes[i].")
+    counts: list[int] = Field(description="Rows per class, in the order of classes.")
+
+
+class RegressionTask(BaseModel):
+    kind: Literal["regression"] = "regression"
+    target_dim: int = Field(default=1, description="Target columns (1 for one value per row).")
+
+
+Task = Annotated[ClassificationTask | RegressionTask, Field(discriminator="kind")]
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    name: str
+    builtin: bool = Field(description="A built-in dataset: readable by every key, not deletable.")
+    format: str = Field(description="csv, tsv, parquet, npz, or builtin.")
+    filename: str | None = Field(description="The client's file name, kept as metadata only.")
+    sha256: str | None = Field(description="Of the uploaded bytes (null for built-ins).")
+    size_bytes: int | None
+    n_rows: int
+    n_features: int
+    label: str | None = Field(description="The target column (null for NPZ).")
+    task: Task
+    created_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Dataset) -> DatasetPublic:
+        task: ClassificationTask | RegressionTask
+        if row.kind == "classification":
+            task = ClassificationTask(classes=row.classes or [], counts=row.class_counts or [])
+        else:
+            task = RegressionTask(target_dim=row.target_dim or 1)
+        builtin = row.owner_id == ""
+        return cls(
+            id=row.id,
+            name=row.name,
+            builtin=builtin,
+            format=row.format,
+            filename=row.filename,
+            sha256=row.sha256,
+            size_bytes=row.size_bytes,
+            n_rows=row.n_rows,
+            n_features=row.n_features,
+            label=row.label,
+            task=task,
+            created_at=row.created_at,
+        )
+
+
+# -- jobs -----------------------------------------------------------------------
+
+
+class Progress(BaseModel):
+    epoch: int = Field(description="The epoch in progress, or the last one finished.")
+    epochs: int
+    step: int = Field(description="Batches done in the current epoch.")
+    steps: int | None = Field(description="Batches per epoch (null until the job starts).")
+
+
+class JobPublic(BaseModel):
+    id: str
+    name: str | None
+    status: JobStatus
+    priority: int
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    progress: Progress
+    metrics: dict[str, float] | None = Field(description="The latest finished epoch's History.")
+    test_metrics: dict[str, float] | None
+    error: str | None
+    worker_id: str | None
+    device: str | None
+    dataset_id: str
+    validation_dataset_id: str | None
+    test_dataset_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    spec: dict[str, Any] = Field(description="The normalized spec, every default filled in.")
+
+    @classmethod
+    def of(cls, job: Job) -> JobPublic:
+        return cls(
+            id=job.id,
+            name=job.name,
+            status=job.status,  # type: ignore[arg-type]
+            priority=job.priority,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            cancel_requested=job.cancel_requested,
+            progress=Progress(epoch=job.epoch, epochs=job.epochs, step=job.step, steps=job.steps),
+            metrics=job.metrics,
+            test_metrics=job.test_metrics,
+            error=job.error,
+            worker_id=job.worker_id,
+            device=job.device,
+            dataset_id=job.dataset_id,
+            validation_dataset_id=job.validation_dataset_id,
+            test_dataset_id=job.test_dataset_id,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            spec=job.spec,
+        )
+
+
+class EpochMetrics(BaseModel):
+    """One epoch of the Keras History: ``loss``, ``accuracy``, ``val_*``, … as trained."""
+
+    model_config = ConfigDict(extra="allow")
+
+    epoch: int
+    loss: float | None = None
+    accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    seconds: float
+    samples_per_second: float
+
+    @classmethod
+    def of(cls, row: JobEpoch) -> EpochMetrics:
+        return cls.model_validate(
+            {
+                **row.metrics,
+                "epoch": row.epoch,
+                "seconds": row.seconds,
+                "samples_per_second": row.samples_per_second,
+            }
+        )
+
+
+class History(BaseModel):
+    epochs: list[EpochMetrics]
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[list[float]] = Field(description="Rows of features, n_features values each.")
+
+
+class Prediction(BaseModel):
+    predictions: list[Any] = Field(
+        description="A class index per row (classification) or a value per row (regression)."
+    )
+    probabilities: list[list[float]] | None = Field(
+        default=None, description="Per row, a probability per class (classification only)."
+    )
+
+
+class Health(BaseModel):
+    status: str

@@ -1,0 +1,328 @@
+"""Datasets as the API sees them: an upload becomes canonical arrays in the
+store plus a ``Dataset`` row; reads, the list, delete; and the built-ins.
+
+Storage policy. The canonical arrays live under ``ingest.canonical_prefix``
+(``datasets/<sha256 of the uploaded bytes>``, with a suffix when ``label`` or
+``task`` was given). The same bytes uploaded twice — by one key or two — are
+ingested and stored once; each upload still gets its own ``Dataset`` row, owned
+by its uploader (so a key never learns another's ids, and deleting one row
+never takes data from the other). The files go when the last row that points
+at them is deleted.
+
+Built-in datasets (``digits``, ``iris``, …) have no row: their id is their
+name, every key can read them, and none can delete them (409).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from service.datasets import builtin, ingest
+from service.datasets.formats import client_name
+from service.datasets.shape import DataShape, TaskKind
+from service.db.models import TERMINAL_STATUSES, Dataset, Job, utcnow
+from service.errors import Conflict, InvalidInput, NotFound
+from service.store import ArtifactStore
+
+log = logging.getLogger("fitq.datasets")
+
+MAX_NAME_CHARS = 200
+MAX_FILENAME_CHARS = 500
+TASKS: tuple[TaskKind, ...] = ("classification", "regression")
+
+
+def builtin_ids() -> tuple[str, ...]:
+    return tuple(builtin.BUILTINS)
+
+
+# -- create -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewUpload:
+    """An upload as received: a local temp file and what the client said about it."""
+
+    path: Path
+    filename: str | None  # the client's name: metadata and a format hint, never a path
+    sha256: str
+    size_bytes: int
+    name: str | None = None
+    label: str | None = None
+    task: str | None = None
+
+
+def create(
+    session: Session, store: ArtifactStore, owner_id: str, upload: NewUpload, *, max_cells: int
+) -> Dataset:
+    """Ingest ``upload`` (unless the same bytes and options are already stored)
+    and record it as a new dataset of ``owner_id``.
+
+    CPU-bound: the API calls it in a worker thread. The temp file is the
+    caller's to remove.
+    """
+    label = upload.label or None
+    task = _task(upload.task)
+    name = _name(upload)
+    prefix = ingest.canonical_prefix(upload.sha256, label=label, task=task)
+    if ingest.is_saved(store, prefix):
+        facts = _Facts.from_meta(ingest.load_meta(store, prefix))
+        log.info("dataset bytes already stored", extra={"action": "dedup", "prefix": prefix})
+    else:
+        ds = ingest.ingest_file(
+            upload.path, filename=upload.filename, label=label, task=task, max_cells=max_cells
+        )
+        ingest.save_canonical(ds, store, prefix)
+        facts = _Facts.from_meta(ds.meta())
+    row = Dataset(
+        owner_id=owner_id,
+        name=name,
+        filename=upload.filename[:MAX_FILENAME_CHARS] if upload.filename else None,
+        format=facts.format,
+        sha256=upload.sha256,
+        size_bytes=upload.size_bytes,
+        n_rows=facts.shape.n_rows,
+        n_features=facts.shape.n_features,
+        label=facts.label,
+        kind=facts.shape.kind,
+        n_classes=facts.shape.n_classes,
+        target_dim=facts.shape.target_dim,
+        classes=facts.classes,
+        class_counts=facts.class_counts,
+        feature_names=facts.feature_names,
+        storage_key=prefix,
+        created_at=utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    log.info("dataset created", extra={"action": "create", "dataset_id": row.id, "prefix": prefix})
+    return row
+
+
+@dataclass(frozen=True)
+class _Facts:
+    format: str
+    feature_names: list[str]
+    label: str | None
+    classes: list[str] | None
+    class_counts: list[int] | None
+    shape: DataShape
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> _Facts:
+        return cls(
+            format=meta["format"],
+            feature_names=list(meta["feature_names"]),
+            label=meta["label"],
+            classes=meta["classes"],
+            class_counts=meta["class_counts"],
+            shape=DataShape(**meta["shape"]),
+        )
+
+
+def _task(value: str | None) -> TaskKind | None:
+    if not value:
+        return None
+    if value not in TASKS:
+        raise InvalidInput(
+            f"task must be 'classification' or 'regression', not {value!r}", loc=["body", "task"]
+        )
+    return value  # type: ignore[return-value]
+
+
+def _name(upload: NewUpload) -> str:
+    name = (upload.name or "").strip()
+    if not name:
+        name = client_name(upload.filename) or f"dataset-{upload.sha256[:12]}"
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidInput(f"name is over {MAX_NAME_CHARS} characters", loc=["body", "name"])
+    return name
+
+
+# -- read ---------------------------------------------------------------------
+
+
+def get(
+    session: Session, owner_id: str, dataset_id: str, *, loc: list[str] | None = None
+) -> Dataset:
+    """The dataset ``dataset_id`` as ``owner_id`` may see it: a built-in, or
+    one of the owner's rows. Another owner's id is "not found", word for word."""
+    if dataset_id in builtin.BUILTINS:
+        return builtin_row(dataset_id)
+    row = session.get(Dataset, dataset_id)
+    if row is None or row.owner_id != owner_id:
+        where = f"{loc[-1]}: " if loc else ""
+        raise NotFound(f"{where}no dataset with id {dataset_id!r}", loc=loc)
+    return row
+
+
+def is_builtin(row: Dataset) -> bool:
+    return row.id in builtin.BUILTINS and row.owner_id == ""
+
+
+def builtin_row(name: str) -> Dataset:
+    """A built-in dataset as a transient (never saved) row, for reads and checks."""
+    info = builtin.builtin_info(name)
+    shape: DataShape = info.shape
+    return Dataset(
+        id=name,
+        owner_id="",
+        name=name,
+        filename=None,
+        format="builtin",
+        sha256=None,
+        size_bytes=None,
+        n_rows=shape.n_rows,
+        n_features=shape.n_features,
+        label=info.label,
+        kind=shape.kind,
+        n_classes=shape.n_classes,
+        target_dim=shape.target_dim,
+        classes=info.classes,
+        class_counts=info.class_counts,
+        feature_names=info.feature_names,
+        storage_key="",
+        created_at=None,
+    )
+
+
+def shape_of(row: Dataset) -> DataShape:
+    return DataShape(
+        n_rows=int(row.n_rows),
+        n_features=int(row.n_features),
+        kind=row.kind,  # type: ignore[arg-type]
+        n_classes=row.n_classes,
+        target_dim=row.target_dim,
+    )
+
+
+# -- list ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Dataset]
+    next_cursor: str | None
+
+
+def list_page(session: Session, owner_id: str, cursor: str | None, limit: int) -> Page:
+    """The built-ins (by name) first, then the owner's uploads, newest first.
+
+    The cursor is opaque: ``b:<n>`` inside the built-ins, ``u:<created_at>,<id>``
+    inside the uploads (keyset pagination, stable under inserts).
+    """
+    builtins = sorted(builtin.BUILTINS)
+    phase, offset, after = _decode_cursor(cursor)
+    items: list[Dataset] = []
+    if phase == "b":
+        for name in builtins[offset : offset + limit]:
+            items.append(builtin_row(name))
+        if offset + limit < len(builtins):
+            return Page(items, _encode({"b": offset + limit}))
+    remaining = limit - len(items)
+    query = select(Dataset).where(Dataset.owner_id == owner_id)
+    if after is not None:
+        created, last_id = after
+        query = query.where(
+            or_(
+                Dataset.created_at < created,
+                and_(Dataset.created_at == created, Dataset.id < last_id),
+            )
+        )
+    rows = list(
+        session.scalars(
+            query.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(remaining + 1)
+        )
+    )
+    next_cursor = None
+    if len(rows) > remaining:
+        rows = rows[:remaining]
+        last = rows[-1] if rows else None
+        if last is not None:
+            next_cursor = _encode({"u": [last.created_at.isoformat(), last.id]})
+        else:  # the page ended exactly at the built-ins' end
+            next_cursor = _encode({"u": None})
+    items.extend(rows)
+    return Page(items, next_cursor)
+
+
+def _encode(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def decode_cursor_json(cursor: str) -> Any:
+    """The JSON inside an opaque cursor; ``InvalidInput`` (loc query.cursor) when it is not one."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("cursor is not one this API returned", loc=["query", "cursor"]) from None
+
+
+def _decode_cursor(cursor: str | None) -> tuple[str, int, tuple[datetime, str] | None]:
+    if not cursor:
+        return "b", 0, None
+    data = decode_cursor_json(cursor)
+    try:
+        if "b" in data:
+            return "b", max(0, int(data["b"])), None
+        if data["u"] is None:
+            return "u", 0, None
+        created, last_id = data["u"]
+        return "u", 0, (datetime.fromisoformat(created), str(last_id))
+    except (TypeError, KeyError, ValueError):
+        raise InvalidInput("cursor is not one this API returned", loc=["query", "cursor"]) from None
+
+
+# -- delete -------------------------------------------------------------------
+
+
+def delete_dataset(session: Session, store: ArtifactStore, row: Dataset) -> None:
+    """Delete an upload: 409 while a job that is not terminal uses it; its files
+    go too when no other row points at them.
+
+    The row is deleted first and the jobs checked after, in one transaction:
+    on PostgreSQL a concurrent submission holds the row ``FOR SHARE``, so one
+    of the two waits and sees the other. The files are removed after the
+    commit, so a crash leaves orphan files at worst, never a row without files.
+    """
+    if is_builtin(row):
+        raise Conflict(f"dataset {row.id!r} is built in and cannot be deleted")
+    dataset_id, storage_key = row.id, row.storage_key
+    session.execute(delete(Dataset).where(Dataset.id == dataset_id))
+    using = session.execute(
+        select(Job.id, Job.status)
+        .where(
+            or_(
+                Job.dataset_id == dataset_id,
+                Job.validation_dataset_id == dataset_id,
+                Job.test_dataset_id == dataset_id,
+            ),
+            Job.status.not_in(TERMINAL_STATUSES),
+        )
+        .order_by(Job.created_at)
+        .limit(1)
+    ).first()
+    if using is not None:
+        raise Conflict(
+            f"dataset {dataset_id!r} is used by job {using.id!r}, which is {using.status}; "
+            "cancel the job or wait for it to end"
+        )
+    shared = session.scalar(select(exists().where(Dataset.storage_key == storage_key)))
+    session.commit()
+    if not shared:
+        store.delete_prefix(storage_key)
+    log.info("dataset deleted", extra={"action": "delete", "dataset_id": dataset_id})
+
+
+def count_uploads(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(Dataset)) or 0)

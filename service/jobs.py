@@ -1,0 +1,350 @@
+"""Jobs as the API sees them: submit (with ``Idempotency-Key``), read, list,
+epoch history, the trained model and predictions.
+
+Status is never written here: a submission inserts a queued row, and cancel
+goes through ``queue.request_cancel``; everything else in ``service/queue.py``.
+
+Idempotency. The request hash is the sha256 of the body as canonical JSON
+(sorted keys, no spaces), taken before any validation. The same key with the
+same hash returns the job it created (``created`` is False: the API answers
+200 instead of 201); the same key with another hash is a 409. The unique
+constraint ``(owner_id, idempotency_key)`` decides races: the insert runs in a
+savepoint, and the loser of a race reads the winner's row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service import queue
+from service.datasets import service as datasets
+from service.datasets.shape import DataShape
+from service.db.models import QUEUED, SUCCEEDED, Dataset, Job, JobEpoch, utcnow
+from service.errors import Conflict, InvalidInput, InvalidSpec, NotFound, PayloadTooLarge
+from service.store import ArtifactStore
+
+log = logging.getLogger("fitq.jobs")
+
+DATASET_FIELDS = ("dataset_id", "validation_dataset_id", "test_dataset_id")
+PREDICTOR_CACHE_SIZE = 8
+"""Loaded models kept in memory for predict (per API process)."""
+
+
+# -- submit -------------------------------------------------------------------
+
+
+def request_hash(body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def submit(
+    session: Session,
+    owner_id: str,
+    body: Any,
+    *,
+    idempotency_key: str | None = None,
+    max_epochs: int | None = None,
+) -> tuple[Job, bool]:
+    """Validate ``body`` fully and queue it; return ``(job, created)``."""
+    digest = request_hash(body)
+    if idempotency_key is not None:
+        existing = _by_idempotency_key(session, owner_id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, idempotency_key, digest), False
+
+    from service.spec import parse_spec
+    from service.spec_checks import check_against_data
+
+    spec = parse_spec(body)
+    normalized: dict[str, Any] = spec.model_dump(mode="json")
+    epochs = int(normalized["fit"]["epochs"])
+    if max_epochs is not None and epochs > max_epochs:
+        raise InvalidSpec(
+            f"fit.epochs is {epochs}, over this server's limit of {max_epochs}",
+            loc=["body", "fit", "epochs"],
+        )
+    shapes = _dataset_shapes(session, owner_id, normalized)
+    check_against_data(
+        spec,
+        shapes["dataset_id"],  # type: ignore[arg-type]
+        validation=shapes["validation_dataset_id"],
+        test=shapes["test_dataset_id"],
+    )
+    job = Job(
+        owner_id=owner_id,
+        name=normalized.get("name"),
+        status=QUEUED,
+        priority=int(normalized.get("priority") or 0),
+        spec=normalized,
+        dataset_id=normalized["dataset_id"],
+        validation_dataset_id=normalized.get("validation_dataset_id"),
+        test_dataset_id=normalized.get("test_dataset_id"),
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+        epochs=epochs,
+        max_attempts=int(normalized.get("max_attempts") or 3),
+        created_at=utcnow(),
+        updated_at=utcnow(),
+    )
+    if idempotency_key is None:
+        session.add(job)
+        session.flush()
+    else:
+        try:
+            with session.begin_nested():
+                session.add(job)
+                session.flush()
+        except IntegrityError:
+            # Another request with this key committed first: theirs is the job.
+            existing = _by_idempotency_key(session, owner_id, idempotency_key)
+            if existing is None:
+                raise
+            return _replay(existing, idempotency_key, digest), False
+    log.info("job submitted", extra={"action": "submit", "job_id": job.id, "owner_id": owner_id})
+    return job, True
+
+
+def _by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+
+
+def _replay(job: Job, key: str, digest: str) -> Job:
+    if job.request_hash != digest:
+        raise Conflict(
+            f"Idempotency-Key {key!r} was already used with a different body (job {job.id}); "
+            "use a new key for a new job"
+        )
+    return job
+
+
+def _dataset_shapes(
+    session: Session, owner_id: str, normalized: dict[str, Any]
+) -> dict[str, DataShape | None]:
+    """Each dataset id of the spec resolved through the owner check (404
+    naming the field), the rows held ``FOR SHARE`` against a concurrent delete."""
+    shapes: dict[str, DataShape | None] = {}
+    for field in DATASET_FIELDS:
+        dataset_id = normalized.get(field)
+        if dataset_id is None:
+            shapes[field] = None
+            continue
+        loc = ["body", field]
+        if dataset_id in datasets.builtin_ids():
+            shapes[field] = datasets.shape_of(datasets.builtin_row(dataset_id))
+            continue
+        row = session.scalar(
+            select(Dataset).where(Dataset.id == dataset_id).with_for_update(read=True)
+        )
+        if row is None or row.owner_id != owner_id:
+            raise NotFound(f"{field}: no dataset with id {dataset_id!r}", loc=loc)
+        shapes[field] = datasets.shape_of(row)
+    return shapes
+
+
+# -- read ---------------------------------------------------------------------
+
+
+def get(session: Session, owner_id: str, job_id: str) -> Job:
+    """The job ``job_id`` of ``owner_id``; another owner's job is "not found", word for word."""
+    job = session.get(Job, job_id)
+    if job is None or job.owner_id != owner_id:
+        raise NotFound(f"no job with id {job_id!r}")
+    return job
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Job]
+    next_cursor: str | None
+
+
+def list_page(
+    session: Session, owner_id: str, *, status: str | None, cursor: str | None, limit: int
+) -> Page:
+    """The owner's jobs, newest first (keyset on ``(created_at, id)``)."""
+    query = select(Job).where(Job.owner_id == owner_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if cursor:
+        created, last_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < last_id))
+        )
+    rows = list(
+        session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = datasets._encode({"j": [last.created_at.isoformat(), last.id]})
+    return Page(rows, next_cursor)
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    data = datasets.decode_cursor_json(cursor)
+    try:
+        created, last_id = data["j"]
+        return datetime.fromisoformat(created), str(last_id)
+    except (TypeError, KeyError, ValueError):
+        raise InvalidInput("cursor is not one this API returned", loc=["query", "cursor"]) from None
+
+
+def epochs(session: Session, job: Job, after: int | None = None) -> list[JobEpoch]:
+    """The job's History rows in epoch order, only those after ``after`` when given."""
+    query = select(JobEpoch).where(JobEpoch.job_id == job.id)
+    if after is not None:
+        query = query.where(JobEpoch.epoch > after)
+    return list(session.scalars(query.order_by(JobEpoch.epoch)))
+
+
+# -- cancel -------------------------------------------------------------------
+
+
+def cancel(session: Session, job: Job) -> Job:
+    """Ask for a cancel (idempotent; a terminal job stays as it is) and return the job now."""
+    queue.request_cancel(session, job.id)
+    session.flush()
+    session.refresh(job)
+    return job
+
+
+# -- the trained model ----------------------------------------------------------
+
+
+def _require_succeeded(job: Job) -> str:
+    if job.status != SUCCEEDED or not job.model_key:
+        raise Conflict(f"job {job.id} has no trained model: it is {job.status}")
+    return job.model_key
+
+
+def model_bytes(store: ArtifactStore, job: Job) -> bytes:
+    """The safetensors file of a succeeded job (409 before it succeeded)."""
+    key = _require_succeeded(job)
+    try:
+        return store.get_bytes(key)
+    except FileNotFoundError:
+        raise Conflict(f"job {job.id}'s model file is missing from the store") from None
+
+
+class _PredictorCache:
+    """A small LRU of loaded models by (job id, model key); thread-safe."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str], load: Any) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = load()
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
+_predictors = _PredictorCache(PREDICTOR_CACHE_SIZE)
+
+
+def predict(
+    store: ArtifactStore, job: Job, inputs: list[list[float]], *, max_rows: int
+) -> dict[str, Any]:
+    """Apply a succeeded job's model to ``inputs``: class indices and
+    probabilities for classification, values for regression."""
+    key = _require_succeeded(job)
+    spec = job.spec
+    n_features = int(spec["model"]["input_dim"])
+    x = _input_matrix(inputs, n_features, max_rows)
+
+    def load() -> Any:
+        from worker.engine import load_predictor  # torch only when a prediction is asked
+
+        return load_predictor(spec["model"], model_bytes(store, job), device="cpu")
+
+    predictor = _predictors.get((job.id, key), load)
+    out = np.asarray(predictor.predict(x), dtype=np.float64)
+    if out.ndim == 1:
+        out = out[:, None]
+    return _interpret(out, spec["compile"]["loss"])
+
+
+def _input_matrix(inputs: list[list[float]], n_features: int, max_rows: int) -> np.ndarray:
+    if len(inputs) > max_rows:
+        raise PayloadTooLarge(
+            f"inputs has {len(inputs)} rows, over the limit of {max_rows} per call"
+        )
+    if not inputs:
+        raise InvalidInput("inputs is empty: give at least one row", loc=["body", "inputs"])
+    for i, row in enumerate(inputs):
+        if len(row) != n_features:
+            raise InvalidInput(
+                f"inputs[{i}] has {len(row)} values; the model takes {n_features} features",
+                loc=["body", "inputs", i],
+            )
+        for j, value in enumerate(row):
+            if not math.isfinite(value):
+                raise InvalidInput(
+                    f"inputs[{i}][{j}] is {value}; every input must be a finite number",
+                    loc=["body", "inputs", i, j],
+                )
+    return np.asarray(inputs, dtype=np.float32)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _interpret(out: np.ndarray, loss: dict[str, Any]) -> dict[str, Any]:
+    """Model outputs → the predict response, by the loss the model was trained with.
+
+    - categorical losses: probabilities (softmax of logits when ``from_logits``),
+      predictions = argmax;
+    - binary cross-entropy, one unit: p = P(class 1) (sigmoid of the logit when
+      ``from_logits``), predictions = ``p >= 0.5``, probabilities ``[1 - p, p]``;
+      several units (multi-label): a 0/1 list and a probability per unit;
+    - anything else is regression: values (a number per row for one output).
+    """
+    name = loss.get("name", "")
+    logits = bool(loss.get("from_logits", False))
+    if name in ("sparse_categorical_crossentropy", "categorical_crossentropy"):
+        probs = _softmax(out) if logits else out
+        return {
+            "predictions": probs.argmax(axis=1).tolist(),
+            "probabilities": probs.tolist(),
+        }
+    if name == "binary_crossentropy":
+        p = _sigmoid(out) if logits else out
+        if p.shape[1] == 1:
+            p1 = p[:, 0]
+            return {
+                "predictions": (p1 >= 0.5).astype(int).tolist(),
+                "probabilities": np.stack([1.0 - p1, p1], axis=1).tolist(),
+            }
+        return {"predictions": (p >= 0.5).astype(int).tolist(), "probabilities": p.tolist()}
+    values = out[:, 0] if out.shape[1] == 1 else out
+    return {"predictions": values.tolist(), "probabilities": None}
