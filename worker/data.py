@@ -15,11 +15,16 @@ Arrays = tuple[np.ndarray, np.ndarray]
 
 
 def load_arrays(session: Session, store: ArtifactStore, dataset_id: str) -> Arrays:
-    """The (x, y) of a dataset id, as the API resolved it at submission."""
+    """The (x, y) of a dataset id, as the API resolved it at submission.
+
+    Stored arrays come back read-only (memory-mapped, or the shared
+    built-ins); the engine gets private, writable copies."""
     if dataset_id in builtin.BUILTINS:
         ds = builtin.load_builtin(dataset_id)
-        return ds.x, ds.y
-    storage_key = session.scalar(select(Dataset.storage_key).where(Dataset.id == dataset_id))
-    if storage_key is None:
-        raise LookupError(f"dataset {dataset_id} no longer exists")
-    return ingest.load_canonical(store, storage_key)
+        x, y = ds.x, ds.y
+    else:
+        key = session.scalar(select(Dataset.storage_key).where(Dataset.id == dataset_id))
+        if key is None:
+            raise LookupError(f"dataset {dataset_id} no longer exists")
+        x, y = ingest.load_canonical(store, key)
+    return np.array(x), np.array(y)
