@@ -1,0 +1,22 @@
+"""fitq's training engine: dense networks trained on torch tensors with hand-written
+forward, backward and optimizer updates (no autograd), Keras semantics.
+
+Pure computation: it imports torch, numpy and safetensors, never the service.
+See docs/engine.md for the API the worker uses and the choices made.
+"""
+
+from worker.engine.errors import ConfigError, DataError, TrainingError
+from worker.engine.model import Model, Predictor, default_device, load_model, load_predictor
+from worker.engine.trainer import Trainer
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "Model",
+    "Predictor",
+    "Trainer",
+    "TrainingError",
+    "default_device",
+    "load_model",
+    "load_predictor",
+]

@@ -1,0 +1,193 @@
+"""Losses: the value and, right below it, its gradient.
+
+Every loss is Keras': a per-sample value (the mean over the last axis for the
+elementwise losses), averaged over the batch. The engine needs the *sum* over
+the batch (epoch means are weighted by batch size), so `total(out, y)` returns
+Σₙ loss(n) and `total_and_grad(out, y, into)` writes that sum into the 0-d tensor
+`into` and returns ∂(mean loss)/∂out  [n, k].
+
+Targets arrive in the form `prepare_targets` gives them: class indices [n, 1]
+(int64) for sparse categorical cross-entropy, floats [n, k] for the others.
+
+Cross-entropies from logits use log-sum-exp (log_softmax / softplus), never log(0):
+softmax + cross-entropy gives dZ = (p − y)/n and sigmoid + binary cross-entropy
+dZ = (σ(z) − y)/(n·k). On probabilities (`from_logits: false` where the engine
+could not fuse the final activation away) they clip to [ε, 1 − ε], ε = 1e-7, as Keras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from worker.engine.errors import ConfigError
+
+EPSILON = 1e-7  # Keras' backend epsilon, the clip on probabilities
+
+ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error", "huber_loss": "huber"}
+
+
+class Loss:
+    name = ""
+    sparse_targets = False  # targets are class indices [n, 1]
+
+    def __init__(self, from_logits: bool = False):
+        self.from_logits = from_logits
+
+    def total(self, out: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def total_and_grad(self, out: Tensor, y: Tensor, into: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class SparseCategoricalCrossentropy(Loss):
+    name, sparse_targets = "sparse_categorical_crossentropy", True
+
+    def _log_p(self, out: Tensor) -> Tensor:
+        if self.from_logits:
+            return torch.log_softmax(out, dim=1)
+        q = out / out.sum(dim=1, keepdim=True)
+        return q.clamp(EPSILON, 1.0 - EPSILON).log_()
+
+    def total(self, out: Tensor, y: Tensor) -> Tensor:
+        return -self._log_p(out).gather(1, y).sum()
+
+    def total_and_grad(self, out: Tensor, y: Tensor, into: Tensor) -> Tensor:
+        n = out.shape[0]
+        if not self.from_logits:
+            onehot = torch.zeros_like(out).scatter_(1, y, 1.0)
+            return _cce_probabilities(out, onehot, into)
+        log_p = torch.log_softmax(out, dim=1)  # log-sum-exp inside
+        torch.neg(log_p.gather(1, y).sum(), out=into)  # Σₙ −log p[n, yₙ]
+        grad = log_p.exp_()  # p  [n, k]
+        grad.scatter_add_(1, y, torch.full_like(y, -1, dtype=grad.dtype))  # p − onehot(y)
+        return grad.mul_(1.0 / n)  # dZ = (p − y)/n
+
+
+class CategoricalCrossentropy(Loss):
+    name = "categorical_crossentropy"
+
+    def total(self, out: Tensor, y: Tensor) -> Tensor:
+        if self.from_logits:
+            return -(y * torch.log_softmax(out, dim=1)).sum()
+        q = out / out.sum(dim=1, keepdim=True)
+        return -(y * q.clamp(EPSILON, 1.0 - EPSILON).log()).sum()
+
+    def total_and_grad(self, out: Tensor, y: Tensor, into: Tensor) -> Tensor:
+        if not self.from_logits:
+            return _cce_probabilities(out, y, into)
+        n = out.shape[0]
+        log_p = torch.log_softmax(out, dim=1)
+        torch.neg((y * log_p).sum(), out=into)
+        # dZ = (p Σⱼyⱼ − y)/n, which is (p − y)/n for one-hot rows
+        return (log_p.exp_() * y.sum(dim=1, keepdim=True) - y).mul_(1.0 / n)
+
+
+def _cce_probabilities(p: Tensor, y: Tensor, into: Tensor) -> Tensor:
+    """Keras' cross-entropy on probabilities: q = p/Σp, clipped to [ε, 1−ε]."""
+    n = p.shape[0]
+    s = p.sum(dim=1, keepdim=True)
+    q = p / s
+    c = q.clamp(EPSILON, 1.0 - EPSILON)
+    torch.neg((y * c.log()).sum(), out=into)
+    dq = torch.where((q > EPSILON) & (q < 1.0 - EPSILON), -y / c, torch.zeros_like(q))
+    return (dq - (dq * q).sum(dim=1, keepdim=True)).div_(s).mul_(1.0 / n)  # through q = p/Σp
+
+
+class BinaryCrossentropy(Loss):
+    name = "binary_crossentropy"
+
+    def total(self, out: Tensor, y: Tensor) -> Tensor:
+        k = out.shape[1]
+        if self.from_logits:
+            return F.binary_cross_entropy_with_logits(out, y, reduction="sum") / k
+        p = out.clamp(EPSILON, 1.0 - EPSILON)
+        return -(y * p.log() + (1.0 - y) * (1.0 - p).log()).sum() / k
+
+    def total_and_grad(self, out: Tensor, y: Tensor, into: Tensor) -> Tensor:
+        n, k = out.shape
+        into.copy_(self.total(out, y))
+        if self.from_logits:
+            return (torch.sigmoid(out) - y).mul_(1.0 / (n * k))  # dZ = (σ(z) − y)/(n·k)
+        inside = (out > EPSILON) & (out < 1.0 - EPSILON)
+        p = out.clamp(EPSILON, 1.0 - EPSILON)
+        grad = (p - y) / (p * (1.0 - p))
+        return torch.where(inside, grad, torch.zeros_like(grad)).mul_(1.0 / (n * k))
+
+
+class MeanSquaredError(Loss):
+    name = "mean_squared_error"
+
+    def total(self, out: Tensor, y: Tensor) -> Tensor:
+        return (out - y).square_().sum() / out.shape[1]
+
+    def total_and_grad(self, out: Tensor, y: Tensor, into: Tensor) -> Tensor:
+        n, k = out.shape
+        e = out - y
+        torch.div(torch.sum(e * e), k, out=into)
+        return e.mul_(2.0 / (n * k))  # 2(p − y)/(n·k)
+
+
+class MeanAbsoluteError(Loss):
+    name = "mean_absolute_error"
+
+    def total(self, out: Tensor, y: Tensor) -> Tensor:
+        return (out - y).abs_().sum() / out.shape[1]
+
+    def total_and_grad(self, out: Tensor, y: Tensor, into: Tensor) -> Tensor:
+        n, k = out.shape
+        e = out - y
+        torch.div(e.abs().sum(), k, out=into)
+        return e.sign_().mul_(1.0 / (n * k))  # sign(p − y)/(n·k)
+
+
+class Huber(Loss):
+    name = "huber"
+
+    def __init__(self, from_logits: bool = False, delta: float = 1.0):
+        super().__init__(from_logits)
+        if not delta > 0:
+            raise ConfigError(f"huber delta must be > 0, got {delta!r}")
+        self.delta = float(delta)
+
+    def total(self, out: Tensor, y: Tensor) -> Tensor:
+        e = (out - y).abs_()
+        d = self.delta
+        per = torch.where(e <= d, 0.5 * e * e, d * e - 0.5 * d * d)
+        return per.sum() / out.shape[1]
+
+    def total_and_grad(self, out: Tensor, y: Tensor, into: Tensor) -> Tensor:
+        n, k = out.shape
+        into.copy_(self.total(out, y))
+        return (out - y).clamp_(-self.delta, self.delta).mul_(1.0 / (n * k))
+
+
+LOSSES: dict[str, type[Loss]] = {
+    cls.name: cls
+    for cls in (
+        SparseCategoricalCrossentropy,
+        CategoricalCrossentropy,
+        BinaryCrossentropy,
+        MeanSquaredError,
+        MeanAbsoluteError,
+        Huber,
+    )
+}
+
+
+def get(config: Mapping[str, Any] | str) -> Loss:
+    """The loss a compile config names: `{"name": …, "from_logits": …, "delta": …}`."""
+    if isinstance(config, str):
+        config = {"name": config}
+    name = ALIASES.get(config.get("name", ""), config.get("name", ""))
+    if name not in LOSSES:
+        raise ConfigError(f"unknown loss {config.get('name')!r}")
+    from_logits = bool(config.get("from_logits", False))
+    if name == "huber":
+        return Huber(from_logits, float(config.get("delta", 1.0)))
+    return LOSSES[name](from_logits)

@@ -1,0 +1,441 @@
+"""Optimizers, sorted by increasing complexity: SGD, Adagrad, RMSprop, Adam/AdamW.
+
+Each is a config (Keras names and defaults, validated on construction), a state
+(a step counter and per-parameter slot tensors) and an update function with two
+paths: a readable per-tensor loop and a `torch._foreach_*` fast path, proven equal
+by tests/engine/test_optimizers.py. The update rules are torch.optim's, step for
+step (where Keras and torch differ, fitq follows torch); each docstring gives the
+rule and how the Keras names map onto torch.optim's arguments.
+
+`weight_decay` is torch's: added to the gradient (L2) for sgd, adagrad, rmsprop
+and adam; decoupled (p ← p − lr·wd·p) for adamw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from worker.engine.errors import ConfigError
+
+
+@dataclass
+class State:
+    """The step counter (updates done) and each slot's tensors, one per parameter."""
+
+    step: int = 0
+    slots: dict[str, list[Tensor]] = field(default_factory=dict)
+
+
+def _check(name: str, value: float, low: float, high: float | None = None, *, open_low=False):
+    above = value > low if open_low else value >= low
+    below = high is None or value < high
+    if not (math.isfinite(value) and above and below):
+        bound = (f"> {low}" if open_low else f">= {low}") + (f" and < {high}" if high else "")
+        raise ConfigError(f"optimizer {name} must be {bound}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    learning_rate: float = 0.001
+    weight_decay: float = 0.0
+
+    name: ClassVar[str] = ""
+
+    def __post_init__(self):
+        _check("learning_rate", self.learning_rate, 0.0, open_low=True)
+        _check("weight_decay", self.weight_decay, 0.0)
+
+
+# ---------------------------------------------------------------------------- SGD
+
+
+@dataclass(frozen=True)
+class SGDConfig(Config):
+    """torch.optim.SGD with dampening 0:
+
+        g ← g + wd·p
+        b ← g (first step),  b ← μ·b + g (later)
+        g ← g + μ·b (nesterov)  or  g ← b
+        p ← p − lr·g
+
+    Keras → torch: learning_rate → lr, momentum → momentum, nesterov → nesterov,
+    weight_decay → weight_decay (L2 on the gradient). Keras' own momentum form
+    (v ← μv − lr·g; p ← p + v) gives the same iterates for a constant learning rate.
+    """
+
+    learning_rate: float = 0.01
+    momentum: float = 0.0
+    nesterov: bool = False
+    name: ClassVar[str] = "sgd"
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check("momentum", self.momentum, 0.0, 1.0)
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("optimizer nesterov needs momentum > 0")
+
+
+def sgd_slots(cfg: SGDConfig) -> tuple[str, ...]:
+    return ("momentum_buffer",) if cfg.momentum else ()
+
+
+def sgd_update(cfg: SGDConfig, state: State, params: list[Tensor], grads: list[Tensor]):
+    state.step += 1
+    lr, mu, wd = cfg.learning_rate, cfg.momentum, cfg.weight_decay
+    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+        if wd:
+            g = g.add(p, alpha=wd)
+        if mu:
+            b = state.slots["momentum_buffer"][i]
+            if state.step == 1:
+                b.copy_(g)
+            else:
+                b.mul_(mu).add_(g)
+            g = g.add(b, alpha=mu) if cfg.nesterov else b
+        p.add_(g, alpha=-lr)
+
+
+def sgd_update_foreach(cfg: SGDConfig, state: State, params: list[Tensor], grads: list[Tensor]):
+    state.step += 1
+    lr, mu, wd = cfg.learning_rate, cfg.momentum, cfg.weight_decay
+    if wd:
+        grads = torch._foreach_add(grads, params, alpha=wd)
+    if mu:
+        bufs = state.slots["momentum_buffer"]
+        if state.step == 1:
+            torch._foreach_copy_(bufs, grads)
+        else:
+            torch._foreach_mul_(bufs, mu)
+            torch._foreach_add_(bufs, grads)
+        grads = torch._foreach_add(grads, bufs, alpha=mu) if cfg.nesterov else bufs
+    torch._foreach_add_(params, grads, alpha=-lr)
+
+
+# ------------------------------------------------------------------------ Adagrad
+
+
+@dataclass(frozen=True)
+class AdagradConfig(Config):
+    """torch.optim.Adagrad with lr_decay 0:
+
+        g ← g + wd·p
+        s ← s + g²                  (s starts at initial_accumulator_value)
+        p ← p − lr · g / (√s + ε)
+
+    Keras → torch: learning_rate → lr, initial_accumulator_value →
+    initial_accumulator_value, epsilon → eps (ε outside the root, as torch),
+    weight_decay → weight_decay.
+    """
+
+    initial_accumulator_value: float = 0.1
+    epsilon: float = 1e-7
+    name: ClassVar[str] = "adagrad"
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check("initial_accumulator_value", self.initial_accumulator_value, 0.0)
+        _check("epsilon", self.epsilon, 0.0)
+
+
+def adagrad_slots(cfg: AdagradConfig) -> tuple[str, ...]:
+    return ("sum",)
+
+
+def adagrad_update(cfg: AdagradConfig, state: State, params: list[Tensor], grads: list[Tensor]):
+    state.step += 1
+    for p, g, s in zip(params, grads, state.slots["sum"], strict=True):
+        if cfg.weight_decay:
+            g = g.add(p, alpha=cfg.weight_decay)
+        s.addcmul_(g, g, value=1)
+        std = s.sqrt().add_(cfg.epsilon)
+        p.addcdiv_(g, std, value=-cfg.learning_rate)
+
+
+def adagrad_update_foreach(
+    cfg: AdagradConfig, state: State, params: list[Tensor], grads: list[Tensor]
+):
+    state.step += 1
+    sums = state.slots["sum"]
+    if cfg.weight_decay:
+        grads = torch._foreach_add(grads, params, alpha=cfg.weight_decay)
+    torch._foreach_addcmul_(sums, grads, grads, value=1)
+    std = torch._foreach_sqrt(sums)
+    torch._foreach_add_(std, cfg.epsilon)
+    torch._foreach_addcdiv_(params, grads, std, value=-cfg.learning_rate)
+
+
+# ------------------------------------------------------------------------ RMSprop
+
+
+@dataclass(frozen=True)
+class RMSpropConfig(Config):
+    """torch.optim.RMSprop:
+
+        g ← g + wd·p
+        v ← α·v + (1 − α)·g²
+        ḡ ← α·ḡ + (1 − α)·g,  d ← √(v − ḡ²) + ε     (centered)
+                               d ← √v + ε            (otherwise)
+        b ← μ·b + g/d,  p ← p − lr·b                  (momentum > 0)
+        p ← p − lr·g/d                                (otherwise)
+
+    Keras → torch: learning_rate → lr, rho → alpha, momentum → momentum,
+    epsilon → eps (outside the root, as torch), centered → centered,
+    weight_decay → weight_decay.
+    """
+
+    rho: float = 0.9
+    momentum: float = 0.0
+    epsilon: float = 1e-7
+    centered: bool = False
+    name: ClassVar[str] = "rmsprop"
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check("rho", self.rho, 0.0, 1.0)
+        _check("momentum", self.momentum, 0.0, 1.0)
+        _check("epsilon", self.epsilon, 0.0)
+
+
+def rmsprop_slots(cfg: RMSpropConfig) -> tuple[str, ...]:
+    return (
+        ("square_avg",)
+        + (("grad_avg",) if cfg.centered else ())
+        + (("momentum_buffer",) if cfg.momentum else ())
+    )
+
+
+def rmsprop_update(cfg: RMSpropConfig, state: State, params: list[Tensor], grads: list[Tensor]):
+    state.step += 1
+    a = cfg.rho
+    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+        if cfg.weight_decay:
+            g = g.add(p, alpha=cfg.weight_decay)
+        v = state.slots["square_avg"][i]
+        v.mul_(a).addcmul_(g, g, value=1 - a)
+        if cfg.centered:
+            gbar = state.slots["grad_avg"][i]
+            gbar.lerp_(g, 1 - a)
+            d = v.addcmul(gbar, gbar, value=-1).sqrt_()
+        else:
+            d = v.sqrt()
+        d.add_(cfg.epsilon)
+        if cfg.momentum:
+            b = state.slots["momentum_buffer"][i]
+            b.mul_(cfg.momentum).addcdiv_(g, d)
+            p.add_(b, alpha=-cfg.learning_rate)
+        else:
+            p.addcdiv_(g, d, value=-cfg.learning_rate)
+
+
+def rmsprop_update_foreach(
+    cfg: RMSpropConfig, state: State, params: list[Tensor], grads: list[Tensor]
+):
+    state.step += 1
+    a = cfg.rho
+    if cfg.weight_decay:
+        grads = torch._foreach_add(grads, params, alpha=cfg.weight_decay)
+    v = state.slots["square_avg"]
+    torch._foreach_mul_(v, a)
+    torch._foreach_addcmul_(v, grads, grads, value=1 - a)
+    if cfg.centered:
+        gbar = state.slots["grad_avg"]
+        torch._foreach_lerp_(gbar, grads, 1 - a)
+        d = torch._foreach_addcmul(v, gbar, gbar, value=-1)
+        torch._foreach_sqrt_(d)
+    else:
+        d = torch._foreach_sqrt(v)
+    torch._foreach_add_(d, cfg.epsilon)
+    if cfg.momentum:
+        b = state.slots["momentum_buffer"]
+        torch._foreach_mul_(b, cfg.momentum)
+        torch._foreach_addcdiv_(b, grads, d)
+        torch._foreach_add_(params, b, alpha=-cfg.learning_rate)
+    else:
+        torch._foreach_addcdiv_(params, grads, d, value=-cfg.learning_rate)
+
+
+# -------------------------------------------------------------------- Adam, AdamW
+
+
+@dataclass(frozen=True)
+class AdamConfig(Config):
+    """torch.optim.Adam (adamw: torch.optim.AdamW), t = the step, 1-based:
+
+        p ← p − lr·wd·p           (adamw: decoupled decay)
+        g ← g + wd·p              (adam: L2 on the gradient)
+        m ← β₁·m + (1 − β₁)·g
+        v ← β₂·v + (1 − β₂)·g²
+        v̂ ← max(v̂, v)            (amsgrad; the root below then uses v̂)
+        p ← p − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)
+
+    Keras → torch: learning_rate → lr, beta_1/beta_2 → betas, epsilon → eps
+    (torch's ε, added after the bias-corrected root; Keras adds its ε̂ to the
+    uncorrected root), amsgrad → amsgrad, weight_decay → weight_decay.
+    """
+
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+    amsgrad: bool = False
+    name: ClassVar[str] = "adam"
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check("beta_1", self.beta_1, 0.0, 1.0)
+        _check("beta_2", self.beta_2, 0.0, 1.0)
+        _check("epsilon", self.epsilon, 0.0)
+
+    @property
+    def decoupled(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class AdamWConfig(AdamConfig):
+    __doc__ = AdamConfig.__doc__
+    weight_decay: float = 0.004
+    name: ClassVar[str] = "adamw"
+
+    @property
+    def decoupled(self) -> bool:
+        return True
+
+
+def adam_slots(cfg: AdamConfig) -> tuple[str, ...]:
+    return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if cfg.amsgrad else ())
+
+
+def _adam_scalars(cfg: AdamConfig, step: int) -> tuple[float, float]:
+    """(step size lr/(1 − β₁ᵗ), √(1 − β₂ᵗ)), in double precision as torch computes them."""
+    bias_correction1 = 1 - cfg.beta_1**step
+    bias_correction2 = 1 - cfg.beta_2**step
+    return cfg.learning_rate / bias_correction1, bias_correction2**0.5
+
+
+def adam_update(cfg: AdamConfig, state: State, params: list[Tensor], grads: list[Tensor]):
+    state.step += 1
+    step_size, bc2_sqrt = _adam_scalars(cfg, state.step)
+    lr, wd = cfg.learning_rate, cfg.weight_decay
+    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+        if wd and cfg.decoupled:
+            p.mul_(1 - lr * wd)
+        elif wd:
+            g = g.add(p, alpha=wd)
+        m, v = state.slots["exp_avg"][i], state.slots["exp_avg_sq"][i]
+        m.lerp_(g, 1 - cfg.beta_1)
+        v.mul_(cfg.beta_2).addcmul_(g, g, value=1 - cfg.beta_2)
+        if cfg.amsgrad:
+            vmax = state.slots["max_exp_avg_sq"][i]
+            torch.maximum(vmax, v, out=vmax)
+            v = vmax
+        denom = (v.sqrt() / bc2_sqrt).add_(cfg.epsilon)
+        p.addcdiv_(m, denom, value=-step_size)
+
+
+def adam_update_foreach(
+    cfg: AdamConfig,
+    state: State,
+    params: list[Tensor],
+    grads: list[Tensor],
+    scalars: tuple[Tensor, Tensor] | None = None,
+):
+    """The foreach path. With `scalars` (0-d device tensors the caller has filled with
+    `_adam_scalars` for this step) it reads the step-dependent numbers from them, so the
+    update can be captured once in a CUDA graph and replayed."""
+    state.step += 1
+    lr, wd = cfg.learning_rate, cfg.weight_decay
+    m, v = state.slots["exp_avg"], state.slots["exp_avg_sq"]
+    if wd and cfg.decoupled:
+        torch._foreach_mul_(params, 1 - lr * wd)
+    elif wd:
+        grads = torch._foreach_add(grads, params, alpha=wd)
+    torch._foreach_lerp_(m, grads, 1 - cfg.beta_1)
+    torch._foreach_mul_(v, cfg.beta_2)
+    torch._foreach_addcmul_(v, grads, grads, value=1 - cfg.beta_2)
+    if cfg.amsgrad:
+        vmax = state.slots["max_exp_avg_sq"]
+        torch._foreach_maximum_(vmax, v)
+        v = vmax
+    denom = torch._foreach_sqrt(v)
+    if scalars is None:
+        step_size, bc2_sqrt = _adam_scalars(cfg, state.step)
+        torch._foreach_div_(denom, bc2_sqrt)
+        torch._foreach_add_(denom, cfg.epsilon)
+        torch._foreach_addcdiv_(params, m, denom, value=-step_size)
+    else:
+        step_size_t, bc2_sqrt_t = scalars
+        torch._foreach_div_(denom, bc2_sqrt_t)
+        torch._foreach_add_(denom, cfg.epsilon)
+        update = torch._foreach_div(m, denom)
+        torch._foreach_mul_(update, step_size_t)
+        torch._foreach_sub_(params, update)
+
+
+# ------------------------------------------------------------------ the optimizer
+
+
+_KINDS: dict[str, tuple[type[Config], Any, Any, Any]] = {
+    "sgd": (SGDConfig, sgd_slots, sgd_update, sgd_update_foreach),
+    "adagrad": (AdagradConfig, adagrad_slots, adagrad_update, adagrad_update_foreach),
+    "rmsprop": (RMSpropConfig, rmsprop_slots, rmsprop_update, rmsprop_update_foreach),
+    "adam": (AdamConfig, adam_slots, adam_update, adam_update_foreach),
+    "adamw": (AdamWConfig, adam_slots, adam_update, adam_update_foreach),
+}
+
+
+def make_config(spec: Mapping[str, Any] | str) -> Config:
+    """The optimizer config for a compile spec's `optimizer` (a name or a dict)."""
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    name = spec.get("name")
+    if name not in _KINDS:
+        raise ConfigError(f"unknown optimizer {name!r}")
+    cls = _KINDS[name][0]
+    known = {f.name for f in fields(cls)}
+    kwargs = {k: v for k, v in spec.items() if k in known and v is not None}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"optimizer {name}: {e}") from None
+
+
+class Optimizer:
+    """An optimizer bound to a list of parameters: `step(grads)` updates them in place."""
+
+    def __init__(self, config: Config, params: list[Tensor], *, foreach: bool = True):
+        self.config = config
+        self.params = params
+        self.foreach = foreach
+        _, slots, self._single, self._multi = _KINDS[config.name]
+        self.state = State(
+            slots={s: [_slot_init(config, s, p) for p in params] for s in slots(config)}
+        )
+
+    def step(self, grads: list[Tensor]) -> None:
+        update = self._multi if self.foreach else self._single
+        update(self.config, self.state, self.params, grads)
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The slots as flat names `optimizer.{slot}.{j}` (j = the parameter's position)."""
+        return {
+            f"optimizer.{slot}.{j}": t
+            for slot, ts in self.state.slots.items()
+            for j, t in enumerate(ts)
+        }
+
+    def load_state_tensors(self, step: int, tensors: Mapping[str, Tensor]) -> None:
+        self.state.step = step
+        for name, t in self.state_tensors().items():
+            t.copy_(tensors[name])
+
+
+def _slot_init(config: Config, slot: str, p: Tensor) -> Tensor:
+    if slot == "sum":
+        return torch.full_like(p, config.initial_accumulator_value)  # type: ignore[attr-defined]
+    return torch.zeros_like(p)
