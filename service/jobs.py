@@ -29,11 +29,12 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import queue
+from service import queue, spec_checks
+from service import spec as specs
 from service.datasets import service as datasets
 from service.datasets.shape import DataShape
 from service.db.models import QUEUED, SUCCEEDED, Dataset, Job, JobEpoch, utcnow
-from service.errors import Conflict, InvalidInput, InvalidSpec, NotFound, PayloadTooLarge
+from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from service.store import ArtifactStore
 
 log = logging.getLogger("fitq.jobs")
@@ -66,19 +67,11 @@ def submit(
         if existing is not None:
             return _replay(existing, idempotency_key, digest), False
 
-    from service.spec import parse_spec
-    from service.spec_checks import check_against_data
-
-    spec = parse_spec(body)
+    limits = specs.SpecLimits(max_epochs=max_epochs) if max_epochs is not None else None
+    spec = specs.parse_spec(body, limits=limits)
     normalized: dict[str, Any] = spec.model_dump(mode="json")
-    epochs = int(normalized["fit"]["epochs"])
-    if max_epochs is not None and epochs > max_epochs:
-        raise InvalidSpec(
-            f"fit.epochs is {epochs}, over this server's limit of {max_epochs}",
-            loc=["body", "fit", "epochs"],
-        )
     shapes = _dataset_shapes(session, owner_id, normalized)
-    check_against_data(
+    spec_checks.check_against_data(
         spec,
         shapes["dataset_id"],  # type: ignore[arg-type]
         validation=shapes["validation_dataset_id"],
@@ -95,7 +88,7 @@ def submit(
         test_dataset_id=normalized.get("test_dataset_id"),
         idempotency_key=idempotency_key,
         request_hash=digest,
-        epochs=epochs,
+        epochs=int(normalized["fit"]["epochs"]),
         max_attempts=int(normalized.get("max_attempts") or 3),
         created_at=utcnow(),
         updated_at=utcnow(),

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import auth, metrics
+from service import spec as specs
 from service.api.routes import datasets, jobs, ops
 from service.db import migrate
 from service.db.engine import session_factory, transaction
@@ -119,16 +120,14 @@ def _document_job_spec(app: FastAPI) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = default_openapi()
-        try:
-            from service.spec import JobSpec
-        except ImportError:  # pragma: no cover - the spec module is part of the service
-            return schema
-        spec_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+        spec_schema = specs.JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(spec_schema.pop("$defs", {}))
         components["JobSpec"] = spec_schema
-        body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]
-        body["content"]["application/json"]["schema"] = {"$ref": "#/components/schemas/JobSpec"}
+        schema["paths"]["/v1/jobs"]["post"]["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
+        }
         app.openapi_schema = schema
         return schema
 

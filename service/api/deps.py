@@ -4,8 +4,9 @@ job in one place — another key's ids are invisible by construction."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 from service import auth, jobs
 from service.datasets import service as datasets
 from service.db.models import ApiKey, Dataset, Job
+from service.errors import InvalidInput, PayloadTooLarge
 from service.settings import Settings
 from service.store import ArtifactStore
 
@@ -69,6 +71,36 @@ def get_owner(
 
 
 OwnerDep = Annotated[ApiKey, Depends(get_owner)]
+
+MAX_JSON_BODY_BYTES = 16 * 1024 * 1024
+"""Largest JSON body (a job spec, a Keras model JSON included), in bytes."""
+
+
+async def json_body(request: Request) -> Any:
+    """The request body parsed as JSON, read up to ``MAX_JSON_BODY_BYTES``
+    (413 past it); malformed JSON is a 422 saying where it breaks."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_JSON_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is over {MAX_JSON_BODY_BYTES} bytes")
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > MAX_JSON_BODY_BYTES:
+            raise PayloadTooLarge(f"the body is over {MAX_JSON_BODY_BYTES} bytes")
+    if not chunks.strip():
+        raise InvalidInput("the body is empty; send the job spec as JSON", loc=["body"])
+    try:
+        return json.loads(chunks)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            loc=["body"],
+        ) from None
+    except (UnicodeDecodeError, RecursionError):
+        raise InvalidInput("the body is not valid JSON text", loc=["body"]) from None
+
+
+JsonBody = Annotated[Any, Depends(json_body)]
 
 
 def get_dataset(dataset_id: str, owner: OwnerDep, session: SessionDep) -> Dataset:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 
 from service import jobs
-from service.api.deps import JobDep, OwnerDep, SessionDep, SettingsDep, StoreDep
+from service.api.deps import JobDep, JsonBody, OwnerDep, SessionDep, SettingsDep, StoreDep
 from service.api.responses import errors
 from service.api.schemas import (
     EpochMetrics,
@@ -37,7 +37,7 @@ MAX_IDEMPOTENCY_KEY_CHARS = 200
     },
 )
 def submit_job(
-    body: Annotated[dict[str, Any], Body(description="The job spec (see docs/spec-contract.md).")],
+    body: JsonBody,
     owner: OwnerDep,
     session: SessionDep,
     settings: SettingsDep,
