@@ -37,8 +37,8 @@ MAX_IDEMPOTENCY_KEY_CHARS = 200
     },
 )
 def submit_job(
+    owner: OwnerDep,  # first: a request without a valid key is a 401 before its body is read
     body: JsonBody,
-    owner: OwnerDep,
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
