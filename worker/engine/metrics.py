@@ -25,18 +25,23 @@ ALIASES = {
 class Metric:
     name = ""
 
-    def total(self, out: Tensor, y: Tensor, into: Tensor, activation: Activation | None) -> None:
-        """Write Σₙ metric(n) into `into`. `out` are logits when `activation` is not None
-        (the final activation was fused into the loss); apply it to get the outputs."""
+    def total(
+        self, out: Tensor, y: Tensor, into: Tensor, logits: bool, activation: Activation | None
+    ) -> None:
+        """Write Σₙ metric(n) into `into`. `logits`: `out` are logits (the loss takes them
+        from_logits); `activation`: the final activation fused into the loss, which turns
+        `out` into the model's outputs (None when not fused)."""
         raise NotImplementedError
 
 
 class Accuracy(Metric):
     name = "accuracy"
 
-    def total(self, out: Tensor, y: Tensor, into: Tensor, activation: Activation | None) -> None:
-        if out.shape[1] == 1:  # binary: fraction of the k outputs that match, per sample
-            threshold = 0.0 if activation is not None else 0.5
+    def total(
+        self, out: Tensor, y: Tensor, into: Tensor, logits: bool, activation: Activation | None
+    ) -> None:
+        if out.shape[1] == 1:  # binary
+            threshold = 0.0 if logits else 0.5
             hit = (out > threshold).to(y.dtype) == y
             torch.sum(hit, dim=(0, 1), dtype=into.dtype, out=into)
         elif y.dtype == torch.int64:  # sparse categorical
@@ -47,7 +52,9 @@ class Accuracy(Metric):
 
 
 class _Elementwise(Metric):
-    def total(self, out: Tensor, y: Tensor, into: Tensor, activation: Activation | None) -> None:
+    def total(
+        self, out: Tensor, y: Tensor, into: Tensor, logits: bool, activation: Activation | None
+    ) -> None:
         if activation is not None:
             out = activation.forward(out.clone())
         if y.dtype == torch.int64:  # class indices: compare with one-hot rows

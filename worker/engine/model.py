@@ -60,6 +60,7 @@ class Model:
         if not specs:
             raise ConfigError("model has no layers")
         self.input_dim = input_dim
+        self.layer_specs = list(specs)
         self.device = torch.device(device)
         self.dtype = dtype
         g = torch.Generator().manual_seed(derive_seed(seed, SEED_STREAM_INIT))

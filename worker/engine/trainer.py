@@ -353,7 +353,7 @@ class Trainer:
         out = model.forward(xb, self._train_ctx)
         dout = self.loss.total_and_grad(out, yb, cells[0])
         for metric, cell in zip(self.metrics, cells[1:], strict=True):
-            metric.total(out, yb, cell, model.fused_activation)
+            metric.total(out, yb, cell, self.loss.from_logits, model.fused_activation)
         if model.regularized:
             penalty = model.penalty()
             assert penalty is not None
@@ -414,7 +414,7 @@ class Trainer:
             out = self.model.forward(xb, self._eval_ctx)
             views[0].copy_(self.loss.total(out, yb))
             for metric, cell in zip(self.metrics, views[1:], strict=True):
-                metric.total(out, yb, cell, self.model.fused_activation)
+                metric.total(out, yb, cell, self.loss.from_logits, self.model.fused_activation)
             cells.add_(part)
         sums = cells.to("cpu", torch.float64).tolist()
         logs = {"loss": sums[0] / n}
