@@ -41,15 +41,15 @@ def check_schema(url: str) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API over ``settings`` (default: the environment's)."""
-    settings = settings or get_settings()
-    url = settings.resolved_database_url
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        current: Settings = app.state.settings
+        url = current.resolved_database_url
         check_schema(url)
-        if settings.api_key:
+        if current.api_key:
             with transaction(url) as session:
-                auth.ensure_key(session, "env", settings.api_key)
+                auth.ensure_key(session, "env", current.api_key)
         yield
 
     app = FastAPI(
@@ -58,9 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Train dense neural networks from Keras-style specs.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.session_factory = session_factory(url)
-    app.state.store = ArtifactStore(settings.resolved_storage_url)
+    configure(app, settings or get_settings())
 
     app.add_exception_handler(FitqError, _render_error)  # type: ignore[arg-type]
     app.add_middleware(CatchAllMiddleware)
@@ -71,6 +69,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     _document_job_spec(app)
     return app
+
+
+def configure(app: FastAPI, settings: Settings) -> None:
+    """Point ``app`` at ``settings``: its database, its store, its limits.
+
+    Everything a request needs is read from ``app.state``, so tests can reuse
+    one app (FastAPI builds each route on its first request) across settings.
+    """
+    app.state.settings = settings
+    app.state.session_factory = session_factory(settings.resolved_database_url)
+    app.state.store = ArtifactStore(settings.resolved_storage_url)
 
 
 async def _render_error(request: Request, exc: FitqError) -> JSONResponse:
