@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -18,10 +19,13 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.db.models import JOB_STATUSES, Dataset, Job
+
+log = logging.getLogger("fitq.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED = "unmatched"
@@ -60,10 +64,16 @@ class _DatabaseCollector(Collector):
 
 
 def render(session: Session) -> bytes:
-    """The exposition text: the process's metrics, then the database's."""
+    """The exposition text: the process's metrics, then the database's (left
+    out, with a log line, when the database does not answer)."""
     database = CollectorRegistry(auto_describe=False)
     database.register(_DatabaseCollector(session))
-    return generate_latest(REGISTRY) + generate_latest(database)
+    try:
+        from_database = generate_latest(database)
+    except SQLAlchemyError as exc:
+        log.warning("metrics without the database", extra={"error": type(exc).__name__})
+        from_database = b""
+    return generate_latest(REGISTRY) + from_database
 
 
 class MetricsMiddleware:

@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import auth, metrics
@@ -110,6 +111,8 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            log.info("client disconnected", extra={"path": scope.get("path")})
         except Exception:
             log.exception(
                 "unhandled error", extra={"method": scope.get("method"), "path": scope.get("path")}

@@ -92,6 +92,10 @@ class TestProbes:
             r = await client.get("/readyz")
             assert r.status_code == 503
             assert "unreachable" in r.json()["detail"]
+            metrics = await client.get("/metrics")
+            assert metrics.status_code == 200, "process metrics still render"
+            assert "fitq_http_requests_total" in metrics.text
+            assert "fitq_jobs" not in metrics.text
 
 
 class TestMetrics:
