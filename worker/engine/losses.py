@@ -27,6 +27,7 @@ from torch import Tensor
 from worker.engine.errors import ConfigError
 
 EPSILON = 1e-7  # Keras' backend epsilon, the clip on probabilities
+_SUM = 2  # aten's Reduction::Sum
 
 ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error", "huber_loss": "huber"}
 
@@ -63,10 +64,19 @@ class SparseCategoricalCrossentropy(Loss):
             onehot = torch.zeros_like(out).scatter_(1, y, 1.0)
             return _cce_probabilities(out, onehot, into)
         log_p = torch.log_softmax(out, dim=1)  # log-sum-exp inside
-        torch.neg(log_p.gather(1, y).sum(), out=into)  # Σₙ −log p[n, yₙ]
-        grad = log_p.exp_()  # p  [n, k]
-        grad.scatter_add_(1, y, torch.full_like(y, -1, dtype=grad.dtype))  # p − onehot(y)
-        return grad.mul_(1.0 / n)  # dZ = (p − y)/n
+        # Σₙ −log p[n, yₙ], straight into `into` (aten's nll_loss, sum reduction)
+        torch.ops.aten.nll_loss.out(log_p, y.view(-1), None, _SUM, -100, out=into)
+        grad = log_p.exp_().mul_(1.0 / n)  # p/n  [n, k]
+        return grad.scatter_add_(1, y, self._minus(n, grad))  # dZ = (p − onehot(y))/n
+
+    def _minus(self, n: int, like: Tensor) -> Tensor:
+        """−1/n in a [n, 1] tensor, kept per batch size (the scatter's source)."""
+        cache = self.__dict__.setdefault("_minus_cache", {})
+        key = (n, like.dtype, like.device)
+        t = cache.get(key)
+        if t is None:
+            t = cache[key] = torch.full((n, 1), -1.0 / n, dtype=like.dtype, device=like.device)
+        return t
 
 
 class CategoricalCrossentropy(Loss):

@@ -72,8 +72,7 @@ class Model:
             self.layers.append(layer)
             dim = layer.out_dim
         self.output_dim = dim
-        self.params = [t for layer in self.layers for t in layer.params.values()]
-        self.grads = [t for layer in self.layers for t in layer.grads.values()]
+        self._flatten()
         trainable = [i for i, layer in enumerate(self.layers) if layer.params]
         self._first_trainable = trainable[0] if trainable else len(self.layers)
         self.fused_activation: activations.Activation | None = None
@@ -81,6 +80,26 @@ class Model:
         self.regularized = any(
             getattr(layer, "l1", 0) or getattr(layer, "l2", 0) for layer in self.layers
         )
+
+    def _flatten(self) -> None:
+        """Put every trainable tensor into one flat buffer, and every gradient into another,
+        the layers keeping views: the optimizer then updates all weights with a handful of
+        ops over one tensor instead of a handful per weight (on the CPU torch's foreach ops
+        are a loop of per-tensor ops)."""
+        shapes = [(layer, name, t) for layer in self.layers for name, t in layer.params.items()]
+        total = sum(t.numel() for _, _, t in shapes)
+        self.flat_params = torch.empty(total, dtype=self.dtype, device=self.device)
+        self.flat_grads = torch.zeros(total, dtype=self.dtype, device=self.device)
+        offset = 0
+        for layer, name, t in shapes:
+            n = t.numel()
+            view = self.flat_params[offset : offset + n].view(t.shape)
+            view.copy_(t)
+            layer.params[name] = view
+            layer.grads[name] = self.flat_grads[offset : offset + n].view(t.shape)
+            offset += n
+        self.params = [t for layer in self.layers for t in layer.params.values()]
+        self.grads = [t for layer in self.layers for t in layer.grads.values()]
 
     # ------------------------------------------------------------------ output fusion
 

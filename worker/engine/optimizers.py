@@ -40,6 +40,22 @@ def _check(name: str, value: float, low: float, high: float | None = None, *, op
         raise ConfigError(f"optimizer {name} must be {bound}, got {value!r}")
 
 
+_SCALARS: dict[tuple[float, torch.dtype], Tensor] = {}
+
+
+def _root_plus(v: Tensor, eps: float, out: Tensor | None, scale: float = 1.0) -> Tensor:
+    """√v·scale + ε, in two passes over memory (into `out` when given). The per-tensor
+    paths use it; the arithmetic is torch's up to the rounding of one multiply-add."""
+    d = torch.sqrt(v, out=out)
+    if scale == 1.0:
+        return d.add_(eps)
+    key = (eps, v.dtype)
+    eps_t = _SCALARS.get(key)
+    if eps_t is None:
+        eps_t = _SCALARS[key] = torch.tensor(eps, dtype=v.dtype)  # a CPU scalar, any device
+    return torch.add(eps_t, d, alpha=scale, out=d)
+
+
 @dataclass(frozen=True)
 class Config:
     learning_rate: float = 0.001
@@ -85,7 +101,7 @@ def sgd_slots(cfg: SGDConfig) -> tuple[str, ...]:
     return ("momentum_buffer",) if cfg.momentum else ()
 
 
-def sgd_update(cfg: SGDConfig, state: State, params: list[Tensor], grads: list[Tensor]):
+def sgd_update(cfg: SGDConfig, state: State, params: list[Tensor], grads: list[Tensor], work=None):
     state.step += 1
     lr, mu, wd = cfg.learning_rate, cfg.momentum, cfg.weight_decay
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
@@ -147,13 +163,15 @@ def adagrad_slots(cfg: AdagradConfig) -> tuple[str, ...]:
     return ("sum",)
 
 
-def adagrad_update(cfg: AdagradConfig, state: State, params: list[Tensor], grads: list[Tensor]):
+def adagrad_update(
+    cfg: AdagradConfig, state: State, params: list[Tensor], grads: list[Tensor], work=None
+):
     state.step += 1
-    for p, g, s in zip(params, grads, state.slots["sum"], strict=True):
+    for i, (p, g, s) in enumerate(zip(params, grads, state.slots["sum"], strict=True)):
         if cfg.weight_decay:
             g = g.add(p, alpha=cfg.weight_decay)
         s.addcmul_(g, g, value=1)
-        std = s.sqrt().add_(cfg.epsilon)
+        std = _root_plus(s, cfg.epsilon, work[i] if work else None)
         p.addcdiv_(g, std, value=-cfg.learning_rate)
 
 
@@ -210,7 +228,9 @@ def rmsprop_slots(cfg: RMSpropConfig) -> tuple[str, ...]:
     )
 
 
-def rmsprop_update(cfg: RMSpropConfig, state: State, params: list[Tensor], grads: list[Tensor]):
+def rmsprop_update(
+    cfg: RMSpropConfig, state: State, params: list[Tensor], grads: list[Tensor], work=None
+):
     state.step += 1
     a = cfg.rho
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
@@ -221,10 +241,9 @@ def rmsprop_update(cfg: RMSpropConfig, state: State, params: list[Tensor], grads
         if cfg.centered:
             gbar = state.slots["grad_avg"][i]
             gbar.lerp_(g, 1 - a)
-            d = v.addcmul(gbar, gbar, value=-1).sqrt_()
+            d = _root_plus(v.addcmul(gbar, gbar, value=-1), cfg.epsilon, work[i] if work else None)
         else:
-            d = v.sqrt()
-        d.add_(cfg.epsilon)
+            d = _root_plus(v, cfg.epsilon, work[i] if work else None)
         if cfg.momentum:
             b = state.slots["momentum_buffer"][i]
             b.mul_(cfg.momentum).addcdiv_(g, d)
@@ -318,7 +337,9 @@ def _adam_scalars(cfg: AdamConfig, step: int) -> tuple[float, float]:
     return cfg.learning_rate / bias_correction1, bias_correction2**0.5
 
 
-def adam_update(cfg: AdamConfig, state: State, params: list[Tensor], grads: list[Tensor]):
+def adam_update(
+    cfg: AdamConfig, state: State, params: list[Tensor], grads: list[Tensor], work=None
+):
     state.step += 1
     step_size, bc2_sqrt = _adam_scalars(cfg, state.step)
     lr, wd = cfg.learning_rate, cfg.weight_decay
@@ -334,7 +355,7 @@ def adam_update(cfg: AdamConfig, state: State, params: list[Tensor], grads: list
             vmax = state.slots["max_exp_avg_sq"][i]
             torch.maximum(vmax, v, out=vmax)
             v = vmax
-        denom = (v.sqrt() / bc2_sqrt).add_(cfg.epsilon)
+        denom = _root_plus(v, cfg.epsilon, work[i] if work else None, 1 / bc2_sqrt)
         p.addcdiv_(m, denom, value=-step_size)
 
 
@@ -412,14 +433,18 @@ class Optimizer:
         self.config = config
         self.params = params
         self.foreach = foreach
+        # the per-tensor path writes its temporaries (√v + ε, …) here, not into new memory
+        self._work = None if foreach else [torch.empty_like(p) for p in params]
         _, slots, self._single, self._multi = _KINDS[config.name]
         self.state = State(
             slots={s: [_slot_init(config, s, p) for p in params] for s in slots(config)}
         )
 
     def step(self, grads: list[Tensor]) -> None:
-        update = self._multi if self.foreach else self._single
-        update(self.config, self.state, self.params, grads)
+        if self.foreach:
+            self._multi(self.config, self.state, self.params, grads)
+        else:
+            self._single(self.config, self.state, self.params, grads, self._work)
 
     def state_tensors(self) -> dict[str, Tensor]:
         """The slots as flat names `optimizer.{slot}.{j}` (j = the parameter's position)."""

@@ -111,6 +111,8 @@ class Trainer:
         fit: Mapping[str, Any],
         seed: int = 0,
         device: str | torch.device | None = None,
+        *,
+        cuda_graph: bool = True,
     ):
         self.device = torch.device(device or default_device())
         self.seed = int(seed)
@@ -127,9 +129,22 @@ class Trainer:
             self.model.fuse_final_activation()
             self.loss.from_logits = True
         self.optimizer = optimizers.Optimizer(
-            optimizers.make_config(compile.get("optimizer", "rmsprop")), self.model.params
+            optimizers.make_config(compile.get("optimizer", "rmsprop")),
+            [self.model.flat_params],
+            # one flat tensor: on the CPU the per-tensor path is the fast one (no foreach
+            # kernels there); on CUDA the foreach path is what a graph captures
+            foreach=self.device.type == "cuda",
         )
         self.early_stopping = EarlyStopping.from_spec(self.fit_config.early_stopping)
+        self.cuda_graph = cuda_graph
+        # on CUDA, Adam reads its step-dependent scalars from device tensors whether the
+        # step runs eagerly or replays a graph, so both do the same arithmetic
+        self._adam_scalars: tuple[Tensor, Tensor] | None = None
+        if self.device.type == "cuda" and isinstance(self.optimizer.config, optimizers.AdamConfig):
+            self._adam_scalars = (
+                torch.ones((), device=self.device),
+                torch.ones((), device=self.device),
+            )
         self._shuffle_gen = torch.Generator().manual_seed(
             derive_seed(self.seed, SEED_STREAM_SHUFFLE)
         )
@@ -317,6 +332,11 @@ class Trainer:
         hi = min(lo + self.batch_size, self.n_train)
         try:
             xb, yb = self._batch(lo, hi)
+            if self._adam_scalars is not None:  # outside any graph: the values change
+                cfg: Any = self.optimizer.config
+                step_size, bc2_sqrt = optimizers._adam_scalars(cfg, self.optimizer.state.step + 1)
+                self._adam_scalars[0].fill_(step_size)
+                self._adam_scalars[1].fill_(bc2_sqrt)
             graph = self._graph_for(hi - lo)
             if graph is None:
                 self._step(xb, yb, self._cells[s])
@@ -347,7 +367,7 @@ class Trainer:
         torch.index_select(self._y, 0, idx, out=bufs[1])
         return bufs
 
-    def _step(self, xb: Tensor, yb: Tensor, cells: tuple[Tensor, ...], adam_scalars=None) -> None:
+    def _step(self, xb: Tensor, yb: Tensor, cells: tuple[Tensor, ...]) -> None:
         """One training step; writes Σloss and Σmetrics over the batch into `cells`."""
         model = self.model
         out = model.forward(xb, self._train_ctx)
@@ -359,12 +379,13 @@ class Trainer:
             assert penalty is not None
             cells[0].add_(penalty, alpha=xb.shape[0])  # the batch's mean loss + penalty
         model.backward(dout)
-        if adam_scalars is not None:
-            optimizers.adam_update_foreach(
-                self.optimizer.config, self.optimizer.state, model.params, model.grads, adam_scalars
-            )
+        if self._adam_scalars is not None:
+            opt = self.optimizer
+            cfg: Any = opt.config
+            grads = [model.flat_grads]
+            optimizers.adam_update_foreach(cfg, opt.state, opt.params, grads, self._adam_scalars)
         else:
-            self.optimizer.step(model.grads)
+            self.optimizer.step([model.flat_grads])
 
     def _check_finite(self, lo: int, hi: int) -> None:
         assert self._stats is not None
@@ -396,7 +417,12 @@ class Trainer:
 
     def _graph_for(self, n: int) -> _StepGraph | None:
         """The captured step for full batches on CUDA (None: run eagerly)."""
-        if self.device.type != "cuda" or n != self.batch_size or self.model.has_dropout:
+        if (
+            not self.cuda_graph
+            or self.device.type != "cuda"
+            or n != self.batch_size
+            or self.model.has_dropout
+        ):
             return None
         if self._graph is None:
             self._graph = _StepGraph(self)
@@ -551,10 +577,11 @@ class _StepGraph:
     """A CUDA graph of one whole training step for full batches (SPEC §6).
 
     The first GRAPH_WARMUP_STEPS full-batch steps run eagerly on a side stream (real
-    steps); the next is captured, then every full batch replays it. The batch is
-    gathered into the static buffers outside the graph; the step writes its sums into
-    static cells, copied into the step's row afterwards; Adam's step-dependent scalars
-    are filled into device tensors before each replay. Not used with dropout.
+    steps); the next is captured, then every full batch replays it. Outside the graph,
+    per step: the batch is gathered into the static buffers, Adam's step-dependent
+    scalars are filled into their device tensors, and the step's sums are copied from
+    static cells into its row of `stats`. A partial last batch runs eagerly. Not used
+    with dropout (the mask's generator would need registering with the graph).
     """
 
     def __init__(self, trainer: Trainer):
@@ -562,9 +589,6 @@ class _StepGraph:
         self.warm = 0
         self.graph: torch.cuda.CUDAGraph | None = None
         self.cells = torch.zeros(1 + len(trainer.metrics), device=trainer.device).unbind(0)
-        cfg = trainer.optimizer.config
-        self.adam = isinstance(cfg, optimizers.AdamConfig)
-        self.scalars = tuple(torch.ones((), device=trainer.device) for _ in range(2))
         self.stream = torch.cuda.Stream(trainer.device)
 
     def _static_batch(self) -> tuple[Tensor, Tensor]:
@@ -596,12 +620,6 @@ class _StepGraph:
             lo = t.step * t.batch_size
             xb.copy_(t._x[lo : lo + t.batch_size])
             yb.copy_(t._y[lo : lo + t.batch_size])
-        if self.adam:
-            step_size, bc2_sqrt = optimizers._adam_scalars(
-                t.optimizer.config, t.optimizer.state.step + 1
-            )  # type: ignore[arg-type]
-            self.scalars[0].fill_(step_size)
-            self.scalars[1].fill_(bc2_sqrt)
         if self.graph is None:
             self._capture(xb, yb)
         assert self.graph is not None
@@ -612,12 +630,12 @@ class _StepGraph:
 
     def _capture(self, xb: Tensor, yb: Tensor) -> None:
         t = self.t
-        scalars = self.scalars if self.adam else None
         step_before = t.optimizer.state.step
-        self.stream.wait_stream(torch.cuda.current_stream(t.device))
+        current = torch.cuda.current_stream(t.device)
+        self.stream.wait_stream(current)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=self.stream):
-            t._step(xb, yb, self.cells, scalars)
-        torch.cuda.current_stream(t.device).wait_stream(self.stream)
+            t._step(xb, yb, self.cells)
+        current.wait_stream(self.stream)
         t.optimizer.state.step = step_before  # capture records the step, it does not run it
         self.graph = graph
