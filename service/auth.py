@@ -9,6 +9,7 @@ import secrets
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from service.db.engine import rowcount
 from service.db.models import ApiKey, utcnow
 from service.errors import Conflict, NotFound, Unauthorized
 
@@ -52,7 +53,7 @@ def revoke_key(session: Session, name: str) -> None:
         .where(ApiKey.name == name, ApiKey.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
-    if result.rowcount == 0:
+    if rowcount(result) == 0:
         raise NotFound(f"no active key named {name!r}")
 
 

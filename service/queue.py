@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import String, and_, cast, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
+from service.db.engine import rowcount
 from service.db.models import (
     CANCELLED,
     FAILED,
@@ -119,7 +120,7 @@ def reap_expired(session: Session, now: datetime | None = None) -> int:
         .where(expired, Job.cancel_requested.is_(True))
         .values(status=CANCELLED, finished_at=now, updated_at=now, lease_expires_at=None)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     lost = session.execute(
         update(Job)
         .where(expired, Job.attempt >= Job.max_attempts)
@@ -131,8 +132,8 @@ def reap_expired(session: Session, now: datetime | None = None) -> int:
             lease_expires_at=None,
         )
         .execution_options(synchronize_session=False)
-    ).rowcount
-    return cancelled + lost
+    )
+    return rowcount(cancelled) + rowcount(lost)
 
 
 def _fenced(job_id: str, attempt: int) -> Any:
@@ -147,7 +148,7 @@ def _fenced_update(session: Session, job_id: str, attempt: int, **values: Any) -
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount == 0:
+    if rowcount(result) == 0:
         raise StaleAttempt(f"job {job_id} attempt {attempt} is no longer the running attempt")
 
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -80,3 +80,8 @@ def transaction(url: str) -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on error."""
     with session_factory(url).begin() as session:
         yield session
+
+
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE or DELETE matched (DML results are cursor results)."""
+    return cast(CursorResult[Any], result).rowcount
