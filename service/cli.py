@@ -110,6 +110,9 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
     migrate.upgrade(settings.resolved_database_url)
     key_source = _ensure_local_key(settings)
     env = {**os.environ, "FITQ_HOME": str(settings.home_path)}
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; make that
+    # an ordinary exit so the `finally` below still stops the worker.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     worker_proc = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
     err.print(
         f"fitq is up: http://{host}:{port}  (home {settings.home_path}; {key_source})",
@@ -123,6 +126,10 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
             worker_proc.wait(WORKER_STOP_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
             worker_proc.kill()
+
+
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def _serve(host: str, port: int, settings: Settings) -> None:

@@ -4,6 +4,9 @@ CSV uploaded over HTTP, the reference model trained, the model downloaded."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +103,22 @@ def test_fitq_up_trains_the_reference_model_end_to_end(tmp_path: Path) -> None:
 def safetensors_metadata(blob: bytes) -> dict[str, str]:
     header_len = int.from_bytes(blob[:8], "little")
     return json.loads(blob[8 : 8 + header_len])["__metadata__"]
+
+
+def children_of(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def test_sigterm_to_fitq_up_stops_its_worker_too(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "fitq-up.log"
+    with fitq_process(["up", "--port", str(port)], fitq_env(tmp_path / "home"), log) as proc:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, log)
+        [worker] = children_of(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{worker}").exists(), "the worker outlived fitq up"
