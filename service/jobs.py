@@ -107,6 +107,7 @@ def submit(
             if existing is None:
                 raise
             return _replay(existing, idempotency_key, digest), False
+    queue.notify_new_job(session)  # idle workers wake when this transaction commits
     log.info("job submitted", extra={"action": "submit", "job_id": job.id, "owner_id": owner_id})
     return job, True
 

@@ -9,6 +9,11 @@ nothing, and learns so through :class:`~service.errors.StaleAttempt`.
 The claim is one UPDATE over a ``SELECT … FOR UPDATE SKIP LOCKED`` subquery on
 PostgreSQL; on SQLite the same statement runs inside a ``BEGIN IMMEDIATE``
 transaction, which serializes writers.
+
+New work is announced with ``NOTIFY fitq_jobs`` on PostgreSQL (on submit, in
+the submitting transaction, and on hand-back), so an idle worker listening on
+that channel claims within milliseconds; polling remains the fallback, and the
+only way on SQLite. The guarantees are written down in docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -18,7 +23,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, and_, cast, exists, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from service.db.engine import rowcount
@@ -37,6 +55,9 @@ from service.db.models import (
 from service.errors import StaleAttempt
 
 log = logging.getLogger("fitq.queue")
+
+NOTIFY_CHANNEL = "fitq_jobs"
+"""The PostgreSQL channel that announces a job to claim (payload: empty)."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +157,14 @@ def reap_expired(session: Session, now: datetime | None = None) -> int:
     return rowcount(cancelled) + rowcount(lost)
 
 
+def notify_new_job(session: Session) -> None:
+    """Announce claimable work to idle workers: a PostgreSQL ``NOTIFY``, sent
+    when the caller's transaction commits (so never for a rolled-back insert);
+    nothing on SQLite, whose workers poll."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(NOTIFY_CHANNEL, "")))
+
+
 def _fenced(job_id: str, attempt: int) -> Any:
     return and_(Job.id == job_id, Job.status == RUNNING, Job.attempt == attempt)
 
@@ -170,6 +199,17 @@ def record_progress(
     _fenced_update(session, job_id, attempt, epoch=epoch, step=step, steps=steps)
 
 
+def log_execution(session: Session, job_id: str, attempt: int, epoch: int, worker_id: str) -> None:
+    """Note that ``worker_id`` ran ``epoch`` of ``attempt``. Not fenced, and meant
+    for its own transaction *before* the fenced :func:`record_epoch`, so that a
+    superseded attempt's run stays visible though its metrics are refused."""
+    session.execute(
+        insert(ExecutionLog).values(
+            job_id=job_id, attempt=attempt, epoch=epoch, worker_id=worker_id, created_at=utcnow()
+        )
+    )
+
+
 def record_epoch(
     session: Session,
     job_id: str,
@@ -180,16 +220,10 @@ def record_epoch(
     seconds: float,
     samples_per_second: float,
     checkpoint_key: str | None,
-    worker_id: str,
 ) -> None:
     """One finished epoch: its History row, the latest metrics and the checkpoint
     that ends it, in the caller's one transaction, so a resumed run neither
     skips nor repeats an epoch."""
-    session.execute(
-        insert(ExecutionLog).values(
-            job_id=job_id, attempt=attempt, epoch=epoch, worker_id=worker_id, created_at=utcnow()
-        )
-    )
     _fenced_update(
         session,
         job_id,
@@ -264,8 +298,22 @@ def acknowledge_cancel(session: Session, job_id: str, attempt: int) -> None:
 
 
 def requeue(session: Session, job_id: str, attempt: int) -> None:
-    """Hand a job back at once (worker shutdown): the next claim resumes it."""
-    _fenced_update(session, job_id, attempt, status=QUEUED, worker_id=None, lease_expires_at=None)
+    """Hand a job back at once (worker shutdown): the next claim resumes it, and
+    idle workers hear of it. A job whose cancel was asked meanwhile (after the
+    worker's last heartbeat) ends ``cancelled`` instead."""
+    now = utcnow()
+    cancelling = Job.cancel_requested.is_(True)
+    _fenced_update(
+        session,
+        job_id,
+        attempt,
+        status=case((cancelling, CANCELLED), else_=QUEUED),
+        finished_at=case((cancelling, literal(now, Job.finished_at.type)), else_=null()),
+        worker_id=None,
+        lease_expires_at=None,
+        updated_at=now,
+    )
+    notify_new_job(session)
 
 
 def request_cancel(session: Session, job_id: str) -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from service import queue
 from service.db.engine import session_factory, transaction
-from service.db.models import Job, utcnow
+from service.db.models import ExecutionLog, Job, JobEpoch, utcnow
 from service.errors import StaleAttempt
 
 LEASE = 30.0
@@ -208,3 +212,123 @@ class TestCancel:
             queue.request_cancel(session, job_id)
         assert claim(database_url, now=utcnow() + timedelta(seconds=5)) is None
         assert get(database_url, job_id).status == "cancelled"
+
+
+class TestHandBackAfterCancel:
+    def test_a_cancel_asked_before_the_hand_back_ends_the_job_cancelled(
+        self, database_url: str, owner: str
+    ) -> None:
+        [job_id] = add_jobs(database_url, owner, [0])
+        got = claim(database_url)
+        assert got is not None
+        with transaction(database_url) as session:
+            queue.request_cancel(session, job_id)  # the worker has not heard of it yet
+        with transaction(database_url) as session:
+            queue.requeue(session, job_id, got.attempt)
+        job = get(database_url, job_id)
+        assert job.status == "cancelled" and job.finished_at is not None
+        assert claim(database_url) is None
+
+
+class TestExecutionLog:
+    def test_a_superseded_attempts_run_stays_logged_though_its_epoch_is_refused(
+        self, database_url: str, owner: str
+    ) -> None:
+        [job_id] = add_jobs(database_url, owner, [0])
+        first = claim(database_url, "w1", lease=0.001)
+        assert first is not None
+        assert claim(database_url, "w2", now=utcnow() + timedelta(seconds=1)) is not None
+        with transaction(database_url) as session:
+            queue.log_execution(session, job_id, first.attempt, 1, "w1")
+        with pytest.raises(StaleAttempt), transaction(database_url) as session:
+            queue.record_epoch(
+                session,
+                job_id,
+                first.attempt,
+                epoch=1,
+                metrics={"loss": 1.0},
+                seconds=0.1,
+                samples_per_second=1.0,
+                checkpoint_key="k",
+            )
+        with session_factory(database_url)() as session:
+            runs = session.execute(
+                select(ExecutionLog.attempt, ExecutionLog.worker_id).where(
+                    ExecutionLog.job_id == job_id
+                )
+            ).all()
+            assert [tuple(r) for r in runs] == [(1, "w1")]
+            assert session.scalar(select(func.count()).select_from(JobEpoch)) == 0
+
+
+class TestRescueGuard:
+    def test_a_lease_renewed_before_the_rescue_keeps_the_job(
+        self, database_url: str, owner: str
+    ) -> None:
+        """The rescue's UPDATE re-checks status, lease and attempts itself."""
+        [job_id] = add_jobs(database_url, owner, [0])
+        got = claim(database_url, "w1", lease=1)
+        assert got is not None
+        later = utcnow() + timedelta(seconds=2)
+        with transaction(database_url) as session:
+            queue.heartbeat(session, job_id, got.attempt, LEASE, now=later)
+        assert claim(database_url, "w2", now=later + timedelta(seconds=1)) is None
+        job = get(database_url, job_id)
+        assert (job.attempt, job.worker_id) == (1, "w1")
+
+    def test_a_finished_job_is_never_rescued(self, database_url: str, owner: str) -> None:
+        [job_id] = add_jobs(database_url, owner, [0])
+        got = claim(database_url, "w1", lease=1)
+        assert got is not None
+        with transaction(database_url) as session:
+            queue.finish(session, job_id, got.attempt, model_key="m", test_metrics=None)
+        assert claim(database_url, "w2", now=utcnow() + timedelta(minutes=5)) is None
+        assert get(database_url, job_id).status == "succeeded"
+
+
+class TestNotify:
+    def test_is_a_no_op_on_sqlite(self, sqlite_url: str) -> None:
+        with transaction(sqlite_url) as session:
+            queue.notify_new_job(session)
+
+    @pytest.mark.postgres
+    def test_listeners_hear_of_a_submission_and_a_hand_back_at_commit_only(
+        self, postgres_url: str
+    ) -> None:
+        owner_id = _new_owner(postgres_url)
+        with listener(postgres_url) as heard:
+            with pytest.raises(RuntimeError), transaction(postgres_url) as session:
+                queue.notify_new_job(session)
+                raise RuntimeError("rolled back")
+            assert heard(0.2) == 0
+            [job_id] = add_jobs(postgres_url, owner_id, [0])
+            with transaction(postgres_url) as session:
+                queue.notify_new_job(session)
+            assert heard(5) == 1
+            got = claim(postgres_url)
+            assert got is not None
+            with transaction(postgres_url) as session:
+                queue.requeue(session, job_id, got.attempt)
+            assert heard(5) == 1
+
+
+def _new_owner(url: str) -> str:
+    from service import auth
+
+    with transaction(url) as session:
+        key = auth.create_key(session, "notify-owner")
+        return auth.authenticate(session, f"Bearer {key}").id
+
+
+@contextlib.contextmanager
+def listener(url: str) -> Iterator[Callable[[float], int]]:
+    """A LISTEN connection; ``heard(timeout)`` counts the notifications that
+    arrive within ``timeout`` seconds (returning at the first)."""
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"LISTEN {queue.NOTIFY_CHANNEL}")
+
+        def heard(timeout: float) -> int:
+            return sum(1 for _ in conn.notifies(timeout=timeout, stop_after=1))
+
+        yield heard

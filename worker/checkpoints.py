@@ -1,0 +1,125 @@
+"""A job's checkpoint files in the artifact store: named by position, checksummed,
+verified before use, kept two deep.
+
+Key::
+
+    jobs/<job>/checkpoints/<epoch:05d>-<step:07d>-a<attempt>-<sha256>.safetensors
+
+- ``epoch`` counts the *completed* epochs and ``step`` the steps done in the
+  next one, so the names sort in training order (the end of epoch 3 is
+  ``00003-0000000``, a mid-epoch checkpoint of epoch 4 ``00003-0000040``).
+- ``attempt`` keeps two attempts from ever writing the same file: a stale
+  worker's late file cannot replace the current attempt's.
+- ``sha256`` is the checksum of the file's bytes, carried by the name itself,
+  so a file and its checksum appear together in one atomic rename (no sidecar
+  that could be written without its file, or the other way round). The
+  database's ``checkpoint_key`` (written by a fenced transaction) therefore
+  names a file *and* the bytes it must hold.
+
+Resume order (:func:`load_for_resume`): the committed ``checkpoint_key`` first;
+then the older files of the folder, newest first, each verified; then nothing
+(a fresh start, which a deterministic run turns into the same result). Files
+newer than the committed key are never used: their epoch was not recorded, and
+resuming past it would lose its History row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+
+from service.store import ArtifactStore
+
+log = logging.getLogger("fitq.worker")
+
+KEEP = 2
+"""Checkpoints kept per job while it trains: the newest and the one before it."""
+
+_NAME = re.compile(r"^(\d{5})-(\d{7})-a(\d+)(?:-([0-9a-f]{64}))?\.safetensors$")
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """One checkpoint file, as its key describes it."""
+
+    key: str
+    epoch: int  # completed epochs
+    step: int  # steps done in the next epoch
+    attempt: int
+    sha256: str | None  # None for files written before checksums (accepted unverified)
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return (self.epoch, self.step)
+
+
+def folder(job_id: str) -> str:
+    return f"jobs/{job_id}/checkpoints"
+
+
+def key_for(job_id: str, epoch: int, step: int, attempt: int, data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    return f"{folder(job_id)}/{epoch:05d}-{step:07d}-a{attempt}-{digest}.safetensors"
+
+
+def parse(key: str) -> CheckpointRef | None:
+    """The checkpoint a key names, or None for anything else (temporary files…)."""
+    match = _NAME.match(key.rsplit("/", 1)[-1])
+    if match is None:
+        return None
+    epoch, step, attempt, digest = match.groups()
+    return CheckpointRef(key, int(epoch), int(step), int(attempt), digest)
+
+
+def listing(store: ArtifactStore, job_id: str) -> list[CheckpointRef]:
+    """The job's checkpoint files, oldest first (by position, then attempt)."""
+    try:
+        names = store.fs.ls(f"{store.root}/{folder(job_id)}", detail=False)
+    except FileNotFoundError:
+        return []
+    refs = [parse(f"{folder(job_id)}/{str(name).rsplit('/', 1)[-1]}") for name in names]
+    return sorted((r for r in refs if r is not None), key=lambda r: (r.position, r.attempt, r.key))
+
+
+def verify(ref: CheckpointRef, data: bytes) -> bool:
+    """Whether ``data`` is the complete file ``ref`` names."""
+    if ref.sha256 is None:
+        from worker.engine import TrainingError
+        from worker.engine import checkpoint as engine_checkpoint
+
+        try:
+            engine_checkpoint.unpack(data)
+        except TrainingError:
+            return False
+        return True
+    return hashlib.sha256(data).hexdigest() == ref.sha256
+
+
+def load_for_resume(
+    store: ArtifactStore, job_id: str, committed: str | None
+) -> tuple[CheckpointRef, bytes] | None:
+    """The newest sound checkpoint at or before the committed one, or None."""
+    if committed is None:
+        return None
+    head = parse(committed) or CheckpointRef(committed, 1 << 30, 0, 0, None)
+    older = [r for r in reversed(listing(store, job_id)) if r.position < head.position]
+    for ref in [head, *older]:
+        try:
+            data = store.get_bytes(ref.key)
+        except FileNotFoundError:
+            log.warning("checkpoint missing", extra={"job_id": job_id, "key": ref.key})
+            continue
+        if verify(ref, data):
+            return ref, data
+        log.warning("checkpoint damaged", extra={"job_id": job_id, "key": ref.key})
+    log.warning("no sound checkpoint: starting over", extra={"job_id": job_id})
+    return None
+
+
+def prune(store: ArtifactStore, job_id: str, keep_from: tuple[int, int]) -> None:
+    """Delete the files older than ``keep_from`` (the previous committed position)."""
+    for ref in listing(store, job_id):
+        if ref.position < keep_from:
+            store.delete(ref.key)
