@@ -17,8 +17,10 @@ several timed epochs after a warm-up, for:
                 preallocated outputs: what any implementation must at least do
 
 with each one's ratio to idiomatic PyTorch, its share of the floor and its peak memory
-(CPU: peak resident set growth during the run; CUDA: peak allocated), then fitq at
-batch 128 with a busy-loop process occupying one core beside it. The last line:
+(CPU: peak resident set growth during an epoch; CUDA: peak allocated), then fitq at
+batch 128 with a busy-loop process occupying one core beside it (and, on the CPU, the
+same with one thread fewer). The methods take turns epoch by epoch, so load from other
+processes falls on all of them alike; the first round is the warm-up. The last line:
 `fitq vs idiomatic PyTorch at batch 32/128/1024: A / B / C`.
 
 A benchmark, never a test; it sets torch's thread count itself (--threads, default
@@ -28,6 +30,7 @@ all cores).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import statistics
@@ -58,8 +61,11 @@ def model_spec(batch_size: int, epochs: int) -> dict:
                 {"type": "dense", "units": CLASSES, "activation": "softmax"},
             ],
         },
-        "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy",
-                    "metrics": ["accuracy"]},
+        "compile": {
+            "optimizer": "adam",
+            "loss": "sparse_categorical_crossentropy",
+            "metrics": ["accuracy"],
+        },
         "fit": {"epochs": epochs, "batch_size": batch_size, "shuffle": True},
         "seed": 0,
     }
@@ -81,10 +87,8 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.start = torch.cuda.memory_allocated()
         else:
-            try:
+            with contextlib.suppress(OSError):  # resets VmHWM to the current RSS
                 Path("/proc/self/clear_refs").write_text("5")
-            except OSError:
-                pass
             self.start = _proc_status("VmRSS")
         return self
 
@@ -111,32 +115,43 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_fitq(x: np.ndarray, y: np.ndarray, batch: int, warmup: int, timed: int,
-             device: torch.device) -> list[float]:
-    trainer = Trainer(**model_spec(batch, warmup + timed), device=str(device))
-    history = trainer.fit(x, y)
-    return history["samples_per_second"][warmup:]
+# Each maker returns `epoch() -> samples/s`, one pass over the rows per call, so that
+# the methods can take turns epoch by epoch (load from other processes then falls on
+# all of them alike).
+
+Epoch = Callable[[], float]
+
+
+def make_fitq(x: np.ndarray, y: np.ndarray, batch: int, device: torch.device) -> Epoch:
+    def epoch() -> float:
+        # a fresh trainer per epoch (fit runs whole epochs); its setup is not timed
+        trainer = Trainer(**model_spec(batch, 1), device=str(device))
+        return trainer.fit(x, y)["samples_per_second"][0]
+
+    return epoch
 
 
 def _torch_model(device: torch.device) -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Linear(FEATURES, HIDDEN1), torch.nn.ReLU(),
-        torch.nn.Linear(HIDDEN1, HIDDEN2), torch.nn.ReLU(),
+        torch.nn.Linear(FEATURES, HIDDEN1),
+        torch.nn.ReLU(),
+        torch.nn.Linear(HIDDEN1, HIDDEN2),
+        torch.nn.ReLU(),
         torch.nn.Linear(HIDDEN2, CLASSES),
     ).to(device)
 
 
-def run_idiomatic(x: np.ndarray, y: np.ndarray, batch: int, warmup: int, timed: int,
-                  device: torch.device) -> list[float]:
+def make_idiomatic(x: np.ndarray, y: np.ndarray, batch: int, device: torch.device) -> Epoch:
     model = _torch_model(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-        batch_size=batch, shuffle=True,
+        batch_size=batch,
+        shuffle=True,
     )
-    rates = []
-    for _ in range(warmup + timed):
+
+    def epoch() -> float:
         start = time.perf_counter()
         for xb, yb in loader:
             xb, yb = xb.to(device), yb.to(device)
@@ -145,8 +160,9 @@ def run_idiomatic(x: np.ndarray, y: np.ndarray, batch: int, warmup: int, timed: 
             loss.backward()
             opt.step()
         _sync(device)
-        rates.append(len(x) / (time.perf_counter() - start))
-    return rates[warmup:]
+        return len(x) / (time.perf_counter() - start)
+
+    return epoch
 
 
 def _adam_fast(params) -> torch.optim.Optimizer:
@@ -156,58 +172,64 @@ def _adam_fast(params) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=1e-3, eps=1e-7, foreach=True)
 
 
-def run_tight(x: np.ndarray, y: np.ndarray, batch: int, warmup: int, timed: int,
-              device: torch.device) -> list[float]:
+def make_tight(x: np.ndarray, y: np.ndarray, batch: int, device: torch.device) -> Epoch:
     model = _torch_model(device)
     opt = _adam_fast(list(model.parameters()))
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     n = len(x)
-    rates = []
-    for _ in range(warmup + timed):
+
+    def epoch() -> float:
         start = time.perf_counter()
         perm = torch.randperm(n, device=device)
         for lo in range(0, n, batch):
-            idx = perm[lo:lo + batch]
+            idx = perm[lo : lo + batch]
             xb, yb = xt.index_select(0, idx), yt.index_select(0, idx)
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         _sync(device)
-        rates.append(n / (time.perf_counter() - start))
-    return rates[warmup:]
+        return n / (time.perf_counter() - start)
+
+    return epoch
 
 
-def run_floor(x: np.ndarray, y: np.ndarray, batch: int, warmup: int, timed: int,
-              device: torch.device) -> list[float]:
+def make_floor(x: np.ndarray, y: np.ndarray, batch: int, device: torch.device) -> Epoch:
     n = len(x)
     g = torch.Generator().manual_seed(0)
-    w = [torch.randn(a, b, generator=g).mul_(0.05).to(device)
-         for a, b in ((FEATURES, HIDDEN1), (HIDDEN1, HIDDEN2), (HIDDEN2, CLASSES))]
+    w = [
+        torch.randn(a, b, generator=g).mul_(0.05).to(device)
+        for a, b in ((FEATURES, HIDDEN1), (HIDDEN1, HIDDEN2), (HIDDEN2, CLASSES))
+    ]
     xt = torch.from_numpy(x).to(device)
-    rates = []
-    for _ in range(warmup + timed):
-        bufs: dict[int, list[torch.Tensor]] = {}
+    bufs: dict[int, list[torch.Tensor]] = {}
+    for lo in range(0, n, batch):
+        m = min(batch, n - lo)
+        if m not in bufs:
+            bufs[m] = [torch.empty(m, d, device=device) for d in (HIDDEN1, HIDDEN2, CLASSES)]
+            bufs[m] += [torch.empty_like(t) for t in w]
+            bufs[m] += [
+                torch.empty(m, HIDDEN2, device=device),
+                torch.empty(m, HIDDEN1, device=device),
+            ]
+
+    def epoch() -> float:
         start = time.perf_counter()
         for lo in range(0, n, batch):
-            xb = xt[lo:lo + batch]
-            m = xb.shape[0]
-            if m not in bufs:
-                bufs[m] = [torch.empty(m, d, device=device) for d in (HIDDEN1, HIDDEN2, CLASSES)]
-                bufs[m] += [torch.empty_like(t) for t in w] + [
-                    torch.empty(m, HIDDEN2, device=device), torch.empty(m, HIDDEN1, device=device)]
-            h1, h2, z, dw1, dw2, dw3, dh2, dh1 = bufs[m]
-            torch.mm(xb, w[0], out=h1)           # forward
+            xb = xt[lo : lo + batch]
+            h1, h2, z, dw1, dw2, dw3, dh2, dh1 = bufs[xb.shape[0]]
+            torch.mm(xb, w[0], out=h1)  # forward
             torch.mm(h1, w[1], out=h2)
             torch.mm(h2, w[2], out=z)
-            torch.mm(h2.t(), z, out=dw3)         # backward (z stands in for dZ)
+            torch.mm(h2.t(), z, out=dw3)  # backward (z stands in for dZ)
             torch.mm(z, w[2].t(), out=dh2)
             torch.mm(h1.t(), dh2, out=dw2)
             torch.mm(dh2, w[1].t(), out=dh1)
             torch.mm(xb.t(), dh1, out=dw1)
         _sync(device)
-        rates.append(n / (time.perf_counter() - start))
-    return rates[warmup:]
+        return n / (time.perf_counter() - start)
+
+    return epoch
 
 
 def _busy() -> None:
@@ -218,11 +240,26 @@ def _busy() -> None:
 # -------------------------------------------------------------------------- main
 
 
-def measure(fn: Callable, *args) -> tuple[float, float]:
-    device = args[-1]
-    with PeakMemory(device) as mem:
-        rates = fn(*args)
-    return statistics.median(rates), mem.mib
+def take_turns(
+    makers: dict[str, Callable[..., Epoch]],
+    args: tuple,
+    warmup: int,
+    timed: int,
+    device: torch.device,
+) -> dict[str, tuple[float, float]]:
+    """Per method: (median samples/s over the timed rounds, peak memory growth in MiB),
+    the methods taking one epoch each in turn, round after round."""
+    epochs = {name: make(*args, device) for name, make in makers.items()}
+    rates: dict[str, list[float]] = {name: [] for name in makers}
+    peaks: dict[str, float] = {name: 0.0 for name in makers}
+    for round_ in range(warmup + timed):
+        for name, epoch in epochs.items():
+            with PeakMemory(device) as mem:
+                rate = epoch()
+            peaks[name] = max(peaks[name], mem.mib)
+            if round_ >= warmup:
+                rates[name].append(rate)
+    return {name: (statistics.median(rates[name]), peaks[name]) for name in makers}
 
 
 def main() -> None:
@@ -236,7 +273,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    rows = args.rows or (12_000 if args.quick else 60_000)
+    rows = args.rows or (10_000 if args.quick else 60_000)
     timed = args.timed_epochs or (2 if args.quick else 3)
     warmup = 1
     rng = np.random.default_rng(0)
@@ -244,24 +281,40 @@ def main() -> None:
     y = rng.integers(0, CLASSES, rows).astype(np.int64)
 
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {args.threads} threads"
-    print(f"fitq engine benchmark: {name}; torch {torch.__version__}; {rows} rows × {FEATURES}, "
-          f"median of {timed} timed epochs after {warmup} warm-up")
-    methods = {"fitq": run_fitq, "idiomatic PyTorch": run_idiomatic,
-               "tight PyTorch": run_tight, "GEMM floor": run_floor}
+    print(
+        f"fitq engine benchmark: {name}; torch {torch.__version__}; {rows} rows × {FEATURES}, "
+        f"median of {timed} timed epochs after {warmup} warm-up"
+    )
+    methods = {
+        "fitq": make_fitq,
+        "idiomatic PyTorch": make_idiomatic,
+        "tight PyTorch": make_tight,
+        "GEMM floor": make_floor,
+    }
     results: dict[tuple[int, str], tuple[float, float]] = {}
     for batch in BATCH_SIZES:
-        for label, fn in methods.items():
-            results[(batch, label)] = measure(fn, x, y, batch, warmup, timed, device)
+        for label, result in take_turns(methods, (x, y, batch), warmup, timed, device).items():
+            results[(batch, label)] = result
 
     busy = mp.get_context("spawn").Process(target=_busy, daemon=True)
     busy.start()
     try:
-        busy_rate, busy_mem = measure(run_fitq, x, y, 128, warmup, timed, device)
+        fitq = {"fitq": make_fitq}
+        busy_rows = {"fitq, one core busy": take_turns(fitq, (x, y, 128), 1, timed, device)["fitq"]}
+        if device.type == "cpu" and args.threads > 1:  # what FITQ_THREADS = free cores gives
+            torch.set_num_threads(args.threads - 1)
+            busy_rows[f"  same, {args.threads - 1} thread(s)"] = take_turns(
+                fitq, (x, y, 128), 1, timed, device
+            )["fitq"]
+            torch.set_num_threads(args.threads)
     finally:
         busy.terminate()
         busy.join()
 
-    header = f"{'batch':>5}  {'':24} {'samples/s':>11} {'× idiomatic':>11} {'of floor':>9} {'peak MiB':>9}"
+    header = (
+        f"{'batch':>5}  {'':26} {'samples/s':>11} {'× idiomatic':>11} {'of floor':>9} "
+        f"{'peak MiB':>9}"
+    )
     print(header)
     print("-" * len(header))
     for batch in BATCH_SIZES:
@@ -269,14 +322,21 @@ def main() -> None:
         floor = results[(batch, "GEMM floor")][0]
         for label in methods:
             rate, mib = results[(batch, label)]
-            print(f"{batch:>5}  {label:24} {rate:>11,.0f} {rate / base:>10.2f}× {rate / floor:>8.0%} "
-                  f"{mib:>9.1f}")
+            print(
+                f"{batch:>5}  {label:26} {rate:>11,.0f} {rate / base:>10.2f}× {rate / floor:>8.0%} "
+                f"{mib:>9.1f}"
+            )
     base = results[(128, "idiomatic PyTorch")][0]
     floor = results[(128, "GEMM floor")][0]
-    print(f"{128:>5}  {'fitq, one core busy':24} {busy_rate:>11,.0f} {busy_rate / base:>10.2f}× "
-          f"{busy_rate / floor:>8.0%} {busy_mem:>9.1f}")
+    for label, (rate, mib) in busy_rows.items():
+        print(
+            f"{128:>5}  {label:26} {rate:>11,.0f} {rate / base:>10.2f}× {rate / floor:>8.0%} "
+            f"{mib:>9.1f}"
+        )
     ratios = [results[(b, "fitq")][0] / results[(b, "idiomatic PyTorch")][0] for b in BATCH_SIZES]
-    print("fitq vs idiomatic PyTorch at batch 32/128/1024: " + " / ".join(f"{r:.2f}" for r in ratios))
+    print(
+        "fitq vs idiomatic PyTorch at batch 32/128/1024: " + " / ".join(f"{r:.2f}" for r in ratios)
+    )
 
 
 if __name__ == "__main__":
