@@ -94,6 +94,8 @@ class Dense(Layer):
         if self.l1 < 0 or self.l2 < 0:
             raise ConfigError(f"layer {index}: regularizer l1/l2 must be >= 0")
         self.grads = {k: torch.zeros_like(t) for k, t in self.params.items()}
+        self._x: Tensor | None = None
+        self._wt: Tensor | None = None
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
         w, b = self.params["kernel"], self.params.get("bias")
@@ -102,13 +104,15 @@ class Dense(Layer):
         z = torch.addmm(b, x, w, out=z) if b is not None else torch.mm(x, w, out=z)
         y = self.activation.forward(z)  # in place over z where it can
         if ctx.training:
-            self._x, self._z, self._y = x, z, y
+            if x is not self._x:  # buffers come back step after step: keep their transpose
+                self._x, self._xt = x, x.t()
+            self._z, self._y = z, y
         return y
 
     def backward(self, dy: Tensor, need_dx: bool) -> Tensor | None:
         w = self.params["kernel"]
         dz = self.activation.backward(dy, self._z, self._y)  # dZ = dY ⊙ f'(Z)  [n, units]
-        torch.mm(self._x.t(), dz, out=self.grads["kernel"])  # dW = Xᵀ·dZ       [in, units]
+        torch.mm(self._xt, dz, out=self.grads["kernel"])  # dW = Xᵀ·dZ       [in, units]
         if "bias" in self.grads:
             torch.sum(dz, dim=0, out=self.grads["bias"])  # db = Σₙ dZ       [units]
         if self.l1:
@@ -120,7 +124,9 @@ class Dense(Layer):
         dx = self._ws.get(("dx", dz.shape[0]))
         if dx is None:
             dx = self._ws[("dx", dz.shape[0])] = torch.empty_like(self._x)
-        return torch.mm(dz, w.t(), out=dx)  # dX = dZ·Wᵀ       [n, in]
+        if self._wt is None or self._wt._base is not w._base:  # a view of the kernel, kept
+            self._wt = w.t()
+        return torch.mm(dz, self._wt, out=dx)  # dX = dZ·Wᵀ       [n, in]
 
     def penalty(self) -> Tensor | None:
         if not (self.l1 or self.l2):
