@@ -138,7 +138,14 @@ def _serve(host: str, port: int, settings: Settings) -> None:
     from service import logs
 
     logs.configure(settings.log_format)
-    uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port, log_level="info")
+    uvicorn.run(
+        "service.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="info",
+        log_config=None,  # logs.configure owns uvicorn's loggers: one format per process
+    )
 
 
 def _register_env_key(settings: Settings) -> None:

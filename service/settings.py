@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     storage_url: str | None = Field(
         default=None, description="fsspec URL of the artifact store; default file:// under home."
     )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint (MinIO, …) for an s3:// store; default AWS. "
+        "Credentials come from the standard AWS variables.",
+    )
     api_key: str | None = Field(
         default=None, description="A key `fitq up`/`fitq api` register and the CLI uses."
     )

@@ -1,15 +1,23 @@
 """The artifact store: datasets, checkpoints and trained models, addressed by URL.
 
 ``file:///abs/path`` (the default, a plain path works too) or any URL fsspec
-understands (``s3://bucket/prefix`` once s3fs is installed). Nothing here is
-specific to one backend beyond the local fast paths:
+understands: ``s3://bucket/prefix`` (s3fs) is the store of a deployment whose
+workers run on several machines. Nothing here is specific to one backend beyond
+the local fast paths:
 
 - writes are atomic on the local filesystem: a temporary file in the same
   directory, flushed and fsync'd, then ``os.replace`` — a reader sees the old
   content or the new, never half of it, and a failed write leaves the old
   content in place. Object stores give the same guarantee on their own.
 - ``local_path`` hands numpy the real file so arrays are memory-mapped
-  instead of read.
+  instead of read; from a remote store an array is streamed into memory
+  chunk by chunk (never the whole file as bytes first).
+
+S3 (``s3://``): ``ArtifactStore.from_settings`` passes ``FITQ_S3_ENDPOINT_URL``
+(MinIO, Ceph, moto, … — path-style addressing) and turns s3fs's listings cache
+off, since other processes write the same bucket. Credentials and region come
+the standard AWS way (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_DEFAULT_REGION``, an instance role, …), never from fitq's settings.
 
 Keys are relative POSIX paths chosen by the service (``datasets/<sha256>/x.npy``),
 never derived from a client's file name; ``..``, absolute paths, backslashes,
@@ -20,19 +28,36 @@ empty or ``.`` parts and control characters are refused with ``ValueError``
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
+if TYPE_CHECKING:
+    from service.settings import Settings
+
 COPY_CHUNK_BYTES = 1 << 20
+S3_PROTOCOLS = ("s3", "s3a")
+
+
+def storage_options(url: str, *, s3_endpoint_url: str | None = None) -> dict[str, Any]:
+    """The fsspec options for the store at ``url``: none for a local or memory
+    store; for S3 no listings cache (other machines write the bucket too) and,
+    when given, a custom endpoint with path-style addressing (MinIO and co.)."""
+    protocol, _ = fsspec.core.split_protocol(url)
+    if protocol not in S3_PROTOCOLS:
+        return {}
+    options: dict[str, Any] = {"use_listings_cache": False}
+    if s3_endpoint_url:
+        options["endpoint_url"] = s3_endpoint_url
+        options["config_kwargs"] = {"s3": {"addressing_style": "path"}}
+    return options
 
 
 def check_key(key: str) -> str:
@@ -49,8 +74,8 @@ def check_key(key: str) -> str:
 class ArtifactStore:
     """Bytes and numpy arrays under one root URL, by relative key."""
 
-    def __init__(self, url: str):
-        fs, root = fsspec.core.url_to_fs(url)
+    def __init__(self, url: str, **options: Any):
+        fs, root = fsspec.core.url_to_fs(url, **options)
         self.url = url
         self.fs: fsspec.AbstractFileSystem = fs
         self._local = isinstance(fs, LocalFileSystem)
@@ -59,6 +84,12 @@ class ArtifactStore:
             Path(self.root).mkdir(parents=True, exist_ok=True)
         else:
             self.root = root.rstrip("/")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ArtifactStore:
+        """The store of ``settings``: its URL with the options it needs (S3 endpoint)."""
+        url = settings.resolved_storage_url
+        return cls(url, **storage_options(url, s3_endpoint_url=settings.s3_endpoint_url))
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.url!r})"
@@ -143,12 +174,15 @@ class ArtifactStore:
         return Path(self._path(key)) if self._local else None
 
     def load_array(self, key: str) -> np.ndarray:
-        """The ``.npy`` array under ``key``: memory-mapped read-only when local."""
+        """The ``.npy`` array under ``key``: memory-mapped read-only when local,
+        else streamed from the store into one array (numpy reads a file object
+        in chunks, so the file's bytes are never held beside the array)."""
         local = self.local_path(key)
         if local is not None:
             array: Any = np.load(local, allow_pickle=False, mmap_mode="r")
         else:
-            array = np.load(io.BytesIO(self.get_bytes(key)), allow_pickle=False)
+            with self.open(key) as f:
+                array = np.load(f, allow_pickle=False)
         if not isinstance(array, np.ndarray):
             raise ValueError(f"{key} does not hold a single array")
         return array

@@ -198,7 +198,7 @@ class Worker:
         self.settings = settings
         self.worker_id = worker_id or default_worker_id()
         self.stop = stop or threading.Event()
-        self.store = store or ArtifactStore(settings.resolved_storage_url)
+        self.store = store or ArtifactStore.from_settings(settings)
         self._sessions = session_factory(settings.resolved_database_url)
         self._device: str | None = None
         self.faults = faults or Faults()

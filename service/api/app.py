@@ -80,7 +80,7 @@ def configure(app: FastAPI, settings: Settings) -> None:
     """
     app.state.settings = settings
     app.state.session_factory = session_factory(settings.resolved_database_url)
-    app.state.store = ArtifactStore(settings.resolved_storage_url)
+    app.state.store = ArtifactStore.from_settings(settings)
 
 
 async def _render_error(request: Request, exc: FitqError) -> JSONResponse:

@@ -44,8 +44,8 @@ def readyz(settings: SettingsDep) -> Response:
     response_class=Response,
     responses={200: {"content": {metrics.CONTENT_TYPE: {}}, "description": "Prometheus text."}},
 )
-def prometheus(request: Request) -> Response:
-    """Prometheus metrics: requests by route and status, jobs by status, datasets."""
+def prometheus(request: Request, settings: SettingsDep) -> Response:
+    """Prometheus metrics: requests, the queue, job counters, epoch durations, worker heartbeats."""
     with request.app.state.session_factory() as session:
-        body = metrics.render(session)
+        body = metrics.render(session, lease_seconds=settings.lease_seconds)
     return Response(content=body, media_type=metrics.CONTENT_TYPE)
