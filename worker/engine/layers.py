@@ -123,6 +123,7 @@ class Dense(Layer):
             return None
         dx = self._ws.get(("dx", dz.shape[0]))
         if dx is None:
+            assert self._x is not None
             dx = self._ws[("dx", dz.shape[0])] = torch.empty_like(self._x)
         if self._wt is None or self._wt._base is not w._base:  # a view of the kernel, kept
             self._wt = w.t()
@@ -197,6 +198,9 @@ class _Normalization(Layer):
     backward, with ĝ = dY·γ and means over the normalized axis (N its length):
         dγ = Σₙ dY·x̂,  dβ = Σₙ dY,  dX = r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))
     """
+
+    _xhat: Tensor  # x̂ of the last training forward
+    _r: Tensor  # r = 1/√(σ² + ε)
 
     def __init__(self, index: int, in_dim: int, cfg: Mapping[str, Any]):
         super().__init__(index, in_dim)

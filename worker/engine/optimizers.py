@@ -23,6 +23,8 @@ from torch import Tensor
 
 from worker.engine.errors import ConfigError
 
+Tensors = list[Tensor] | tuple[Tensor, ...]  # what torch._foreach_* take and return
+
 
 @dataclass
 class State:
@@ -117,7 +119,7 @@ def sgd_update(cfg: SGDConfig, state: State, params: list[Tensor], grads: list[T
         p.add_(g, alpha=-lr)
 
 
-def sgd_update_foreach(cfg: SGDConfig, state: State, params: list[Tensor], grads: list[Tensor]):
+def sgd_update_foreach(cfg: SGDConfig, state: State, params: list[Tensor], grads: Tensors):
     state.step += 1
     lr, mu, wd = cfg.learning_rate, cfg.momentum, cfg.weight_decay
     if wd:
@@ -175,9 +177,7 @@ def adagrad_update(
         p.addcdiv_(g, std, value=-cfg.learning_rate)
 
 
-def adagrad_update_foreach(
-    cfg: AdagradConfig, state: State, params: list[Tensor], grads: list[Tensor]
-):
+def adagrad_update_foreach(cfg: AdagradConfig, state: State, params: list[Tensor], grads: Tensors):
     state.step += 1
     sums = state.slots["sum"]
     if cfg.weight_decay:
@@ -252,9 +252,7 @@ def rmsprop_update(
             p.addcdiv_(g, d, value=-cfg.learning_rate)
 
 
-def rmsprop_update_foreach(
-    cfg: RMSpropConfig, state: State, params: list[Tensor], grads: list[Tensor]
-):
+def rmsprop_update_foreach(cfg: RMSpropConfig, state: State, params: list[Tensor], grads: Tensors):
     state.step += 1
     a = cfg.rho
     if cfg.weight_decay:
@@ -363,7 +361,7 @@ def adam_update_foreach(
     cfg: AdamConfig,
     state: State,
     params: list[Tensor],
-    grads: list[Tensor],
+    grads: Tensors,
     scalars: tuple[Tensor, Tensor] | None = None,
 ):
     """The foreach path. With `scalars` (0-d device tensors the caller has filled with
