@@ -259,6 +259,18 @@ class TestNonFinite:
             _trainer().fit(x, y)
 
 
+class TestReadOnlyArrays:
+    def test_read_only_inputs_are_accepted_without_warnings(self):
+        x, y = blobs(n=40)
+        yf = np.eye(3, dtype=np.float32)[y]
+        for a in (x, y, yf):
+            a.flags.writeable = False
+        t = _trainer(epochs=1)
+        t.fit(x, y)
+        t.predict(x)
+        _trainer(epochs=1, loss="categorical_crossentropy").fit(x, yf)
+
+
 class TestTargets:
     def test_categorical_crossentropy_takes_one_hot_or_class_indices(self):
         x, y = blobs(n=60)

@@ -182,6 +182,8 @@ def check_features(x: Any, input_dim: int, what: str = "x") -> np.ndarray:
         raise DataError(f"{what} has no rows")
     if not np.isfinite(arr).all():
         raise DataError(f"{what} holds NaN or Inf values")
+    if not arr.flags.writeable:  # a memory-mapped dataset: torch wants writable memory
+        arr = arr.copy()
     return arr
 
 

@@ -208,7 +208,10 @@ class Trainer:
             )
         if self.loss.name == "binary_crossentropy" and not ((arr >= 0) & (arr <= 1)).all():
             raise DataError(f"{what} must hold labels in [0, 1] for binary_crossentropy")
-        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(self.device)
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if not arr.flags.writeable:  # a memory-mapped dataset: torch wants writable memory
+            arr = arr.copy()
+        return torch.from_numpy(arr).to(self.device)
 
     def _prepare(self, x: Any, y: Any, validation_data: tuple[Any, Any] | None) -> None:
         xa = check_features(x, self.model.input_dim)
