@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,7 +33,17 @@ from service import queue, spec_checks
 from service import spec as specs
 from service.datasets import service as datasets
 from service.datasets.shape import DataShape
-from service.db.models import QUEUED, SUCCEEDED, Dataset, Job, JobEpoch, utcnow
+from service.db.models import (
+    EVENT_STATUS,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Dataset,
+    Job,
+    JobEpoch,
+    JobEvent,
+    utcnow,
+)
 from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from service.store import ArtifactStore
 
@@ -94,13 +104,11 @@ def submit(
         updated_at=utcnow(),
     )
     if idempotency_key is None:
-        session.add(job)
-        session.flush()
+        _insert(session, job)
     else:
         try:
             with session.begin_nested():
-                session.add(job)
-                session.flush()
+                _insert(session, job)
         except IntegrityError:
             # Another request with this key committed first: theirs is the job.
             existing = _by_idempotency_key(session, owner_id, idempotency_key)
@@ -110,6 +118,21 @@ def submit(
     queue.notify_new_job(session)  # idle workers wake when this transaction commits
     log.info("job submitted", extra={"action": "submit", "job_id": job.id, "owner_id": owner_id})
     return job, True
+
+
+def _insert(session: Session, job: Job) -> None:
+    """The queued row and its first event (the status history starts here)."""
+    session.add(job)
+    session.flush()
+    session.add(
+        JobEvent(
+            job_id=job.id,
+            kind=EVENT_STATUS,
+            data={"status": QUEUED, "attempt": 0},
+            created_at=job.created_at,
+        )
+    )
+    session.flush()
 
 
 def _by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | None:
@@ -204,6 +227,56 @@ def epochs(session: Session, job: Job, after: int | None = None) -> list[JobEpoc
     if after is not None:
         query = query.where(JobEpoch.epoch > after)
     return list(session.scalars(query.order_by(JobEpoch.epoch)))
+
+
+# -- live state: status history and ETA ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Live:
+    """What the job resource shows beyond the job row: the status history
+    (from its events) and an ETA (from its measured epoch times)."""
+
+    status_history: list[dict[str, Any]]
+    eta_seconds: float | None
+
+
+def live(session: Session, rows: list[Job]) -> dict[str, Live]:
+    """The live state of each job in ``rows``, by job id (two queries in all)."""
+    ids = [job.id for job in rows]
+    if not ids:
+        return {}
+    histories: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in ids}
+    for event in session.scalars(
+        select(JobEvent)
+        .where(JobEvent.job_id.in_(ids), JobEvent.kind == EVENT_STATUS)
+        .order_by(JobEvent.id)
+    ):
+        histories[event.job_id].append({**event.data, "at": event.created_at})
+    timing = {
+        job_id: (float(mean), int(last))
+        for job_id, mean, last in session.execute(
+            select(JobEpoch.job_id, func.avg(JobEpoch.seconds), func.max(JobEpoch.epoch))
+            .where(JobEpoch.job_id.in_(ids))
+            .group_by(JobEpoch.job_id)
+        )
+    }
+    return {
+        job.id: Live(histories[job.id], eta_seconds(job, *timing.get(job.id, (None, 0))))
+        for job in rows
+    }
+
+
+def eta_seconds(job: Job, mean_epoch_seconds: float | None, epochs_done: int) -> float | None:
+    """Seconds until the last epoch ends, at the mean measured epoch time: the
+    epochs not started plus what is left of the one in progress. None unless
+    the job runs and an epoch has finished (early stopping may end it sooner)."""
+    if job.status != RUNNING or mean_epoch_seconds is None:
+        return None
+    remaining = float(max(job.epochs - epochs_done, 0))
+    if remaining and job.epoch == epochs_done + 1 and job.steps:
+        remaining -= min(job.step / job.steps, 1.0)
+    return round(remaining * mean_epoch_seconds, 1)
 
 
 # -- cancel -------------------------------------------------------------------

@@ -42,7 +42,11 @@ from sqlalchemy.orm import Session
 from service.db.engine import rowcount
 from service.db.models import (
     CANCELLED,
+    EVENT_EPOCH,
+    EVENT_PHASE,
+    EVENT_STATUS,
     FAILED,
+    JOB_PHASES,
     QUEUED,
     RUNNING,
     SUCCEEDED,
@@ -50,6 +54,7 @@ from service.db.models import (
     ExecutionLog,
     Job,
     JobEpoch,
+    JobEvent,
     utcnow,
 )
 from service.errors import StaleAttempt
@@ -68,6 +73,15 @@ class Claim:
     attempt: int
     spec: dict[str, Any]
     checkpoint_key: str | None
+
+
+def _event(session: Session, job_id: str, kind: str, data: dict[str, Any]) -> None:
+    """What watchers of the job see (``GET /v1/jobs/{id}/events``), in the
+    caller's transaction. Called after the guarded UPDATE, which holds the
+    job's row lock to the commit, so a job's event ids follow its history."""
+    session.execute(
+        insert(JobEvent).values(job_id=job_id, kind=kind, data=data, created_at=utcnow())
+    )
 
 
 def _rescuable(now: datetime) -> Any:
@@ -125,6 +139,7 @@ def claim(
     ).first()
     if row is None:
         return None
+    _event(session, row.id, EVENT_STATUS, {"status": RUNNING, "attempt": row.attempt})
     log.info("claimed", extra={"action": "claim", "job_id": row.id, "attempt": row.attempt})
     return Claim(
         job_id=row.id, attempt=row.attempt, spec=row.spec, checkpoint_key=row.checkpoint_key
@@ -140,8 +155,11 @@ def reap_expired(session: Session, now: datetime | None = None) -> int:
         update(Job)
         .where(expired, Job.cancel_requested.is_(True))
         .values(status=CANCELLED, finished_at=now, updated_at=now, lease_expires_at=None)
+        .returning(Job.id, Job.attempt)
         .execution_options(synchronize_session=False)
-    )
+    ).all()
+    for row in cancelled:
+        _event(session, row.id, EVENT_STATUS, {"status": CANCELLED, "attempt": row.attempt})
     lost = session.execute(
         update(Job)
         .where(expired, Job.attempt >= Job.max_attempts)
@@ -152,9 +170,17 @@ def reap_expired(session: Session, now: datetime | None = None) -> int:
             updated_at=now,
             lease_expires_at=None,
         )
+        .returning(Job.id, Job.attempt, Job.error)
         .execution_options(synchronize_session=False)
-    )
-    return rowcount(cancelled) + rowcount(lost)
+    ).all()
+    for gone in lost:
+        _event(
+            session,
+            gone.id,
+            EVENT_STATUS,
+            {"status": FAILED, "attempt": gone.attempt, "error": gone.error},
+        )
+    return len(cancelled) + len(lost)
 
 
 def notify_new_job(session: Session) -> None:
@@ -250,6 +276,26 @@ def record_epoch(
             created_at=utcnow(),
         )
     )
+    _event(
+        session,
+        job_id,
+        EVENT_EPOCH,
+        {
+            "epoch": epoch,
+            "attempt": attempt,
+            **metrics,
+            "seconds": seconds,
+            "samples_per_second": samples_per_second,
+        },
+    )
+
+
+def record_phase(session: Session, job_id: str, attempt: int, phase: str) -> None:
+    """The running attempt moved on to ``phase`` (one of ``JOB_PHASES``)."""
+    if phase not in JOB_PHASES:
+        raise ValueError(f"unknown phase {phase!r}; expected one of {JOB_PHASES}")
+    _fenced_update(session, job_id, attempt, phase=phase)
+    _event(session, job_id, EVENT_PHASE, {"phase": phase, "attempt": attempt})
 
 
 def record_checkpoint(session: Session, job_id: str, attempt: int, checkpoint_key: str) -> None:
@@ -276,6 +322,12 @@ def finish(
         finished_at=now,
         lease_expires_at=None,
     )
+    _event(
+        session,
+        job_id,
+        EVENT_STATUS,
+        {"status": SUCCEEDED, "attempt": attempt, "test_metrics": test_metrics},
+    )
 
 
 def fail(session: Session, job_id: str, attempt: int, error: str) -> None:
@@ -288,6 +340,7 @@ def fail(session: Session, job_id: str, attempt: int, error: str) -> None:
         finished_at=utcnow(),
         lease_expires_at=None,
     )
+    _event(session, job_id, EVENT_STATUS, {"status": FAILED, "attempt": attempt, "error": error})
 
 
 def acknowledge_cancel(session: Session, job_id: str, attempt: int) -> None:
@@ -295,6 +348,7 @@ def acknowledge_cancel(session: Session, job_id: str, attempt: int) -> None:
     _fenced_update(
         session, job_id, attempt, status=CANCELLED, finished_at=utcnow(), lease_expires_at=None
     )
+    _event(session, job_id, EVENT_STATUS, {"status": CANCELLED, "attempt": attempt})
 
 
 def requeue(session: Session, job_id: str, attempt: int) -> None:
@@ -313,6 +367,8 @@ def requeue(session: Session, job_id: str, attempt: int) -> None:
         lease_expires_at=None,
         updated_at=now,
     )
+    status = session.scalar(select(Job.status).where(Job.id == job_id))
+    _event(session, job_id, EVENT_STATUS, {"status": status, "attempt": attempt})
     notify_new_job(session)
 
 
@@ -320,12 +376,15 @@ def request_cancel(session: Session, job_id: str) -> None:
     """Cancel a queued job now; ask a running job's worker to stop; leave a
     terminal job as it is (cancel is idempotent)."""
     now = utcnow()
-    session.execute(
+    dequeued = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == QUEUED)
         .values(status=CANCELLED, cancel_requested=True, finished_at=now, updated_at=now)
+        .returning(Job.attempt)
         .execution_options(synchronize_session=False)
-    )
+    ).first()
+    if dequeued is not None:
+        _event(session, job_id, EVENT_STATUS, {"status": CANCELLED, "attempt": dequeued.attempt})
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == RUNNING)

@@ -286,6 +286,9 @@ class Worker:
         from worker.engine import Trainer
 
         spec = claim.spec
+        self._fenced(
+            claim, lambda s: queue.record_phase(s, claim.job_id, claim.attempt, "loading_data")
+        )
         with self._sessions() as session:
             x, y = data.load_arrays(session, self.store, spec["dataset_id"])
             validation = (
@@ -310,6 +313,9 @@ class Worker:
             device=self.device,
         )
         last_checkpoint = time.monotonic()
+        self._fenced(
+            claim, lambda s: queue.record_phase(s, claim.job_id, claim.attempt, "training")
+        )
 
         def commit(key: str, write: Callable[[Session], None]) -> None:
             self._fenced(claim, write)
@@ -377,7 +383,12 @@ class Worker:
         except StopRequested as stop:
             return self._stop(claim, trainer, stop.reason, commit)
 
+        if test is not None:
+            self._fenced(
+                claim, lambda s: queue.record_phase(s, claim.job_id, claim.attempt, "evaluating")
+            )
         test_metrics = trainer.evaluate(*test) if test is not None else None
+        self._fenced(claim, lambda s: queue.record_phase(s, claim.job_id, claim.attempt, "saving"))
         # One file per attempt: a superseded attempt that wakes up late cannot
         # overwrite the model the job row points to.
         model_key = f"jobs/{claim.job_id}/model-a{claim.attempt}.safetensors"

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import auth, metrics
 from service import spec as specs
+from service.api import dashboard, events
 from service.api.routes import datasets, jobs, ops
 from service.db import migrate
 from service.db.engine import session_factory, transaction
@@ -68,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(events.router)
+    dashboard.mount(app)
     _document_job_spec(app)
     return app
 

@@ -4,11 +4,14 @@ document says exactly what a client gets."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.db.models import Dataset, Job, JobEpoch
+from service.db.models import RUNNING, Dataset, Job, JobEpoch
+
+if TYPE_CHECKING:
+    from service.jobs import Live
 
 T = TypeVar("T")
 
@@ -102,6 +105,20 @@ class Progress(BaseModel):
     steps: int | None = Field(description="Batches per epoch (null until the job starts).")
 
 
+JobPhase = Literal["loading_data", "training", "evaluating", "saving"]
+
+
+class StatusChange(BaseModel):
+    """One entry of a job's status history."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: JobStatus
+    attempt: int = Field(description="The attempt it concerns (0 before the first claim).")
+    at: datetime
+    error: str | None = None
+
+
 class JobPublic(BaseModel):
     id: str
     name: str | None
@@ -111,6 +128,16 @@ class JobPublic(BaseModel):
     max_attempts: int
     cancel_requested: bool
     progress: Progress
+    phase: JobPhase | None = Field(
+        default=None, description="What the running attempt is doing (null unless running)."
+    )
+    eta_seconds: float | None = Field(
+        default=None,
+        description="Seconds left at the mean measured epoch time (null until an epoch ends).",
+    )
+    status_history: list[StatusChange] = Field(
+        default_factory=list, description="Every status change, oldest first."
+    )
     metrics: dict[str, float] | None = Field(description="The latest finished epoch's History.")
     test_metrics: dict[str, float] | None
     error: str | None
@@ -125,7 +152,7 @@ class JobPublic(BaseModel):
     spec: dict[str, Any] = Field(description="The normalized spec, every default filled in.")
 
     @classmethod
-    def of(cls, job: Job) -> JobPublic:
+    def of(cls, job: Job, live: Live | None = None) -> JobPublic:
         return cls(
             id=job.id,
             name=job.name,
@@ -135,6 +162,12 @@ class JobPublic(BaseModel):
             max_attempts=job.max_attempts,
             cancel_requested=job.cancel_requested,
             progress=Progress(epoch=job.epoch, epochs=job.epochs, step=job.step, steps=job.steps),
+            phase=job.phase if job.status == RUNNING else None,  # type: ignore[arg-type]
+            eta_seconds=live.eta_seconds if live else None,
+            status_history=[
+                StatusChange.model_validate(change)
+                for change in (live.status_history if live else [])
+            ],
             metrics=job.metrics,
             test_metrics=job.test_metrics,
             error=job.error,

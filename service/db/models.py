@@ -45,6 +45,19 @@ CANCELLED = "cancelled"  # terminal; entered by cancel (queued) or the worker (r
 JOB_STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
 
+# What a running job is doing; written by its worker (queue.record_phase), in order:
+LOADING_DATA = "loading_data"  # reading the datasets from the store
+TRAINING = "training"  # the fit loop (epochs and steps)
+EVALUATING = "evaluating"  # the test dataset, after the last epoch
+SAVING = "saving"  # writing the trained model to the store
+JOB_PHASES = (LOADING_DATA, TRAINING, EVALUATING, SAVING)
+
+# What a job event reports (JobEvent.kind):
+EVENT_STATUS = "status"  # a status change: {"status", "attempt", and "error" when failed}
+EVENT_PHASE = "phase"  # a phase change of the running attempt: {"phase", "attempt"}
+EVENT_EPOCH = "epoch"  # a finished epoch: its History row (Keras names, seconds, …)
+EVENT_KINDS = (EVENT_STATUS, EVENT_PHASE, EVENT_EPOCH)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -150,6 +163,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     checkpoint_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
     model_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    phase: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -164,6 +178,10 @@ class Job(Base):
         CheckConstraint(
             "status != 'running' OR (worker_id IS NOT NULL AND lease_expires_at IS NOT NULL)",
             name="running_has_lease",
+        ),
+        CheckConstraint(
+            "phase IS NULL OR phase IN ('loading_data', 'training', 'evaluating', 'saving')",
+            name="phase",
         ),
         UniqueConstraint("owner_id", "idempotency_key", name="idempotency"),
         Index("ix_jobs_claim", "status", "priority", "created_at"),
@@ -199,3 +217,23 @@ class ExecutionLog(Base):
     epoch: Mapped[int] = mapped_column(Integer)
     worker_id: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobEvent(Base):
+    """Something a watcher of a job wants to know, written in the transaction
+    of the change it reports (service/queue.py, service/jobs.py submit). The
+    id orders a job's events (its writers hold the job's row lock) and is the
+    Server-Sent Events id a client resumes from."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('status', 'phase', 'epoch')", name="kind"),
+        Index("ix_job_events_job_id_id", "job_id", "id"),
+    )

@@ -57,7 +57,7 @@ def submit_job(
     )
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobPublic.of(job)
+    return JobPublic.of(job, jobs.live(session, [job])[job.id])
 
 
 @router.get("", response_model=Page[JobPublic], responses=errors(401, 422))
@@ -70,13 +70,16 @@ def list_jobs(
 ) -> Page[JobPublic]:
     """Your jobs, newest first."""
     page = jobs.list_page(session, owner.id, status=status, cursor=cursor, limit=limit)
-    return Page(items=[JobPublic.of(j) for j in page.items], next_cursor=page.next_cursor)
+    live = jobs.live(session, page.items)
+    return Page(
+        items=[JobPublic.of(j, live[j.id]) for j in page.items], next_cursor=page.next_cursor
+    )
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=errors(401, 404))
-def read_job(job: JobDep) -> JobPublic:
-    """Status, progress, latest metrics, timestamps."""
-    return JobPublic.of(job)
+def read_job(job: JobDep, session: SessionDep) -> JobPublic:
+    """Status, phase, progress, ETA, latest metrics, status history, timestamps."""
+    return JobPublic.of(job, jobs.live(session, [job])[job.id])
 
 
 @router.get("/{job_id}/metrics", response_model=History, responses=errors(401, 404, 422))
@@ -94,7 +97,8 @@ def job_history(
 )
 def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
     """Cancel: a queued job at once, a running one at its next step (idempotent)."""
-    return JobPublic.of(jobs.cancel(session, job))
+    job = jobs.cancel(session, job)
+    return JobPublic.of(job, jobs.live(session, [job])[job.id])
 
 
 @router.get(

@@ -1,0 +1,131 @@
+"""The real ``fitq`` command (a subprocess) against a live ``fitq up``:
+datasets, submit --follow to the end, the job commands, and the error paths
+(one line on stderr, no traceback, the documented exit codes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from safetensors.numpy import load_file
+
+from tests.e2e.processes import FITQ, fitq_env, free_port
+from tests.events.live import DIGITS_SPEC, Live, fitq_up
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with fitq_up(tmp_path_factory.mktemp("cli")) as running:
+        yield running
+
+
+def fitq(
+    live: Live, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*FITQ, *args], env=env or live.env, capture_output=True, text=True, timeout=180
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_datasets_upload_list_show_delete(live: Live, tmp_path: Path) -> None:
+    up = fitq(
+        live, "datasets", "upload", str(EXAMPLES / "digits.csv"), "--label", "digit", "--json"
+    )
+    assert up.returncode == 0, up.stderr
+    ds = json.loads(up.stdout)
+    assert (ds["n_rows"], ds["n_features"], ds["label"]) == (1797, 64, "digit")
+    listed = json.loads(fitq(live, "datasets", "list", "--json").stdout)
+    assert {ds["id"], "digits", "iris"} <= {d["id"] for d in listed}
+    shown = fitq(live, "datasets", "show", ds["id"])
+    assert shown.returncode == 0 and "1797" in shown.stdout
+    assert fitq(live, "datasets", "delete", ds["id"]).returncode == 0
+    gone = fitq(live, "datasets", "show", ds["id"])
+    assert gone.returncode == 1 and "404" in one_line_error(gone)
+
+
+def test_submit_follow_to_the_end_then_show_download_predict(live: Live, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({k: v for k, v in DIGITS_SPEC.items() if k != "dataset_id"}))
+    run = fitq(live, "submit", str(spec), "--data", str(EXAMPLES / "digits.csv"), "--follow")
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    job_id = run.stderr.split("submitted ", 1)[1].split()[0]
+    assert "val_accuracy" in run.stdout and "succeeded" in run.stdout  # the summary table
+
+    listed = json.loads(fitq(live, "jobs", "--json").stdout)
+    assert job_id in [j["id"] for j in listed]
+    table = fitq(live, "jobs")
+    assert table.returncode == 0 and job_id in table.stdout
+    shown = json.loads(fitq(live, "show", job_id, "--json").stdout)
+    assert shown["status"] == "succeeded" and len(shown["history"]) == DIGITS_SPEC["fit"]["epochs"]
+    assert [h["status"] for h in shown["status_history"]] == ["queued", "running", "succeeded"]
+
+    model = tmp_path / "model.safetensors"
+    assert fitq(live, "download", job_id, "-o", str(model)).returncode == 0
+    assert "layers.0.kernel" in load_file(model)
+
+    predicted = fitq(live, "predict", job_id, str(EXAMPLES / "digits.csv"))
+    assert predicted.returncode == 0, predicted.stderr
+    lines = predicted.stdout.split()
+    truth = [line.rsplit(",", 1)[1] for line in (EXAMPLES / "digits.csv").read_text().split()[1:]]
+    assert len(lines) == len(truth) == 1797
+    assert sum(a == b for a, b in zip(lines, truth, strict=True)) / len(truth) > 0.9
+
+    events = fitq(live, "watch", job_id, "--json")
+    assert events.returncode == 0
+    kinds = [json.loads(line)["event"] for line in events.stdout.splitlines()]
+    assert kinds.count("epoch") == DIGITS_SPEC["fit"]["epochs"] and kinds[-1] == "status"
+
+
+def test_a_bad_spec_is_one_line_and_exit_1(live: Live, tmp_path: Path) -> None:
+    bad = json.loads(json.dumps(DIGITS_SPEC))
+    bad["model"]["layers"][0]["activation"] = "relux"
+    spec = tmp_path / "bad.json"
+    spec.write_text(json.dumps(bad))
+    result = fitq(live, "submit", str(spec), "--follow")
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert "422" in line and "relux" in line
+
+
+def test_usage_errors_exit_2_and_an_unreachable_api_exits_3(live: Live, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    result = fitq(live, "submit", str(broken))
+    assert result.returncode == 2 and "not valid JSON" in one_line_error(result)
+    missing = fitq(live, "submit", str(tmp_path / "absent.json"))
+    assert missing.returncode == 2 and "no such file" in one_line_error(missing)
+
+    away = fitq_env(live.home, FITQ_API_URL=f"http://127.0.0.1:{free_port()}")
+    away["FITQ_API_KEY"] = live.key
+    result = fitq(live, "jobs", env=away)
+    assert result.returncode == 3 and "cannot reach fitq" in one_line_error(result)
+
+
+def test_cancel_then_watch_exits_5(live: Live, tmp_path: Path) -> None:
+    spec = tmp_path / "long.json"
+    spec.write_text(json.dumps({**DIGITS_SPEC, "fit": {**DIGITS_SPEC["fit"], "epochs": 2000}}))
+    submitted = fitq(live, "submit", str(spec))
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    cancelled = fitq(live, "cancel", job_id)
+    assert cancelled.returncode == 0 and job_id in cancelled.stdout
+    watched = fitq(live, "watch", job_id)
+    assert watched.returncode == 5, watched.stderr
+    assert "cancelled" in watched.stderr
+    unknown = fitq(live, "cancel", "no-such-job")
+    assert unknown.returncode == 1 and "404" in one_line_error(unknown)

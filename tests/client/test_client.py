@@ -1,0 +1,115 @@
+"""The Python client against a live ``fitq up``: Keras' fit on digits moved
+to fitq (upload arrays, submit, follow, History), compared with the API's
+own ``GET /v1/jobs/{id}/metrics``; then predict and download."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from safetensors.numpy import load as load_safetensors
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from service.client import Client, History, JobFailed
+from tests.events.live import Live, fitq_up
+
+pytestmark = pytest.mark.slow
+
+SPEC = {
+    "model": {
+        "input_dim": 64,
+        "layers": [
+            {"type": "dense", "units": 64, "activation": "relu"},
+            {"type": "dense", "units": 10, "activation": "softmax"},
+        ],
+    },
+    "compile": {
+        "optimizer": "adam",
+        "loss": "sparse_categorical_crossentropy",
+        "metrics": ["accuracy"],
+    },
+    "fit": {"normalize": True},
+}
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with fitq_up(tmp_path_factory.mktemp("client")) as running:
+        yield running
+
+
+def test_fit_on_digits_returns_the_history_the_api_reports(live: Live) -> None:
+    digits = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        digits.data, digits.target, test_size=0.2, stratify=digits.target, random_state=0
+    )
+    printed = io.StringIO()
+    with Client(live.url, live.key) as client:
+        history = client.fit(
+            SPEC,
+            x_train,
+            y_train,
+            epochs=6,
+            validation_split=0.1,
+            test_data=(x_test, y_test),
+            verbose=0,
+        )
+        job = history.job
+        job.wait(progress=True, out=printed)  # a finished job: the whole stream again
+        api = httpx.get(
+            f"{live.url}/v1/jobs/{job.id}/metrics",
+            headers={"Authorization": f"Bearer {live.key}"},
+        ).json()["epochs"]
+        probabilities = job.predict(x_test)
+        model = job.download()
+        job_history = job.history
+
+    assert isinstance(history, History) and history.epoch == list(range(6))
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    for name, values in history.history.items():
+        assert values == [row[name] for row in api]
+    assert history.history["val_accuracy"][-1] > 0.85
+    assert job["status"] == "succeeded" and job.test_metrics["accuracy"] > 0.85
+    assert job_history == history.history
+    lines = printed.getvalue().splitlines()
+    assert len(lines) == 6 and lines[0].startswith("Epoch 1/6 - ") and "val_loss: " in lines[0]
+
+    assert probabilities.shape == (len(x_test), 10)
+    assert (probabilities.argmax(axis=1) == y_test).mean() > 0.85
+    assert load_safetensors(model)["layers.1.kernel"].shape == (64, 10)
+
+
+def test_upload_a_file_submit_on_a_dataset_and_a_cancelled_fit_raises(
+    live: Live, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "blobs.csv"
+    x = rng.normal(size=(60, 3))
+    y = (x[:, 0] > 0).astype(int)
+    np.savetxt(
+        path, np.column_stack([x, y]), delimiter=",", header="a,b,c,y", comments="", fmt="%g"
+    )
+    with Client(live.url, live.key) as client:
+        ds = client.upload_dataset(path, name="blobs")
+        assert (ds["n_rows"], ds["n_features"]) == (60, 3)
+        spec = {
+            **SPEC,
+            "model": {
+                "input_dim": 3,
+                "layers": [{"type": "dense", "units": 2, "activation": "softmax"}],
+            },
+            "fit": {"epochs": 2},
+        }
+        job = client.submit(spec, dataset=ds["id"])
+        assert job.wait().status == "succeeded"
+        assert len(job.history["loss"]) == 2
+
+        job = client.submit({**spec, "fit": {"epochs": 5000, "batch_size": 1}}, dataset=ds["id"])
+        job.cancel()
+        with pytest.raises(JobFailed, match="cancelled"):
+            raise JobFailed(job.wait())
