@@ -78,7 +78,7 @@ def api(host: str = "127.0.0.1", port: int = 8000) -> None:
 def worker() -> None:
     """Run one worker: claim jobs and train them until SIGTERM/Ctrl-C."""
     from service import logs
-    from worker.runner import Worker
+    from worker.runner import Faults, Worker
 
     settings = _settings()
     logs.configure(settings.log_format)
@@ -94,7 +94,8 @@ def worker() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    Worker(settings, stop=stop).run()
+    # Faults.from_env: the fault-injection tests' hooks (FITQ_TEST_*), unset in production.
+    Worker(settings, stop=stop, faults=Faults.from_env(os.environ)).run()
 
 
 @app.command()

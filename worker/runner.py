@@ -138,7 +138,7 @@ class QueueWaiter:
     def _connect(self) -> bool:
         import psycopg
 
-        if time.monotonic() < self._retry_at:
+        if self._dsn is None or time.monotonic() < self._retry_at:
             return False
         try:
             conn = psycopg.connect(

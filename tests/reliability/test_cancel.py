@@ -1,0 +1,142 @@
+"""Cancel, in every state a job can be in when it is asked: queued (at once),
+running mid-epoch (at the next step boundary, told by the heartbeat; the
+worker goes on to the next job), twice (one cancel), and at the moment of
+completion (one terminal state, which then never changes)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from service import queue
+from service.db.engine import transaction
+from service.db.models import TERMINAL_STATUSES
+from service.errors import StaleAttempt
+from service.settings import Settings
+from tests.reliability.harness import (
+    DEADLINE_SECONDS,
+    LEASE_SECONDS,
+    iris_spec,
+    job,
+    record,
+    summary,
+    wait_until,
+)
+from tests.worker.helpers import submit
+from worker.runner import Worker
+
+MID_EPOCH_CANCELS = 3
+LONG = iris_spec(epochs=10_000, batch_size=1)
+
+
+@pytest.fixture
+def fast_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"lease_seconds": LEASE_SECONDS, "poll_seconds": 0.05})
+
+
+def cancel(url: str, job_id: str) -> None:
+    with transaction(url) as session:
+        queue.request_cancel(session, job_id)
+
+
+def run_worker(settings: Settings, max_jobs: int) -> tuple[Worker, threading.Thread]:
+    worker = Worker(settings)
+    thread = threading.Thread(target=worker.run, kwargs={"max_jobs": max_jobs}, daemon=True)
+    thread.start()
+    return worker, thread
+
+
+def assert_final(url: str, job_id: str) -> str:
+    """Cancel again and try a late write of the last attempt: nothing changes."""
+    before = job(url, job_id)
+    assert before.status in TERMINAL_STATUSES
+    cancel(url, job_id)
+    with pytest.raises(StaleAttempt), transaction(url) as session:
+        queue.finish(session, job_id, max(before.attempt, 1), model_key="x", test_metrics=None)
+    after = job(url, job_id)
+    assert (after.status, after.finished_at, after.model_key) == (
+        before.status,
+        before.finished_at,
+        before.model_key,
+    )
+    return after.status
+
+
+class TestCancel:
+    def test_a_queued_job_is_cancelled_at_once_and_never_claimed(
+        self, database_url: str, owner_id: str
+    ) -> None:
+        job_id = submit(database_url, owner_id, LONG)
+        cancel(database_url, job_id)
+        assert job(database_url, job_id).status == "cancelled"
+        with transaction(database_url) as session:
+            assert queue.claim(session, "w", LEASE_SECONDS) is None
+        assert_final(database_url, job_id)
+
+    def test_a_running_job_stops_mid_epoch_and_the_worker_takes_the_next(
+        self, database_url: str, backend: str, owner_id: str, fast_settings: Settings
+    ) -> None:
+        ids = [submit(database_url, owner_id, LONG) for _ in range(MID_EPOCH_CANCELS)]
+        last = submit(database_url, owner_id, iris_spec(epochs=2))
+        _, thread = run_worker(fast_settings, max_jobs=MID_EPOCH_CANCELS + 1)
+        latencies = []
+        for job_id in ids:
+            wait_until(
+                lambda job_id=job_id: (r := job(database_url, job_id)).step > 0 and r.epoch >= 1,
+                "training to start",
+            )
+            asked = time.monotonic()
+            cancel(database_url, job_id)
+            wait_until(lambda job_id=job_id: job(database_url, job_id).status != "running", "stop")
+            latencies.append(time.monotonic() - asked)
+            assert assert_final(database_url, job_id) == "cancelled"
+            assert job(database_url, job_id).model_key is None
+        thread.join(DEADLINE_SECONDS)
+        assert not thread.is_alive()
+        assert job(database_url, last).status == "succeeded"
+        record(
+            "cancel",
+            backend,
+            jobs=MID_EPOCH_CANCELS + 1,
+            workers=1,
+            kills=0,
+            lost=0,
+            duplicated_epochs=0,
+            cancel=summary(latencies),
+        )
+
+    def test_twice_is_one_cancel(
+        self, database_url: str, owner_id: str, fast_settings: Settings
+    ) -> None:
+        job_id = submit(database_url, owner_id, LONG)
+        _, thread = run_worker(fast_settings, max_jobs=1)
+        wait_until(lambda: job(database_url, job_id).step > 0, "training to start")
+        cancel(database_url, job_id)
+        cancel(database_url, job_id)
+        thread.join(DEADLINE_SECONDS)
+        assert not thread.is_alive()
+        assert assert_final(database_url, job_id) == "cancelled"
+
+    def test_at_completion_one_terminal_state_wins_and_stays(
+        self, database_url: str, owner_id: str, fast_settings: Settings
+    ) -> None:
+        epochs = 3
+        job_id = submit(database_url, owner_id, iris_spec(epochs=epochs, batch_size=4))
+        _, thread = run_worker(fast_settings, max_jobs=1)
+        wait_until(
+            lambda: (
+                (r := job(database_url, job_id)).epoch >= epochs or r.status in TERMINAL_STATUSES
+            ),
+            "the last epoch",
+        )
+        cancel(database_url, job_id)
+        thread.join(DEADLINE_SECONDS)
+        assert not thread.is_alive()
+        status = assert_final(database_url, job_id)
+        row = job(database_url, job_id)
+        if status == "succeeded":
+            assert row.model_key is not None
+        else:
+            assert status == "cancelled" and row.model_key is None

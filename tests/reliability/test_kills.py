@@ -1,0 +1,213 @@
+"""Workers killed with SIGKILL (``kill -9``) at the worst moments: no job is
+lost, no epoch is recorded twice, and every job that succeeds ends with the
+weights of an uninterrupted run, bit for bit; a job whose worker always dies
+fails after ``max_attempts`` without holding up the others."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+from service.db.models import TERMINAL_STATUSES
+from service.store import ArtifactStore
+from tests.reliability.harness import (
+    DEADLINE_SECONDS,
+    POLL_SECONDS,
+    assert_bit_identical,
+    executions,
+    fleet,
+    iris_spec,
+    job,
+    jobs,
+    model_weights,
+    record,
+    recorded_epochs,
+    reference_weights,
+    summary,
+    wait_until,
+    worker_pid,
+)
+from tests.reliability.zygote import Zygote
+from tests.worker.helpers import submit
+from worker import checkpoints
+from worker.runner import TEST_DIE_AT_ENV, TEST_DIE_IN_CHECKPOINT_ENV
+
+JOBS, EPOCHS, WORKERS, KILLS = 6, 20, 2, 5
+MAX_KILLS_PER_JOB = 2
+"""Below max_attempts (3), so every job must still succeed."""
+
+
+class TestKillNine:
+    def test_busy_workers_killed_five_times_lose_nothing_and_change_nothing(
+        self,
+        database_url: str,
+        backend: str,
+        owner_id: str,
+        home: Path,
+        storage_url: str,
+        store: ArtifactStore,
+        zygote: Zygote,
+    ) -> None:
+        specs = [iris_spec(seed=i, epochs=EPOCHS) for i in range(JOBS)]
+        ids = [submit(database_url, owner_id, spec) for spec in specs]
+        kills: Counter[str] = Counter()
+        pending: dict[str, tuple[int, float]] = {}  # job -> (attempt killed, when)
+        rescues: list[float] = []
+        started = time.monotonic()
+        with fleet(
+            home, database_url, storage_url, zygote, FITQ_CHECKPOINT_SECONDS="0.3"
+        ) as workers:
+            for _ in range(WORKERS):
+                workers.start()
+            while True:
+                assert time.monotonic() - started < DEADLINE_SECONDS * 2, "jobs never ended"
+                rows = jobs(database_url, ids)
+                now = time.monotonic()
+                for job_id, (attempt, when) in list(pending.items()):
+                    if rows[job_id].attempt > attempt:
+                        rescues.append(now - when)
+                        del pending[job_id]
+                if all(r.status in TERMINAL_STATUSES for r in rows.values()):
+                    break
+                if sum(kills.values()) < KILLS:
+                    for row in rows.values():
+                        proc = workers.by_pid(worker_pid(row.worker_id))
+                        if (
+                            row.status == "running"
+                            and row.step > 0
+                            and row.id not in pending
+                            and kills[row.id] < MAX_KILLS_PER_JOB
+                            and proc is not None
+                            and proc.poll() is None
+                        ):
+                            proc.send_signal(signal.SIGKILL)
+                            proc.wait()
+                            pending[row.id] = (row.attempt, time.monotonic())
+                            kills[row.id] += 1
+                            workers.start()
+                            break
+                time.sleep(POLL_SECONDS)
+        elapsed = time.monotonic() - started
+
+        rows = jobs(database_url, ids)
+        assert sum(kills.values()) == KILLS, "the jobs ended before every kill landed"
+        errors = [r.error for r in rows.values()]
+        assert [rows[i].status for i in ids] == ["succeeded"] * JOBS, errors
+        for job_id, spec in zip(ids, specs, strict=True):
+            assert recorded_epochs(database_url, job_id) == list(range(1, EPOCHS + 1))
+            assert_bit_identical(model_weights(store, rows[job_id]), reference_weights(spec))
+        record(
+            "kill -9 of busy workers",
+            backend,
+            jobs=JOBS,
+            workers=WORKERS,
+            kills=sum(kills.values()),
+            lost=0,
+            duplicated_epochs=0,
+            rerun_epochs=executions(database_url, ids) - JOBS * EPOCHS,
+            rescue=summary(rescues),
+            seconds=round(elapsed, 1),
+        )
+
+    def test_a_kill_mid_checkpoint_and_a_truncated_newest_checkpoint_change_nothing(
+        self,
+        database_url: str,
+        backend: str,
+        owner_id: str,
+        home: Path,
+        storage_url: str,
+        store: ArtifactStore,
+        zygote: Zygote,
+    ) -> None:
+        spec = iris_spec(seed=11, epochs=8, batch_size=4)
+        job_id = submit(database_url, owner_id, spec)
+        with fleet(home, database_url, storage_url, zygote) as workers:
+            # Its 4th checkpoint is the end of epoch 4: half written, then kill -9.
+            first = workers.start(**{TEST_DIE_IN_CHECKPOINT_ENV: "4"})
+            assert first.wait(DEADLINE_SECONDS) == -signal.SIGKILL, workers.log_of(first)
+
+            folder = store.local_path(checkpoints.folder(job_id))
+            assert folder is not None
+            assert list(folder.glob(".tmp-*")), "the half-written file should be left as a temp"
+            refs = checkpoints.listing(store, job_id)
+            assert all(checkpoints.verify(r, store.get_bytes(r.key)) for r in refs)
+            committed = job(database_url, job_id).checkpoint_key
+            assert committed is not None
+            newest = checkpoints.parse(committed)
+            assert newest is not None and newest.position == (3, 0)
+
+            path = store.local_path(committed)  # and now the newest complete one is damaged
+            assert path is not None
+            path.write_bytes(path.read_bytes()[:1000])
+
+            second = workers.start()
+            wait_until(
+                lambda: job(database_url, job_id).status in TERMINAL_STATUSES, "the job to end"
+            )
+            log = workers.log_of(second)
+        row = job(database_url, job_id)
+        assert (row.status, row.attempt) == ("succeeded", 2), row.error
+        assert "checkpoint damaged" in log
+        assert recorded_epochs(database_url, job_id) == list(range(1, 9))
+        assert_bit_identical(model_weights(store, row), reference_weights(spec))
+        record(
+            "kill -9 mid-checkpoint + truncated newest",
+            backend,
+            jobs=1,
+            workers=2,
+            kills=1,
+            lost=0,
+            duplicated_epochs=0,
+            resumed_from="end of epoch 2 (epoch 3's file truncated, epoch 4's half-written)",
+        )
+
+
+class TestMaxAttempts:
+    def test_a_job_whose_worker_always_dies_fails_and_the_others_succeed(
+        self,
+        database_url: str,
+        backend: str,
+        owner_id: str,
+        home: Path,
+        storage_url: str,
+        zygote: Zygote,
+    ) -> None:
+        doomed = submit(database_url, owner_id, iris_spec(seed=1, epochs=4, batch_size=8))
+        others = [
+            submit(database_url, owner_id, iris_spec(seed=i, epochs=3, batch_size=16))
+            for i in range(10)
+        ]
+        ids = [doomed, *others]
+        deaths = 0
+        started = time.monotonic()
+        with fleet(
+            home, database_url, storage_url, zygote, **{TEST_DIE_AT_ENV: f"{doomed}:2"}
+        ) as workers:
+            for _ in range(WORKERS):
+                workers.start()
+            while not all(r.status in TERMINAL_STATUSES for r in jobs(database_url, ids).values()):
+                assert time.monotonic() - started < DEADLINE_SECONDS * 2, "jobs never ended"
+                dead = len(workers.procs) - len(workers.alive())
+                if dead > deaths:  # a worker died: start another in its place
+                    for _ in range(dead - deaths):
+                        workers.start()
+                    deaths = dead
+                time.sleep(POLL_SECONDS)
+        rows = jobs(database_url, ids)
+        assert rows[doomed].status == "failed"
+        assert rows[doomed].error == "worker lost on attempts 1–3"
+        assert [rows[i].status for i in others] == ["succeeded"] * len(others)
+        assert deaths == 3
+        record(
+            "worker always dies at epoch 2",
+            backend,
+            jobs=len(ids),
+            workers=WORKERS,
+            kills=deaths,
+            lost=0,
+            duplicated_epochs=0,
+            outcome="failed after 3 attempts; 10/10 others succeeded",
+            seconds=round(time.monotonic() - started, 1),
+        )

@@ -1,0 +1,181 @@
+"""Workers stopped rather than killed: SIGTERM hands the job back at once and
+the other worker finishes it; a worker paused (SIGSTOP) past its lease loses
+the job to the other worker, and when it wakes (SIGCONT) every write of its
+stale attempt is refused."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from service.db.engine import session_factory
+from service.db.models import TERMINAL_STATUSES, ExecutionLog, Job, JobEpoch
+from service.store import ArtifactStore
+from tests.reliability.harness import (
+    DEADLINE_SECONDS,
+    LEASE_SECONDS,
+    Fleet,
+    assert_bit_identical,
+    fleet,
+    iris_spec,
+    job,
+    model_weights,
+    record,
+    recorded_epochs,
+    reference_weights,
+    wait_until,
+    worker_pid,
+)
+from tests.reliability.zygote import Zygote
+from tests.worker.helpers import submit
+
+EPOCHS = 12
+SPEC = iris_spec(seed=3, epochs=EPOCHS, batch_size=1)  # 150 steps an epoch
+PAUSE_TRIES = 5
+
+
+def busy_mid_epoch(url: str, job_id: str) -> Job:
+    """Wait for the job to be running in its 2nd epoch or later, between steps."""
+
+    def mid_epoch() -> Job | None:
+        row = job(url, job_id)
+        assert row.status not in TERMINAL_STATUSES, "the job ended before it could be stopped"
+        return row if row.status == "running" and row.epoch >= 2 and row.step > 0 else None
+
+    return wait_until(mid_epoch, "the job to be mid-epoch")  # type: ignore[no-any-return]
+
+
+def two_ready_workers(workers: Fleet) -> None:
+    procs = [workers.start(), workers.start()]
+    for proc in procs:
+        workers.wait_started(proc)
+
+
+def rows_of(url: str, model: type, job_id: str, attempt: int) -> list[int]:
+    with session_factory(url)() as session:
+        return sorted(
+            session.scalars(
+                select(model.epoch).where(model.job_id == job_id, model.attempt == attempt)  # type: ignore[attr-defined]
+            )
+        )
+
+
+class TestSigterm:
+    def test_mid_epoch_the_job_is_handed_back_and_the_other_worker_finishes_it(
+        self,
+        database_url: str,
+        backend: str,
+        owner_id: str,
+        home: Path,
+        storage_url: str,
+        store: ArtifactStore,
+    ) -> None:
+        job_id = submit(database_url, owner_id, SPEC)
+        # `python -m service.cli worker` itself: the entry point's signal handling, end to end.
+        with fleet(home, database_url, storage_url, zygote=None) as workers:
+            two_ready_workers(workers)
+            running = busy_mid_epoch(database_url, job_id)
+            stopping = workers.by_pid(worker_pid(running.worker_id))
+            assert stopping is not None
+            sent = time.monotonic()
+            stopping.send_signal(signal.SIGTERM)
+            wait_until(
+                lambda: (
+                    (r := job(database_url, job_id)).status == "queued"
+                    or r.attempt > running.attempt
+                ),
+                "the hand-back",
+            )
+            hand_back = time.monotonic() - sent
+            assert stopping.wait(DEADLINE_SECONDS) == 0, workers.log_of(stopping)
+            wait_until(
+                lambda: job(database_url, job_id).status in TERMINAL_STATUSES, "the job to end"
+            )
+        row = job(database_url, job_id)
+        assert (row.status, row.attempt) == ("succeeded", running.attempt + 1), row.error
+        assert worker_pid(row.worker_id) != stopping.pid
+        assert recorded_epochs(database_url, job_id) == list(range(1, EPOCHS + 1))
+        assert_bit_identical(model_weights(store, row), reference_weights(SPEC))
+        record(
+            "SIGTERM mid-epoch",
+            backend,
+            jobs=1,
+            workers=2,
+            kills=0,
+            lost=0,
+            duplicated_epochs=0,
+            hand_back_ms=round(hand_back * 1000, 1),
+            exit_code=0,
+        )
+
+
+class TestPausedWorker:
+    def test_a_worker_woken_after_a_takeover_changes_nothing(
+        self,
+        database_url: str,
+        backend: str,
+        owner_id: str,
+        home: Path,
+        storage_url: str,
+        store: ArtifactStore,
+        zygote: Zygote,
+    ) -> None:
+        job_id = submit(database_url, owner_id, SPEC)
+        with fleet(home, database_url, storage_url, zygote) as workers:
+            two_ready_workers(workers)
+            running = busy_mid_epoch(database_url, job_id)
+            paused = workers.by_pid(worker_pid(running.worker_id))
+            assert paused is not None
+            pauses = 0
+            for _ in range(PAUSE_TRIES):
+                pauses += 1
+                paused.send_signal(signal.SIGSTOP)
+                stopped = time.monotonic()
+                try:
+                    taken = wait_until(
+                        lambda: (r := job(database_url, job_id)).attempt > running.attempt and r,
+                        "the takeover",
+                        timeout=LEASE_SECONDS * 4,
+                    )
+                    break
+                except AssertionError:
+                    # Paused inside a transaction, it holds the job's row (or SQLite's
+                    # write) lock, which no lease can take back: let it go on, pause again.
+                    paused.send_signal(signal.SIGCONT)
+                    time.sleep(0.2)
+            else:
+                raise AssertionError("the job was never taken over")
+            takeover = time.monotonic() - stopped
+            stale_epochs = rows_of(database_url, JobEpoch, job_id, running.attempt)
+            stale_runs = rows_of(database_url, ExecutionLog, job_id, running.attempt)
+            paused.send_signal(signal.SIGCONT)
+            wait_until(
+                lambda: job(database_url, job_id).status in TERMINAL_STATUSES, "the job to end"
+            )
+            wait_until(lambda: "job lost" in workers.log_of(paused), "the stale worker to give up")
+            assert paused.poll() is None, "the stale worker should go on working"
+        row = job(database_url, job_id)
+        assert (row.status, row.attempt) == ("succeeded", taken.attempt), row.error
+        assert row.worker_id == taken.worker_id
+        assert row.model_key == f"jobs/{job_id}/model-a{taken.attempt}.safetensors"
+        assert rows_of(database_url, JobEpoch, job_id, running.attempt) == stale_epochs
+        assert recorded_epochs(database_url, job_id) == list(range(1, EPOCHS + 1))
+        assert_bit_identical(model_weights(store, row), reference_weights(SPEC))
+        late_runs = len(rows_of(database_url, ExecutionLog, job_id, running.attempt)) - len(
+            stale_runs
+        )
+        record(
+            "SIGSTOP past the lease, then SIGCONT",
+            backend,
+            jobs=1,
+            workers=2,
+            kills=0,
+            lost=0,
+            duplicated_epochs=0,
+            rescue={"p50_ms": round(takeover * 1000, 1), "max_ms": round(takeover * 1000, 1)},
+            stale_epochs_run_after_takeover=late_runs,
+            pauses=pauses,
+        )
