@@ -78,7 +78,8 @@ def api(host: str = "127.0.0.1", port: int = 8000) -> None:
 def worker() -> None:
     """Run one worker: claim jobs and train them until SIGTERM/Ctrl-C."""
     from service import logs
-    from worker.runner import Faults, Worker
+    from worker.faults import Faults
+    from worker.runner import Worker
 
     settings = _settings()
     logs.configure(settings.log_format)

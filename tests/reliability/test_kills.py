@@ -32,7 +32,7 @@ from tests.reliability.harness import (
 from tests.reliability.zygote import Zygote
 from tests.worker.helpers import submit
 from worker import checkpoints
-from worker.runner import TEST_DIE_AT_ENV, TEST_DIE_IN_CHECKPOINT_ENV
+from worker.faults import TEST_DIE_AT_ENV, TEST_DIE_IN_CHECKPOINT_ENV
 
 JOBS, EPOCHS, WORKERS, KILLS = 6, 20, 2, 5
 MAX_KILLS_PER_JOB = 2
