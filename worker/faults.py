@@ -12,6 +12,7 @@ log = logging.getLogger("fitq.worker")
 
 TEST_DIE_AT_ENV = "FITQ_TEST_DIE_AT"
 TEST_DIE_IN_CHECKPOINT_ENV = "FITQ_TEST_DIE_IN_CHECKPOINT"
+TEST_STEP_DELAY_ENV = "FITQ_TEST_STEP_DELAY_MS"
 
 
 @dataclass(frozen=True)
@@ -23,11 +24,15 @@ class Faults:
     - ``FITQ_TEST_DIE_AT=<job id>:<epoch>``: at the first step boundary of that
       epoch of that job, on every attempt;
     - ``FITQ_TEST_DIE_IN_CHECKPOINT=<n>``: half-way through writing the bytes
-      of this process's n-th checkpoint (1-based).
+      of this process's n-th checkpoint (1-based);
+    - ``FITQ_TEST_STEP_DELAY_MS=<ms>``: a pause after every step, so that a
+      tiny test job is still running when a test wants to stop it mid-epoch
+      on a fast machine (the weights are unaffected).
     """
 
     die_at: tuple[str, int] | None = None
     die_in_checkpoint: int | None = None
+    step_delay_seconds: float = 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Faults:
@@ -36,7 +41,8 @@ class Faults:
             job_id, epoch = env[TEST_DIE_AT_ENV].rsplit(":", 1)
             die_at = (job_id, int(epoch))
         in_checkpoint = env.get(TEST_DIE_IN_CHECKPOINT_ENV)
-        return cls(die_at, int(in_checkpoint) if in_checkpoint else None)
+        delay_ms = float(env.get(TEST_STEP_DELAY_ENV) or 0)
+        return cls(die_at, int(in_checkpoint) if in_checkpoint else None, delay_ms / 1000)
 
     @staticmethod
     def die() -> None:

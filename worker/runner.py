@@ -213,6 +213,8 @@ class Worker:
             control.progress = (epoch, step, steps)
             if self.faults.die_at == (claim.job_id, epoch):
                 self.faults.die()
+            if self.faults.step_delay_seconds:
+                time.sleep(self.faults.step_delay_seconds)
             if control.lost.is_set():
                 raise StopRequested("lost")
             if control.cancel.is_set():

@@ -31,10 +31,12 @@ from tests.reliability.harness import (
 )
 from tests.reliability.zygote import Zygote
 from tests.worker.helpers import submit
+from worker.faults import TEST_STEP_DELAY_ENV
 
 EPOCHS = 12
 SPEC = iris_spec(seed=3, epochs=EPOCHS, batch_size=1)  # 150 steps an epoch
 PAUSE_TRIES = 5
+SLOW_STEPS = {TEST_STEP_DELAY_ENV: "3"}  # ~0.45 s an epoch: still running when stopped
 
 
 def busy_mid_epoch(url: str, job_id: str) -> Job:
@@ -75,7 +77,7 @@ class TestSigterm:
     ) -> None:
         job_id = submit(database_url, owner_id, SPEC)
         # `python -m service.cli worker` itself: the entry point's signal handling, end to end.
-        with fleet(home, database_url, storage_url, zygote=None) as workers:
+        with fleet(home, database_url, storage_url, zygote=None, **SLOW_STEPS) as workers:
             two_ready_workers(workers)
             running = busy_mid_epoch(database_url, job_id)
             stopping = workers.by_pid(worker_pid(running.worker_id))
@@ -124,7 +126,7 @@ class TestPausedWorker:
         zygote: Zygote,
     ) -> None:
         job_id = submit(database_url, owner_id, SPEC)
-        with fleet(home, database_url, storage_url, zygote) as workers:
+        with fleet(home, database_url, storage_url, zygote, **SLOW_STEPS) as workers:
             two_ready_workers(workers)
             running = busy_mid_epoch(database_url, job_id)
             paused = workers.by_pid(worker_pid(running.worker_id))

@@ -25,15 +25,17 @@ from tests.worker.helpers import (
     wait_for,
 )
 from worker import checkpoints
+from worker.faults import Faults
 from worker.runner import Worker
 
 SPEC = iris_spec(epochs=6, batch_size=4)
+SLOW_STEPS = Faults(step_delay_seconds=0.01)  # ~0.4 s an epoch: still running when stopped
 
 
 def hand_back_after(settings: Settings, job_id: str, epochs: int) -> None:
     """Run the job on a worker and stop it (SIGTERM's path) once ``epochs`` are recorded."""
     url = settings.resolved_database_url
-    worker = Worker(settings, worker_id="first")
+    worker = Worker(settings, worker_id="first", faults=SLOW_STEPS)
     thread = start(worker)
     wait_for(lambda: job_row(url, job_id).epoch >= epochs, f"{epochs} epochs")
     worker.stop.set()

@@ -19,6 +19,7 @@ from tests.worker.helpers import (
     submit,
     wait_for,
 )
+from worker.faults import Faults
 from worker.runner import Worker
 
 
@@ -82,7 +83,8 @@ class TestStopping:
         assert job_row(url, reference_id).status == "succeeded"
 
         job_id = submit(url, owner_id, spec)
-        first = Worker(settings, worker_id="first")
+        # ~0.4 s an epoch, so the job is still running when the stop comes
+        first = Worker(settings, worker_id="first", faults=Faults(step_delay_seconds=0.01))
         thread = start(first)
         wait_for(lambda: job_row(url, job_id).epoch >= 2, "two epochs")
         first.stop.set()
