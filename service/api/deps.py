@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -47,6 +47,20 @@ def get_session(request: Request) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+T = TypeVar("T")
+
+
+def committed(session: Session, result: T) -> T:
+    """Commit a writing route's transaction in the route's own thread.
+
+    The session dependency's commit runs after FastAPI's next hop through
+    the thread pool; a transaction still holding a row or index lock then
+    (an insert that concurrent same-key submissions wait on) can starve the
+    pool: every thread blocked on the lock, none left to release it."""
+    session.commit()
+    return result
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

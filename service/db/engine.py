@@ -19,7 +19,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 POOL_SIZE = 10
-POOL_MAX_OVERFLOW = 20
+POOL_MAX_OVERFLOW = 40
+"""Connections per process: above the API's thread pool (anyio's 40 threads), so a
+request thread never waits for a connection that only another queued request's
+thread could give back (that starvation turned 50 concurrent submissions into
+pool time-outs)."""
 
 
 def normalize_url(url: str) -> str:
@@ -39,7 +43,12 @@ def make_engine(url: str) -> Engine:
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_MAX_OVERFLOW,
+        )
         _make_sqlite_transactional(engine)
         return engine
     return create_engine(

@@ -8,7 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 
 from service import jobs
-from service.api.deps import JobDep, JsonBody, OwnerDep, SessionDep, SettingsDep, StoreDep
+from service.api.deps import (
+    JobDep,
+    JsonBody,
+    OwnerDep,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    committed,
+)
 from service.api.responses import errors
 from service.api.schemas import (
     EpochMetrics,
@@ -57,7 +65,7 @@ def submit_job(
     )
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobPublic.of(job, jobs.live(session, [job])[job.id])
+    return committed(session, JobPublic.of(job, jobs.live(session, [job])[job.id]))
 
 
 @router.get("", response_model=Page[JobPublic], responses=errors(401, 422))
@@ -98,7 +106,7 @@ def job_history(
 def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
     """Cancel: a queued job at once, a running one at its next step (idempotent)."""
     job = jobs.cancel(session, job)
-    return JobPublic.of(job, jobs.live(session, [job])[job.id])
+    return committed(session, JobPublic.of(job, jobs.live(session, [job])[job.id]))
 
 
 @router.get(
