@@ -32,6 +32,7 @@ from service.spec import parse_spec
 from service.store import ArtifactStore
 from tests.e2e.processes import FITQ, fitq_env
 from tests.reliability.zygote import Zygote
+from tests.worker import helpers
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = ROOT / "test-artifacts" / "reliability.json"
@@ -57,25 +58,8 @@ def wait_until(predicate: Callable[[], Any], what: str, timeout: float = DEADLIN
 
 
 def iris_spec(seed: int = 0, epochs: int = 20, batch_size: int = 2, **fit: Any) -> dict[str, Any]:
-    """A small job on the iris built-in; ``batch_size`` 2 makes 75 steps an epoch."""
-    return {
-        "model": {
-            "input_dim": 4,
-            "layers": [
-                {"type": "dense", "units": 16, "activation": "relu"},
-                {"type": "dropout", "rate": 0.1},
-                {"type": "dense", "units": 3, "activation": "softmax"},
-            ],
-        },
-        "compile": {
-            "optimizer": "adam",
-            "loss": "sparse_categorical_crossentropy",
-            "metrics": ["accuracy"],
-        },
-        "fit": {"epochs": epochs, "batch_size": batch_size, "normalize": True, **fit},
-        "seed": seed,
-        "dataset_id": "iris",
-    }
+    """The worker tests' iris job, longer: ``batch_size`` 2 makes 75 steps an epoch."""
+    return helpers.iris_spec(seed=seed, epochs=epochs, batch_size=batch_size, **fit)
 
 
 def job(url: str, job_id: str) -> Job:

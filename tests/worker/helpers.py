@@ -1,5 +1,5 @@
 """Helpers shared by the worker and reliability tests: a small iris spec, jobs
-inserted as the API would (normalized spec), rows read back, bounded waits."""
+submitted through the API's own path, rows read back, bounded waits."""
 
 from __future__ import annotations
 
@@ -11,17 +11,18 @@ import torch
 from safetensors.torch import load as load_safetensors
 from sqlalchemy import select
 
+from service import jobs
 from service.db.engine import session_factory, transaction
 from service.db.models import Job, JobEpoch
 from service.settings import Settings
-from service.spec import parse_spec
 from service.store import ArtifactStore
 from worker.runner import Worker
 
 WAIT_SECONDS = 60
 
 
-def iris_spec(**fit: Any) -> dict[str, Any]:
+def iris_spec(seed: int = 7, epochs: int = 3, batch_size: int = 16, **fit: Any) -> dict[str, Any]:
+    """A small job on the iris built-in (dense 16 relu, dropout, softmax 3)."""
     return {
         "model": {
             "input_dim": 4,
@@ -36,25 +37,16 @@ def iris_spec(**fit: Any) -> dict[str, Any]:
             "loss": "sparse_categorical_crossentropy",
             "metrics": ["accuracy"],
         },
-        "fit": {"epochs": 3, "batch_size": 16, "normalize": True, **fit},
-        "seed": 7,
+        "fit": {"epochs": epochs, "batch_size": batch_size, "normalize": True, **fit},
+        "seed": seed,
         "dataset_id": "iris",
     }
 
 
 def submit(url: str, owner_id: str, spec: dict[str, Any]) -> str:
-    normalized = parse_spec(spec).model_dump(mode="json")
+    """Queue ``spec`` through the API's own submission path (validation included)."""
     with transaction(url) as session:
-        job = Job(
-            owner_id=owner_id,
-            spec=normalized,
-            dataset_id=normalized["dataset_id"],
-            test_dataset_id=normalized.get("test_dataset_id"),
-            epochs=normalized["fit"]["epochs"],
-            max_attempts=normalized.get("max_attempts", 3),
-        )
-        session.add(job)
-        session.flush()
+        job, _ = jobs.submit(session, owner_id, spec)
         return job.id
 
 
