@@ -171,6 +171,7 @@ class Fleet:
         """A new ``fitq worker`` (a ``Popen``, or a zygote's ``Child``)."""
         log = self.home / f"worker-{len(self.procs)}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        log.touch()  # a forked child creates it a moment later: wait_started reads it at once
         if self.zygote is not None:
             child = self.zygote.spawn(self.env(**extra_env), log)
             self.procs.append(child)
