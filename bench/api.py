@@ -16,23 +16,15 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
-import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.processes import (  # noqa: E402
-    fitq_env,
-    fitq_process,
-    free_port,
-    run_fitq,
-    wait_for_line,
-    wait_healthy,
-)
+from bench.stack import fresh_database, pct, serve_api  # noqa: E402
+from tests.e2e.processes import fitq_process, wait_for_line  # noqa: E402
 
 SPEC = {
     "model": {
@@ -76,10 +68,6 @@ async def hammer(
     return len(latencies), latencies, errors
 
 
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[q - 1] * 1000 if len(values) > 1 else float("nan")
-
-
 def submit_to_start(client: httpx.Client, rounds: int) -> list[float]:
     waits = []
     for _ in range(rounds):
@@ -108,29 +96,16 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    db_name = f"fitq_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(args.postgres, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db_name}"')
-    db_url = args.postgres.rsplit("/", 1)[0] + f"/{db_name}"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            run(Path(tmp), db_url, args)
-    finally:
-        with psycopg.connect(args.postgres, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{db_name}" WITH (FORCE)')
+    with fresh_database(args.postgres) as db_url, tempfile.TemporaryDirectory() as tmp:
+        run(Path(tmp), db_url, args)
 
 
 def run(tmp: Path, db_url: str, args: argparse.Namespace) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = fitq_env(tmp / "home", FITQ_DATABASE_URL=db_url, FITQ_POLL_SECONDS="0.5")
-    run_fitq(["db", "upgrade"], env).check_returncode()
-    key = run_fitq(["keys", "create", "bench"], env).stdout.strip()
     with (
-        fitq_process(["api", "--port", str(port)], env, tmp / "api.log") as api,
-        fitq_process(["worker"], env, tmp / "worker.log"),
+        serve_api(tmp, db_url, FITQ_POLL_SECONDS="0.5") as api,
+        fitq_process(["worker"], api.env, tmp / "worker.log"),
     ):
-        wait_healthy(url, api, tmp / "api.log")
+        url, key, env = api.url, api.key, api.env
         wait_for_line(tmp / "worker.log", "worker started")
         with httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30
