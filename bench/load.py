@@ -125,7 +125,8 @@ async def load(
         async def one_client(n: int) -> None:
             nonlocal budget
             rng = random.Random(args.seed * 1000 + n)
-            names, weights = zip(*MIX, strict=True)
+            names = [name for name, _ in MIX]
+            weights = [weight for _, weight in MIX]
             while time.perf_counter() < deadline and budget > 0:
                 budget -= 1
                 name = rng.choices(names, weights)[0]
