@@ -1,10 +1,19 @@
 """API benchmark: status and metrics reads under concurrent clients, and how
 fast an idle worker picks up a submitted job.
 
-Starts `fitq api` (uvicorn) and one `fitq worker` against a fresh PostgreSQL
-database, then prints a table. Loopback only; bounded in time.
+Starts `fitq api` (uvicorn, ``--processes`` of them) and one `fitq worker`
+against a fresh PostgreSQL database, then prints a table. Loopback only;
+bounded in time.
 
-    .venv/bin/python bench/api.py [--clients 32] [--seconds 10] [--postgres URL]
+The load comes from wrk (Debian's ``wrk`` package: a C load generator that
+costs the machine little) when it is installed, else from httpx clients in
+this process (which cost about as much CPU as the API itself, on the same
+cores: their figures are a floor). Besides requests/s and latency, the table
+gives the API's own CPU time per request (all its processes, from /proc),
+which depends far less on what else the machine is doing.
+
+    .venv/bin/python bench/api.py [--clients 32] [--seconds 10] [--processes 2]
+        [--load auto|wrk|httpx] [--postgres URL]
 """
 
 from __future__ import annotations
@@ -12,10 +21,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -44,9 +57,18 @@ SPEC = {
 }
 
 
-async def hammer(
-    url: str, key: str, path: str, clients: int, seconds: float
-) -> tuple[int, list[float], int]:
+@dataclass(frozen=True)
+class Load:
+    """What one route did under load."""
+
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+async def httpx_load(url: str, key: str, path: str, clients: int, seconds: float) -> Load:
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -65,7 +87,44 @@ async def hammer(
                     errors += 1
 
         await asyncio.gather(*(one_client() for _ in range(clients)))
-    return len(latencies), latencies, errors
+    return Load(len(latencies), seconds, pct(latencies, 50), pct(latencies, 99), errors)
+
+
+def wrk_load(url: str, key: str, path: str, clients: int, seconds: float) -> Load:
+    """wrk with one thread per core; its own latency percentiles."""
+    threads = min(os.cpu_count() or 1, clients)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds:.0f}s", "--latency"]
+        + ["-H", f"Authorization: Bearer {key}", url + path],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out)) + sum(
+        int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out)
+    )
+    return Load(requests, seconds, _wrk_ms(out, "50%"), _wrk_ms(out, "99%"), errors)
+
+
+def _wrk_ms(out: str, percentile: str) -> float:
+    value, unit = re.search(rf"{percentile}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its children (uvicorn's worker processes)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def submit_to_start(client: httpx.Client, rounds: int) -> list[float]:
@@ -89,12 +148,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=10, help="submit-to-start samples")
     parser.add_argument(
+        "--processes", type=int, default=os.cpu_count() or 1, help="uvicorn processes"
+    )
+    parser.add_argument("--load", choices=["auto", "wrk", "httpx"], default="auto")
+    parser.add_argument(
         "--postgres",
         default=os.environ.get(
             "FITQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
         ),
     )
     args = parser.parse_args()
+    if args.load == "auto":
+        args.load = "wrk" if shutil.which("wrk") else "httpx"
 
     with fresh_database(args.postgres) as db_url, tempfile.TemporaryDirectory() as tmp:
         run(Path(tmp), db_url, args)
@@ -102,7 +167,9 @@ def main() -> None:
 
 def run(tmp: Path, db_url: str, args: argparse.Namespace) -> None:
     with (
-        serve_api(tmp, db_url, FITQ_POLL_SECONDS="0.5") as api,
+        serve_api(
+            tmp, db_url, FITQ_POLL_SECONDS="0.5", FITQ_API_PROCESSES=str(args.processes)
+        ) as api,
         fitq_process(["worker"], api.env, tmp / "worker.log"),
     ):
         url, key, env = api.url, api.key, api.env
@@ -119,21 +186,29 @@ def run(tmp: Path, db_url: str, args: argparse.Namespace) -> None:
             ("GET /v1/jobs/{id}", f"/v1/jobs/{job_id}"),
             ("GET /v1/jobs/{id}/metrics", f"/v1/jobs/{job_id}/metrics"),
         ):
-            count, latencies, errors = asyncio.run(
-                hammer(url, key, path, args.clients, args.seconds)
-            )
-            rows.append(
-                (label, count / args.seconds, pct(latencies, 50), pct(latencies, 99), errors)
-            )
+            cpu_before = tree_cpu_seconds(api.pid)
+            if args.load == "wrk":
+                load = wrk_load(url, key, path, args.clients, args.seconds)
+            else:
+                load = asyncio.run(httpx_load(url, key, path, args.clients, args.seconds))
+            cpu_ms = (tree_cpu_seconds(api.pid) - cpu_before) * 1000 / max(load.requests, 1)
+            rows.append((label, load, cpu_ms))
 
     print(
-        f"\nfitq API, uvicorn (1 process) + PostgreSQL, {args.clients} concurrent clients, "
-        f"{args.seconds:.0f} s each, {os.cpu_count()} cores (load generator on the same machine)\n"
+        f"\nfitq API, uvicorn ({args.processes} processes) + PostgreSQL, {args.clients} "
+        f"concurrent clients ({args.load}), {args.seconds:.0f} s each, {os.cpu_count()} cores "
+        "(load generator and database on the same machine)\n"
     )
-    print(f"| {'route':<28} | {'requests/s':>10} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} |")
-    print(f"|{'-' * 30}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 8}|")
-    for label, rps, p50, p99, errors in rows:
-        print(f"| {label:<28} | {rps:>10.0f} | {p50:>7.1f} | {p99:>7.1f} | {errors:>6} |")
+    print(
+        f"| {'route':<28} | {'requests/s':>10} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} "
+        f"| {'API CPU ms/request':>18} |"
+    )
+    print(f"|{'-' * 30}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 8}|{'-' * 20}|")
+    for label, load, cpu_ms in rows:
+        print(
+            f"| {label:<28} | {load.requests / load.seconds:>10.0f} | {load.p50_ms:>7.1f} "
+            f"| {load.p99_ms:>7.1f} | {load.errors:>6} | {cpu_ms:>18.2f} |"
+        )
     print(
         f"\nsubmit → running with an idle worker (polling {env['FITQ_POLL_SECONDS']} s), "
         f"{len(waits)} jobs: median {statistics.median(waits) * 1000:.0f} ms, "
