@@ -4,8 +4,11 @@ At start-up it refuses a database whose schema is behind (``check_schema``,
 which ``fitq api`` also calls before uvicorn starts) and registers
 ``FITQ_API_KEY`` once. Errors: every ``FitqError`` is rendered by one handler
 as ``{"detail": message}`` (plus ``loc``) with its status; FastAPI's own
-request validation stays a 422 with its list ``detail``; anything unexpected
-is logged with its traceback and answered ``500 {"detail": "internal error"}``.
+request validation stays a 422 with its list ``detail``; a database that is
+away (restarting, its connections terminated, unreachable) is a
+``503 {"detail": "database unavailable; …"}`` with ``Retry-After``, never a 500;
+anything unexpected is logged with its traceback and answered
+``500 {"detail": "internal error"}``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +29,8 @@ from service import spec as specs
 from service.api import dashboard, events
 from service.api.routes import datasets, jobs, ops
 from service.db import migrate
+from service.db.availability import describe as describe_database_error
+from service.db.availability import is_unavailable
 from service.db.engine import session_factory, transaction
 from service.errors import FitqError, Unauthorized
 from service.settings import Settings, get_settings
@@ -33,6 +39,7 @@ from service.store import ArtifactStore
 log = logging.getLogger("fitq.api")
 
 SCHEMA_BEHIND = ops.SCHEMA_BEHIND
+DATABASE_UNAVAILABLE = ops.DATABASE_UNAVAILABLE
 
 
 def check_schema(url: str) -> None:
@@ -63,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure(app, settings or get_settings())
 
     app.add_exception_handler(FitqError, _render_error)  # type: ignore[arg-type]
+    app.add_exception_handler(DBAPIError, _render_database_error)  # type: ignore[arg-type]
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(metrics.MetricsMiddleware)
 
@@ -91,6 +99,23 @@ async def _render_error(request: Request, exc: FitqError) -> JSONResponse:
     if exc.status_code >= 500:
         log.error("internal error", exc_info=exc, extra={"path": request.url.path})
     return JSONResponse(exc.to_detail(), status_code=exc.status_code, headers=headers)
+
+
+async def _render_database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    """A database that is away is the client's cue to come back later (503,
+    ``Retry-After``); any other database error is ours (500, logged)."""
+    if not is_unavailable(exc):
+        log.error("internal error", exc_info=exc, extra={"path": request.url.path})
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+    log.warning(
+        "database unavailable",
+        extra={"path": request.url.path, "error": describe_database_error(exc)},
+    )
+    return JSONResponse(
+        {"detail": DATABASE_UNAVAILABLE},
+        status_code=503,
+        headers={"Retry-After": str(ops.RETRY_AFTER_SECONDS)},
+    )
 
 
 class CatchAllMiddleware:

@@ -17,6 +17,9 @@ router = APIRouter(tags=["operations"])
 log = logging.getLogger("fitq.api")
 
 SCHEMA_BEHIND = "database schema is not up to date; run `fitq db upgrade`"
+DATABASE_UNAVAILABLE = "database unavailable; retry shortly"
+RETRY_AFTER_SECONDS = 2
+"""What a 503 for an unreachable database tells clients to wait (``Retry-After``)."""
 
 
 @router.get("/healthz", response_model=Health)
@@ -33,7 +36,11 @@ def readyz(settings: SettingsDep) -> Response:
         at_head = migrate.is_at_head(url)
     except Exception as exc:  # any failure to reach the database means "not ready"
         log.warning("database unreachable", extra={"action": "readyz", "error": str(exc)})
-        return JSONResponse({"detail": f"database unreachable: {type(exc).__name__}"}, 503)
+        return JSONResponse(
+            {"detail": f"database unreachable: {type(exc).__name__}"},
+            503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     if not at_head:
         return JSONResponse({"detail": SCHEMA_BEHIND}, 503)
     return JSONResponse({"status": "ok"})
