@@ -5,6 +5,13 @@ writes progress once a second (``REPORT_SECONDS``), and learns of a cancel
 request or of a lost lease; the training loop's step hook acts on those at
 the next step boundary. A job's failure never stops the worker.
 
+A database that is away (restarted, its connections terminated) is waited
+for: the claim loop polls, the reporter keeps beating, and a job's own writes
+are retried with backoff (``RETRY_FIRST_SECONDS`` doubling to
+``RETRY_MAX_SECONDS``) until they commit, so an outage shorter than the lease
+costs the job neither its attempt nor its progress; a longer one ends in a
+fenced write refused (another worker resumed the job from its checkpoint).
+
 Idle, it waits on PostgreSQL's ``LISTEN fitq_jobs`` (a dedicated connection,
 re-opened when the database comes back) or, on SQLite and as the fallback for
 a lost notification, for ``FITQ_POLL_SECONDS``.
@@ -25,12 +32,14 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from service import queue
+from service.db.availability import describe as describe_database_error
+from service.db.availability import is_unavailable
 from service.db.engine import session_factory
 from service.errors import StaleAttempt
 from service.settings import Settings
@@ -40,8 +49,13 @@ from worker.faults import Faults
 from worker.waiter import QueueWaiter
 
 log = logging.getLogger("fitq.worker")
+T = TypeVar("T")
 
 REPORT_SECONDS = 1.0
+RETRY_FIRST_SECONDS = 0.2
+"""The first wait before a job's write is retried while the database is away."""
+RETRY_MAX_SECONDS = 2.0
+"""The longest wait between two retries (the wait doubles up to it)."""
 
 
 class StopRequested(Exception):
@@ -110,7 +124,10 @@ class Worker:
                 try:
                     claim = self.claim()
                 except DBAPIError as exc:  # the database is away: wait, and try again
-                    log.warning("claim failed", extra={"action": "claim", "error": str(exc)})
+                    log.warning(
+                        "claim failed",
+                        extra={"action": "claim", "error": describe_database_error(exc)},
+                    )
                     self.stop.wait(self.settings.poll_seconds)
                     continue
                 if claim is None:
@@ -172,18 +189,7 @@ class Worker:
         self._fenced(
             claim, lambda s: queue.record_phase(s, claim.job_id, claim.attempt, "loading_data")
         )
-        with self._sessions() as session:
-            x, y = data.load_arrays(session, self.store, spec["dataset_id"])
-            validation = (
-                data.load_arrays(session, self.store, spec["validation_dataset_id"])
-                if spec.get("validation_dataset_id")
-                else None
-            )
-            test = (
-                data.load_arrays(session, self.store, spec["test_dataset_id"])
-                if spec.get("test_dataset_id")
-                else None
-            )
+        x, y, validation, test = self._retrying("load", lambda: self._load(spec))
         resume = checkpoints.load_for_resume(self.store, claim.job_id, claim.checkpoint_key)
         # The last two committed positions are kept; files older than the one
         # before the newest are pruned after each commit.
@@ -230,8 +236,14 @@ class Worker:
             nonlocal last_checkpoint
             key = self._save_checkpoint(claim, trainer)
             metrics = {k: v for k, v in logs.items() if k not in ("seconds", "samples_per_second")}
-            with self._tx() as session:  # apart from the fenced write: a stale run shows too
-                queue.log_execution(session, claim.job_id, claim.attempt, epoch, self.worker_id)
+            self._retrying(  # apart from the fenced write: a stale run shows too
+                "log_execution",
+                lambda: self._in_tx(
+                    lambda s: queue.log_execution(
+                        s, claim.job_id, claim.attempt, epoch, self.worker_id
+                    )
+                ),
+            )
             commit(
                 key,
                 lambda s: queue.record_epoch(
@@ -331,9 +343,53 @@ class Worker:
         except Exception:
             log.warning("checkpoints not deleted", extra={"job_id": job_id}, exc_info=True)
 
-    def _fenced(self, claim: queue.Claim, write: Callable[[Session], None]) -> None:
+    def _load(self, spec: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+        """The job's arrays: training, and validation and test when it names them."""
+        with self._sessions() as session:
+            x, y = data.load_arrays(session, self.store, spec["dataset_id"])
+            validation = (
+                data.load_arrays(session, self.store, spec["validation_dataset_id"])
+                if spec.get("validation_dataset_id")
+                else None
+            )
+            test = (
+                data.load_arrays(session, self.store, spec["test_dataset_id"])
+                if spec.get("test_dataset_id")
+                else None
+            )
+        return x, y, validation, test
+
+    def _in_tx(self, write: Callable[[Session], None]) -> None:
         with self._tx() as session:
             write(session)
+
+    def _fenced(self, claim: queue.Claim, write: Callable[[Session], None]) -> None:
+        """One fenced write in its own transaction, retried while the database is away.
+
+        A retry may follow a commit whose answer was lost with the connection;
+        the fenced writes are safe to repeat (the same values again; an epoch's
+        History row is written once), and a repeated status change is refused
+        as a stale attempt, since the job is no longer running."""
+        self._retrying("write", lambda: self._in_tx(write))
+
+    def _retrying(self, action: str, attempt: Callable[[], T]) -> T:
+        """``attempt()``, again with backoff for as long as the database is away
+        (not past shutdown: then the lease hands the job on). Any other error,
+        a stale attempt included, is raised at once."""
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                return attempt()
+            except DBAPIError as exc:
+                if not is_unavailable(exc) or self.stop.is_set():
+                    raise
+                log.warning(
+                    "database unavailable; retrying",
+                    extra={"action": action, "error": describe_database_error(exc)},
+                )
+                if self.stop.wait(delay):
+                    raise
+                delay = min(2 * delay, RETRY_MAX_SECONDS)
 
     # -- the reporter thread ---------------------------------------------------
 
@@ -362,8 +418,12 @@ class Worker:
             except StaleAttempt:
                 control.lost.set()
                 return
-            except Exception:  # the database may be briefly away; keep beating
-                log.warning("heartbeat failed", extra={"job_id": claim.job_id}, exc_info=True)
+            except Exception as exc:  # the database may be briefly away; keep beating
+                log.warning(
+                    "heartbeat failed",
+                    extra={"job_id": claim.job_id, "error": describe_database_error(exc)},
+                    exc_info=not is_unavailable(exc),
+                )
 
 
 def _dumps(spec: dict[str, Any]) -> str:
