@@ -8,6 +8,7 @@
     ├── NotFound              404 — does not exist, or belongs to another key
     ├── Conflict              409 — the resource is in a state that forbids this
     ├── PayloadTooLarge       413 — a body over the configured limit
+    ├── TooManyRequests       429 — a per-key quota is full (with ``Retry-After``)
     └── StaleAttempt          409 — a worker write from a superseded attempt (fencing)
 
 Services raise these; one handler in the API renders them as
@@ -18,13 +19,15 @@ default message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 class FitqError(Exception):
     """Internal error."""
 
     status_code: int = 500
+    headers: Mapping[str, str] = {}
+    """Response headers the API sends with this error."""
 
     def __init__(self, message: str | None = None, *, loc: Sequence[str | int] | None = None):
         self.message = message or (self.__doc__ or "").strip()
@@ -57,6 +60,7 @@ class Unauthorized(FitqError):
     """A valid API key is required (Authorization: Bearer <key>)."""
 
     status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}
 
 
 class NotFound(FitqError):
@@ -75,6 +79,16 @@ class PayloadTooLarge(FitqError):
     """The request body is over the configured limit."""
 
     status_code = 413
+
+
+class TooManyRequests(FitqError):
+    """A quota of this key is full; retry later."""
+
+    status_code = 429
+
+    def __init__(self, message: str | None = None, *, retry_after_seconds: int):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_seconds)}
 
 
 class StaleAttempt(Conflict):

@@ -20,7 +20,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -38,13 +38,14 @@ from service.db.models import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
+    ApiKey,
     Dataset,
     Job,
     JobEpoch,
     JobEvent,
     utcnow,
 )
-from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
 from service.store import ArtifactStore
 
 log = logging.getLogger("fitq.jobs")
@@ -52,6 +53,8 @@ log = logging.getLogger("fitq.jobs")
 DATASET_FIELDS = ("dataset_id", "validation_dataset_id", "test_dataset_id")
 PREDICTOR_CACHE_SIZE = 8
 """Loaded models kept in memory for predict (per API process)."""
+QUEUE_FULL_RETRY_AFTER_SECONDS = 10
+"""``Retry-After`` of a submission refused by the queued-jobs quota (seconds)."""
 
 
 # -- submit -------------------------------------------------------------------
@@ -69,15 +72,22 @@ def submit(
     *,
     idempotency_key: str | None = None,
     max_epochs: int | None = None,
+    max_parameters: int | None = None,
+    max_queued_jobs: int | None = None,
 ) -> tuple[Job, bool]:
-    """Validate ``body`` fully and queue it; return ``(job, created)``."""
+    """Validate ``body`` fully and queue it; return ``(job, created)``.
+
+    ``max_epochs`` and ``max_parameters`` bound the spec (422); ``max_queued_jobs``
+    bounds the owner's queued jobs (429 with ``Retry-After``); None: no service limit.
+    """
     digest = request_hash(body)
     if idempotency_key is not None:
         existing = _by_idempotency_key(session, owner_id, idempotency_key)
         if existing is not None:
             return _replay(existing, idempotency_key, digest), False
 
-    limits = specs.SpecLimits(max_epochs=max_epochs) if max_epochs is not None else None
+    given = {"max_epochs": max_epochs, "max_parameters": max_parameters}
+    limits = replace(specs.DEFAULT_LIMITS, **{k: v for k, v in given.items() if v is not None})
     spec = specs.parse_spec(body, limits=limits)
     normalized: dict[str, Any] = spec.model_dump(mode="json")
     shapes = _dataset_shapes(session, owner_id, normalized)
@@ -87,6 +97,8 @@ def submit(
         validation=shapes["validation_dataset_id"],
         test=shapes["test_dataset_id"],
     )
+    if max_queued_jobs is not None:
+        _check_queue_quota(session, owner_id, max_queued_jobs)
     job = Job(
         owner_id=owner_id,
         name=normalized.get("name"),
@@ -118,6 +130,23 @@ def submit(
     queue.notify_new_job(session)  # idle workers wake when this transaction commits
     log.info("job submitted", extra={"action": "submit", "job_id": job.id, "owner_id": owner_id})
     return job, True
+
+
+def _check_queue_quota(session: Session, owner_id: str, limit: int) -> None:
+    """429 when the owner already has ``limit`` jobs queued. The owner's key row
+    is locked first (PostgreSQL; SQLite's writers are serialized anyway), so
+    concurrent submissions of one key count one after the other."""
+    session.execute(select(ApiKey.id).where(ApiKey.id == owner_id).with_for_update())
+    queued = session.scalar(
+        select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.status == QUEUED)
+    )
+    if (queued or 0) >= limit:
+        raise TooManyRequests(
+            f"this key has {queued} jobs queued, the limit of {limit} "
+            "(FITQ_MAX_QUEUED_JOBS_PER_KEY); submit again when one has started, "
+            "or cancel one",
+            retry_after_seconds=QUEUE_FULL_RETRY_AFTER_SECONDS,
+        )
 
 
 def _insert(session: Session, job: Job) -> None:
@@ -358,7 +387,8 @@ def predict(
 def _input_matrix(inputs: list[list[float]], n_features: int, max_rows: int) -> np.ndarray:
     if len(inputs) > max_rows:
         raise PayloadTooLarge(
-            f"inputs has {len(inputs)} rows, over the limit of {max_rows} per call"
+            f"inputs has {len(inputs)} rows, over the limit of {max_rows} per call "
+            "(FITQ_MAX_PREDICT_ROWS)"
         )
     if not inputs:
         raise InvalidInput("inputs is empty: give at least one row", loc=["body", "inputs"])

@@ -284,7 +284,10 @@ class _Layer:
         return InvalidSpec(f"{self.label}: {what}", loc=["layers", self.index])
 
     def convert(self) -> dict[str, Any]:
-        converter = getattr(self, f"_{self.class_name}", None)
+        # Only a supported class name picks a converter: any other string (the
+        # client's) must never reach one of this object's other attributes.
+        supported = self.class_name in SUPPORTED_LAYERS
+        converter = getattr(self, f"_{self.class_name}", None) if supported else None
         if self.custom or converter is None:
             raise InvalidSpec(
                 f"{self.label} is not supported; fitq supports: {_SUPPORTED_TEXT}",

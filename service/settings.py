@@ -45,10 +45,22 @@ class Settings(BaseSettings):
     checkpoint_seconds: float = Field(
         default=60.0, gt=0, description="Mid-epoch checkpoint interval."
     )
+    # Limits on what a client may ask for; each refusal names its setting (docs/api.md, Limits).
     max_upload_bytes: int = Field(default=GIB, gt=0, description="Largest accepted upload.")
+    max_npz_uncompressed_bytes: int = Field(
+        default=4 * GIB,
+        gt=0,
+        description="What an NPZ's members may add up to uncompressed, per its zip directory.",
+    )
     max_dataset_cells: int = Field(default=500_000_000, gt=0, description="rows × features cap.")
-    max_epochs: int = Field(default=10_000, gt=0)
+    max_epochs: int = Field(default=10_000, gt=0, description="Epochs of one job.")
+    max_parameters: int = Field(
+        default=100_000_000, gt=0, description="Weights and biases of one job's model."
+    )
     max_predict_rows: int = Field(default=10_000, gt=0, description="Rows per predict call.")
+    max_queued_jobs_per_key: int = Field(
+        default=1_000, gt=0, description="Jobs one key may have queued (not yet started) at once."
+    )
     device: str | None = Field(default=None, description="Worker device: cpu, cuda, cuda:1.")
     threads: int | None = Field(
         default=None, ge=1, description="Torch threads per worker; default shares the cores."

@@ -761,7 +761,7 @@ class ModelSpec(_Strict):
                 ("layers",),
                 "too_large",
                 f"the model has {self.parameter_count():,} parameters; the limit is "
-                f"{limits.max_parameters:,}",
+                f"{limits.max_parameters:,} (FITQ_MAX_PARAMETERS)",
             )
         return self
 
@@ -887,7 +887,8 @@ class FitSpec(_Strict):
         limit = _limits(info).max_epochs
         if value > limit:
             raise PydanticCustomError(
-                "too_large", "must be ≤ {limit}, the service's limit (got {value})",
+                "too_large",
+                "must be ≤ {limit}, the service's limit FITQ_MAX_EPOCHS (got {value})",
                 {"limit": limit, "value": value},
             )  # fmt: skip
         return value

@@ -32,7 +32,7 @@ from service.db import migrate
 from service.db.availability import describe as describe_database_error
 from service.db.availability import is_unavailable
 from service.db.engine import session_factory, transaction
-from service.errors import FitqError, Unauthorized
+from service.errors import FitqError
 from service.settings import Settings, get_settings
 from service.store import ArtifactStore
 
@@ -95,7 +95,7 @@ def configure(app: FastAPI, settings: Settings) -> None:
 
 
 async def _render_error(request: Request, exc: FitqError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    headers = dict(exc.headers) or None  # WWW-Authenticate on a 401, Retry-After on a 429
     if exc.status_code >= 500:
         log.error("internal error", exc_info=exc, extra={"path": request.url.path})
     return JSONResponse(exc.to_detail(), status_code=exc.status_code, headers=headers)

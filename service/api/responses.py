@@ -13,6 +13,7 @@ DESCRIPTIONS = {
     409: "The resource is in a state that does not allow this.",
     413: "The body is over the configured limit.",
     422: "The request is well-formed but not valid; `loc` names the field.",
+    429: "A quota of this key is full; `Retry-After` says when to try again.",
     503: "Not ready: the database is unreachable or its schema is behind.",
 }
 

@@ -120,7 +120,8 @@ class _Receiver:
             self.file_bytes += len(chunk)
             if self.file_bytes > self.max_file_bytes:
                 raise PayloadTooLarge(
-                    f"the file is over the upload limit of {self.max_file_bytes} bytes"
+                    f"the file is over the upload limit of {self.max_file_bytes} bytes "
+                    "(FITQ_MAX_UPLOAD_BYTES)"
                 )
             self.hasher.update(chunk)
             # Local disk writes of one ASGI chunk (~64 KiB) land in the page cache.
@@ -169,7 +170,8 @@ def _check_content_length(request: Request, max_file_bytes: int) -> None:
         ) from None
     if length > max_file_bytes + MULTIPART_OVERHEAD_BYTES:
         raise PayloadTooLarge(
-            f"the body ({length} bytes) is over the upload limit of {max_file_bytes} bytes"
+            f"the body ({length} bytes) is over the upload limit of {max_file_bytes} bytes "
+            "(FITQ_MAX_UPLOAD_BYTES)"
         )
 
 
@@ -193,7 +195,8 @@ async def receive_upload(request: Request, *, max_file_bytes: int) -> Upload:
                 body_bytes += len(chunk)
                 if body_bytes > body_limit:
                     raise PayloadTooLarge(
-                        f"the body is over the upload limit of {max_file_bytes} bytes"
+                        f"the body is over the upload limit of {max_file_bytes} bytes "
+                        "(FITQ_MAX_UPLOAD_BYTES)"
                     )
                 parser.write(chunk)
                 if receiver.ended:

@@ -7,7 +7,8 @@ Policy: the bytes decide, the name is checked against them.
 - UTF-8 text (no NUL byte)                  → ``csv``, or ``tsv`` when the name
   ends in ``.tsv``/``.tab`` or the header line holds tabs and no commas
 - anything else is refused, with what it looks like where we can tell
-  (a gzip stream, a lone ``.npy`` array, a truncated Parquet file, binary data).
+  (a gzip stream, a lone ``.npy`` array, a Python pickle, a truncated Parquet
+  file, binary data). Nothing is ever unpickled: a pickle is named and refused.
 
 A client's file name is only a hint and is never used as a path: only its
 extension is read. When the extension names a format (``.csv``, ``.tsv``,
@@ -39,6 +40,8 @@ _EXTENSIONS: dict[str, Format] = {
     ".pq": "parquet",
     ".npz": "npz",
 }
+_PICKLE_PROTOCOLS = (b"\x02", b"\x03", b"\x04", b"\x05")
+"""The byte after a pickle's PROTO opcode (0x80) in protocols 2–5 (what pickle writes today)."""
 _DESCRIBE: dict[str, str] = {
     "csv": "CSV text",
     "tsv": "TSV text",
@@ -96,6 +99,11 @@ def _by_bytes(head: bytes, tail: bytes, size: int) -> Format:
         raise InvalidDataset(
             "the file is a single .npy array; upload an .npz holding arrays x and y "
             "(numpy.savez(f, x=x, y=y))"
+        )
+    if head[:1] == b"\x80" and head[1:2] in _PICKLE_PROTOCOLS:
+        raise InvalidDataset(
+            "the file is a Python pickle; fitq never unpickles: upload CSV, TSV, Parquet or "
+            "an NPZ of numeric arrays"
         )
     if head.startswith(b"\x1f\x8b"):
         raise InvalidDataset("the file is gzip-compressed; upload it uncompressed")

@@ -57,7 +57,8 @@ def read_npz(path: Path, *, max_cells: int | None, max_uncompressed_bytes: int) 
         if total > max_uncompressed_bytes:
             raise InvalidDataset(
                 f"NPZ expands to {total} bytes uncompressed, over the limit of "
-                f"{max_uncompressed_bytes} bytes"
+                f"{max_uncompressed_bytes} bytes (FITQ_MAX_NPZ_UNCOMPRESSED_BYTES); nothing "
+                "was decompressed"
             )
         if not any(info.filename.endswith(".npy") for info in infos):
             raise InvalidDataset(
@@ -77,7 +78,8 @@ def read_npz(path: Path, *, max_cells: int | None, max_uncompressed_bytes: int) 
         n, f = _check_shapes(hx, hy)
         if max_cells is not None and n * f > max_cells:
             raise InvalidDataset(
-                f"dataset too large: {n * f} cells ({n} rows × {f} features), limit {max_cells}"
+                f"dataset too large: {n * f} cells ({n} rows × {f} features), limit {max_cells} "
+                "(FITQ_MAX_DATASET_CELLS)"
             )
         x = _read(zf, members["x"], "x").reshape(n, f)
         y = _read(zf, members["y"], "y")

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
-from service.datasets import builtin, ingest
+from service.datasets import builtin, ingest, npz
 from service.datasets.formats import client_name
 from service.datasets.shape import DataShape, TaskKind
 from service.db.models import TERMINAL_STATUSES, Dataset, Job, utcnow
@@ -62,7 +62,13 @@ class NewUpload:
 
 
 def create(
-    session: Session, store: ArtifactStore, owner_id: str, upload: NewUpload, *, max_cells: int
+    session: Session,
+    store: ArtifactStore,
+    owner_id: str,
+    upload: NewUpload,
+    *,
+    max_cells: int,
+    max_uncompressed_bytes: int = npz.DEFAULT_MAX_UNCOMPRESSED_BYTES,
 ) -> Dataset:
     """Ingest ``upload`` (unless the same bytes and options are already stored)
     and record it as a new dataset of ``owner_id``.
@@ -79,7 +85,12 @@ def create(
         log.info("dataset bytes already stored", extra={"action": "dedup", "prefix": prefix})
     else:
         ds = ingest.ingest_file(
-            upload.path, filename=upload.filename, label=label, task=task, max_cells=max_cells
+            upload.path,
+            filename=upload.filename,
+            label=label,
+            task=task,
+            max_cells=max_cells,
+            max_uncompressed_bytes=max_uncompressed_bytes,
         )
         ingest.save_canonical(ds, store, prefix)
         facts = _Facts.from_meta(ds.meta())

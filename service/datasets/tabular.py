@@ -271,7 +271,7 @@ def _check_cells(n_rows: int, n_features: int, max_cells: int | None) -> None:
     if max_cells is not None and cells > max_cells:
         raise InvalidDataset(
             f"dataset too large: {cells} cells ({n_rows} rows × {n_features} features), "
-            f"limit {max_cells}"
+            f"limit {max_cells} (FITQ_MAX_DATASET_CELLS)"
         )
 
 

@@ -73,7 +73,13 @@ async def upload_dataset(
             task=upload.fields.get("task"),
         )
         row = await run_in_threadpool(
-            datasets.create, session, store, owner.id, new, max_cells=settings.max_dataset_cells
+            datasets.create,
+            session,
+            store,
+            owner.id,
+            new,
+            max_cells=settings.max_dataset_cells,
+            max_uncompressed_bytes=settings.max_npz_uncompressed_bytes,
         )
         return DatasetPublic.of(row)
     finally:

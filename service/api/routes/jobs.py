@@ -41,7 +41,7 @@ MAX_IDEMPOTENCY_KEY_CHARS = 200
     response_model=JobPublic,
     responses={
         200: {"model": JobPublic, "description": "A replay: the job this Idempotency-Key made."},
-        **errors(401, 404, 409, 422),
+        **errors(401, 404, 409, 422, 429),
     },
 )
 def submit_job(
@@ -61,7 +61,13 @@ def submit_job(
 ) -> JobPublic:
     """Validate a spec against its datasets and queue it."""
     job, created = jobs.submit(
-        session, owner.id, body, idempotency_key=idempotency_key, max_epochs=settings.max_epochs
+        session,
+        owner.id,
+        body,
+        idempotency_key=idempotency_key,
+        max_epochs=settings.max_epochs,
+        max_parameters=settings.max_parameters,
+        max_queued_jobs=settings.max_queued_jobs_per_key,
     )
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"
