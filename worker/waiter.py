@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from service import queue
+from service.db.availability import describe
 from service.db.engine import is_sqlite
 
 log = logging.getLogger("fitq.worker")
@@ -67,7 +68,7 @@ class QueueWaiter:
             conn.execute(f"LISTEN {queue.NOTIFY_CHANNEL}")
         except psycopg.Error as exc:
             self._retry_at = time.monotonic() + LISTEN_RETRY_SECONDS
-            log.warning("listen failed", extra={"action": "listen", "error": str(exc).strip()})
+            log.warning("listen failed", extra={"action": "listen", "error": describe(exc)})
             return False
         self._conn = conn
         log.info("listening", extra={"action": "listen", "channel": queue.NOTIFY_CHANNEL})
@@ -80,7 +81,9 @@ class QueueWaiter:
             for _ in self._conn.notifies(timeout=timeout, stop_after=1):
                 return True
         except psycopg.Error as exc:
-            log.warning("listen connection lost", extra={"action": "listen", "error": str(exc)})
+            log.warning(
+                "listen connection lost", extra={"action": "listen", "error": describe(exc)}
+            )
             self.close()
             self._retry_at = time.monotonic() + LISTEN_RETRY_SECONDS
         return False
