@@ -4,9 +4,9 @@ postgresql-common tools (``pg_createcluster``, ``pg_ctlcluster``).
 The outage tests stop and restart PostgreSQL and terminate its backends;
 doing that to the main cluster (port 5432) would break every other test
 running against it, so they get a cluster nobody else uses. It is created on
-first use (``--start-conf manual``: never started at boot), started for a test
-session and stopped after it; a lock file keeps two sessions from restarting
-it under each other.
+first use (``--start-conf manual``: never started at boot), started for the
+outage tests and stopped after them; a lock file keeps two test runs from
+restarting it under each other.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _run(args: list[str]) -> str:
 
 @contextmanager
 def exclusive() -> Iterator[None]:
-    """Hold the cluster for this session (a bounded wait for another session's turn)."""
+    """Hold the cluster for this test run (a bounded wait for another run's turn)."""
     with LOCK_FILE.open("a") as lock:
         deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
         while True:
@@ -72,7 +72,7 @@ def exclusive() -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{LOCK_FILE} held by another test session") from None
+                    raise TimeoutError(f"{LOCK_FILE} held by another test run") from None
                 time.sleep(0.5)
         try:
             yield

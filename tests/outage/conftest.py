@@ -1,8 +1,9 @@
 """Fixtures of the database-outage tests: a PostgreSQL cluster of their own
 (``tests/outage/cluster.py``; the main one on 5432 is never touched), a fresh
 database on it, and one API and two workers over that database, started once
-for the session and shared by the tests (each checks only its own jobs, and
-that every process outlived the outages before it).
+for this folder and shared by its tests (each checks only its own jobs, and
+that every process outlived the outages before it). Package-scoped: all of it
+is stopped when the folder's last test is done, not at the end of the suite.
 
 Without Debian's postgresql-common tools the tests are skipped, or fail
 when ``CI`` is set."""
@@ -20,9 +21,9 @@ from tests.outage.cluster import Cluster, exclusive, missing_tool
 from tests.outage.stack import Stack, start_stack
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def outage_cluster() -> Iterator[Cluster]:
-    """The outage cluster, running for the session, stopped after it."""
+    """The outage cluster, running for this folder's tests, stopped after them."""
     missing = missing_tool()
     if missing is not None:
         message = f"the outage tests need Debian's PostgreSQL cluster tools ({missing} missing)"
@@ -38,7 +39,7 @@ def outage_cluster() -> Iterator[Cluster]:
             cluster.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def outage_database(outage_cluster: Cluster) -> Iterator[str]:
     """A fresh database on the outage cluster (name: its ``.rsplit('/')[-1]``); dropped after."""
     name = f"fitq_outage_{uuid.uuid4().hex[:12]}"
@@ -52,7 +53,7 @@ def outage_database(outage_cluster: Cluster) -> Iterator[str]:
         outage_cluster.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(outage_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """``fitq api`` and two ``fitq worker`` over the outage database."""
     with start_stack(tmp_path_factory.mktemp("outage"), outage_database) as started:
