@@ -52,6 +52,8 @@ log = logging.getLogger("fitq.jobs")
 
 DATASET_FIELDS = ("dataset_id", "validation_dataset_id", "test_dataset_id")
 PREDICTOR_CACHE_SIZE = 8
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""The largest predict input the model's float32 holds."""
 """Loaded models kept in memory for predict (per API process)."""
 QUEUE_FULL_RETRY_AFTER_SECONDS = 10
 """``Retry-After`` of a submission refused by the queued-jobs quota (seconds)."""
@@ -381,6 +383,13 @@ def predict(
     out = np.asarray(predictor.predict(x), dtype=np.float64)
     if out.ndim == 1:
         out = out[:, None]
+    overflowed = np.flatnonzero(~np.isfinite(out).all(axis=1))
+    if overflowed.size:
+        i = int(overflowed[0])
+        raise InvalidInput(
+            f"inputs[{i}] is too large for this model: its outputs overflow float32",
+            loc=["body", "inputs", i],
+        )
     return _interpret(out, spec["compile"]["loss"])
 
 
@@ -402,6 +411,12 @@ def _input_matrix(inputs: list[list[float]], n_features: int, max_rows: int) -> 
             if not math.isfinite(value):
                 raise InvalidInput(
                     f"inputs[{i}][{j}] is {value}; every input must be a finite number",
+                    loc=["body", "inputs", i, j],
+                )
+            if abs(value) > FLOAT32_MAX:
+                raise InvalidInput(
+                    f"inputs[{i}][{j}] is {value}; past ±{FLOAT32_MAX:.4g}, the float32 the "
+                    "model computes in cannot hold it",
                     loc=["body", "inputs", i, j],
                 )
     return np.asarray(inputs, dtype=np.float32)

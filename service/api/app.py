@@ -19,14 +19,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import auth, metrics
 from service import spec as specs
-from service.api import dashboard, events
+from service.api import dashboard, events, links
 from service.api.routes import datasets, jobs, ops
 from service.db import migrate
 from service.db.availability import describe as describe_database_error
@@ -70,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure(app, settings or get_settings())
 
     app.add_exception_handler(FitqError, _render_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _render_http_error)  # type: ignore[arg-type]
     app.add_exception_handler(DBAPIError, _render_database_error)  # type: ignore[arg-type]
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(metrics.MetricsMiddleware)
@@ -99,6 +103,45 @@ async def _render_error(request: Request, exc: FitqError) -> JSONResponse:
     if exc.status_code >= 500:
         log.error("internal error", exc_info=exc, extra={"path": request.url.path})
     return JSONResponse(exc.to_detail(), status_code=exc.status_code, headers=headers)
+
+
+async def _render_database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    """A database that is away is the client's cue to come back later (503,
+    ``Retry-After``); any other database error is ours (500, logged)."""
+    if not is_unavailable(exc):
+        log.error("internal error", exc_info=exc, extra={"path": request.url.path})
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+    log.warning(
+        "database unavailable",
+        extra={"path": request.url.path, "error": describe_database_error(exc)},
+    )
+    return JSONResponse(
+        {"detail": DATABASE_UNAVAILABLE},
+        status_code=503,
+        headers={"Retry-After": str(ops.RETRY_AFTER_SECONDS)},
+    )
+
+
+async def _render_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI's rendering, except that a 405's ``Allow`` names the methods of
+    every operation on the path (Starlette names only those of the first route)."""
+    if exc.status_code == 405:
+        methods = _documented_methods(request.app, request.url.path)
+        if methods:
+            allow = {"Allow": ", ".join(methods)}
+            exc = StarletteHTTPException(405, exc.detail, headers={**(exc.headers or {}), **allow})
+    return await http_exception_handler(request, exc)
+
+
+def _documented_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document gives ``path`` (HEAD with GET, as Starlette serves it)."""
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            methods |= {method.upper() for method in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 async def _render_database_error(request: Request, exc: DBAPIError) -> JSONResponse:
@@ -153,7 +196,8 @@ class CatchAllMiddleware:
 
 def _document_job_spec(app: FastAPI) -> None:
     """Show the job spec's own schema as the body of ``POST /v1/jobs`` (the
-    route reads a plain JSON object and validates it with ``service.spec``)."""
+    route reads a plain JSON object and validates it with ``service.spec``),
+    and link the create operations to the operations on what they made."""
     default_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -168,6 +212,7 @@ def _document_job_spec(app: FastAPI) -> None:
             "required": True,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
         }
+        links.add_links(schema)
         app.openapi_schema = schema
         return schema
 

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from service.api import events_stream
 from service.api.deps import JobDep, OwnerDep, SessionDep
 from service.api.responses import errors
+from service.api.schemas import DB_INT_MAX
 
 router = APIRouter(tags=["events"])
 
@@ -19,6 +20,7 @@ LastEventId = Annotated[
     int | None,
     Header(
         ge=0,
+        le=DB_INT_MAX,
         description="Resume after this event id (sent by EventSource on reconnect): "
         "every later event is sent once, none before it.",
     ),

@@ -17,6 +17,11 @@ T = TypeVar("T")
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
+DB_INT_MAX = 2**31 - 1
+"""The largest epoch or event id a column holds (PostgreSQL ``INTEGER``): a
+larger ``?after=`` or ``Last-Event-ID`` can match nothing, and PostgreSQL
+refuses to compare with it, so the API refuses it first (422)."""
+
 
 class Page(BaseModel, Generic[T]):
     """Every list: one page of items and the cursor of the next (null on the last page)."""

@@ -149,6 +149,28 @@ class TestRefusals:
         assert r.status_code == 422
         assert "inputs[1][2]" in r.json()["detail"]
 
+    @pytest.mark.parametrize("value", [1e39, -2.07e242])
+    async def test_a_value_past_float32_is_422(self, api: Api, job: Job, value: float) -> None:
+        """Found by fuzzing: a finite JSON number that float32 cannot hold
+        became inf in the input matrix, and the engine's refusal a 500."""
+        r = await api.post(f"/v1/jobs/{job.id}/predict", json={"inputs": [[1, 2, value, 4]]})
+        assert r.status_code == 422, r.text
+        assert r.json()["loc"] == ["body", "inputs", 0, 2]
+        assert "inputs[0][2]" in r.json()["detail"]
+
+    async def test_the_largest_float32_inputs_still_answer(self, api: Api, job: Job) -> None:
+        """Inputs float32 holds, however large, get numbers as predictions, or a
+        422 naming the row whose outputs overflow (found by fuzzing: NaN
+        probabilities were sent as nulls the schema does not allow)."""
+        big = float(np.finfo(np.float32).max)
+        r = await api.post(f"/v1/jobs/{job.id}/predict", json={"inputs": [[big, -big, big, 0]]})
+        assert r.status_code in (200, 422), r.text
+        if r.status_code == 422:
+            assert r.json()["loc"] == ["body", "inputs", 0]
+        else:
+            assert all(isinstance(p, int) for p in r.json()["predictions"])
+            assert all(isinstance(v, float) for v in r.json()["probabilities"][0])
+
     async def test_a_non_number_is_422(self, api: Api, job: Job) -> None:
         r = await api.post(f"/v1/jobs/{job.id}/predict", json={"inputs": [[1, 2, "x", 4]]})
         assert r.status_code == 422

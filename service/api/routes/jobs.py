@@ -19,6 +19,7 @@ from service.api.deps import (
 )
 from service.api.responses import errors
 from service.api.schemas import (
+    DB_INT_MAX,
     EpochMetrics,
     History,
     JobPublic,
@@ -100,7 +101,9 @@ def read_job(job: JobDep, session: SessionDep) -> JobPublic:
 def job_history(
     job: JobDep,
     session: SessionDep,
-    after: Annotated[int | None, Query(ge=0, description="Only the epochs after this one.")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=DB_INT_MAX, description="Only the epochs after this one.")
+    ] = None,
 ) -> History:
     """The epoch-by-epoch History (Keras names)."""
     return History(epochs=[EpochMetrics.of(e) for e in jobs.epochs(session, job, after)])
@@ -139,7 +142,9 @@ def download_model(job: JobDep, store: StoreDep) -> Response:
 
 
 @router.post(
-    "/{job_id}/predict", response_model=Prediction, responses=errors(401, 404, 409, 413, 422)
+    "/{job_id}/predict",
+    response_model=Prediction,
+    responses=errors(400, 401, 404, 409, 413, 422),  # 400: FastAPI's, for a body that is not text
 )
 def predict(
     body: PredictRequest, job: JobDep, store: StoreDep, settings: SettingsDep

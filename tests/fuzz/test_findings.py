@@ -1,0 +1,140 @@
+"""Regression tests for what the OpenAPI fuzzing (test_openapi_fuzz.py) found,
+and for what the OpenAPI document must declare so that fuzzing can trust it:
+the bearer scheme and 401 on every route that needs a key, links from the
+create operations, and only documented status codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from tests.conftest import Owner
+
+pytestmark = pytest.mark.anyio
+
+STREAM_SECONDS = 10
+"""Bound on a request that must not open an event stream (seconds)."""
+
+PUBLIC = {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")}
+
+
+async def openapi(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+def operations(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(m, p): op for p, ops in doc["paths"].items() for m, op in ops.items()}
+
+
+class TestDocument:
+    async def test_every_keyed_route_declares_the_bearer_scheme_and_401(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        doc = await openapi(client)
+        keyed = {k: op for k, op in operations(doc).items() if k not in PUBLIC}
+        assert len(keyed) >= 13
+        for key, op in keyed.items():
+            assert op.get("security") == [{"HTTPBearer": []}], key
+            assert "401" in op["responses"], key
+        for key in PUBLIC:
+            assert "security" not in operations(doc)[key], key
+
+    async def test_create_operations_link_to_every_operation_on_what_they_made(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        doc = await openapi(client)
+        ops = operations(doc)
+        by_id = {op["operationId"]: (m, p) for (m, p), op in ops.items()}
+        expected = {
+            ("post", "/v1/datasets", "201"): ("dataset_id", "/v1/datasets/{dataset_id}"),
+            ("post", "/v1/jobs", "201"): ("job_id", "/v1/jobs/{job_id}"),
+            ("post", "/v1/jobs", "200"): ("job_id", "/v1/jobs/{job_id}"),
+        }
+        for (method, path, status), (param, prefix) in expected.items():
+            links = ops[(method, path)]["responses"][status]["links"]
+            targets = {by_id[link["operationId"]] for link in links.values()}
+            wanted = {(m, p) for (m, p) in ops if p.startswith(prefix)}
+            assert targets == wanted, (method, path, status)
+            for link in links.values():
+                assert link["parameters"] == {param: "$response.body#/id"}
+
+    async def test_predict_declares_400_for_a_body_that_is_not_text(
+        self, client: httpx.AsyncClient, owner: Owner
+    ) -> None:
+        """Found by fuzzing: FastAPI answers a non-UTF-8 JSON body with 400,
+        which the predict route did not declare."""
+        response = await client.post(
+            "/v1/jobs/nope/predict",
+            content=b"\xa0 \xd6V",
+            headers={**owner.headers, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 400
+        assert isinstance(response.json()["detail"], str)
+        doc = await openapi(client)
+        assert "400" in operations(doc)[("post", "/v1/jobs/{job_id}/predict")]["responses"]
+
+
+class TestMethodNotAllowed:
+    """Found by fuzzing: a 405's ``Allow`` named only the methods of the first
+    route on the path (``OPTIONS /v1/datasets`` said ``Allow: POST``)."""
+
+    @pytest.mark.parametrize(
+        "method,path,allowed",
+        [
+            ("OPTIONS", "/v1/datasets", {"GET", "POST"}),
+            ("PUT", "/v1/datasets", {"GET", "POST"}),
+            ("PATCH", "/v1/datasets/iris", {"GET", "DELETE"}),
+            ("DELETE", "/v1/jobs", {"GET", "POST"}),
+            ("GET", "/v1/jobs/x/cancel", {"POST"}),
+        ],
+    )
+    async def test_allow_lists_every_method_of_the_path(
+        self, client: httpx.AsyncClient, owner: Owner, method: str, path: str, allowed: set[str]
+    ) -> None:
+        response = await client.request(method, path, headers=owner.headers)
+        assert response.status_code == 405
+        assert response.json() == {"detail": "Method Not Allowed"}
+        listed = {m.strip() for m in response.headers["allow"].split(",")}
+        assert listed - {"HEAD"} == allowed
+
+
+class TestIntegersPastTheColumns:
+    """Found by fuzzing on PostgreSQL: ``?after=2147483648`` and
+    ``Last-Event-ID: 2147483648`` reached SQL as INTEGER parameters and
+    PostgreSQL refused them ("integer out of range"): a 500, or an event
+    stream cut off mid-response. Past the largest INTEGER no epoch or event
+    can exist, so such a value is a 422 like any other out-of-range input."""
+
+    TOO_BIG = 2**31
+
+    async def test_metrics_after_past_int32_is_a_422(
+        self, client: httpx.AsyncClient, owner: Owner, job_factory: Any
+    ) -> None:
+        job = job_factory()
+        for after in (self.TOO_BIG, 10**30):
+            response = await client.get(
+                f"/v1/jobs/{job.id}/metrics", params={"after": after}, headers=owner.headers
+            )
+            assert response.status_code == 422, response.text
+        last = await client.get(
+            f"/v1/jobs/{job.id}/metrics", params={"after": self.TOO_BIG - 1}, headers=owner.headers
+        )
+        assert last.status_code == 200
+        assert last.json() == {"epochs": []}
+
+    @pytest.mark.parametrize("path", ["/v1/events", "/v1/jobs/{job}/events"])
+    async def test_last_event_id_past_int32_is_a_422(
+        self, client: httpx.AsyncClient, owner: Owner, job_factory: Any, path: str
+    ) -> None:
+        job = job_factory()
+        headers = {**owner.headers, "Last-Event-ID": str(self.TOO_BIG)}
+        with anyio.fail_after(STREAM_SECONDS):  # before the fix: a stream that never ends
+            response = await client.get(path.format(job=job.id), headers=headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["header", "last-event-id"]
