@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -57,18 +58,31 @@ def revoke_key(session: Session, name: str) -> None:
         raise NotFound(f"no active key named {name!r}")
 
 
-def authenticate(session: Session, authorization: str | None) -> ApiKey:
-    """The key owning a request, from its ``Authorization: Bearer …`` header."""
+def bearer_digest(authorization: str | None) -> str:
+    """The SHA-256 of the key in an ``Authorization: Bearer …`` header (401 without one)."""
     if not authorization:
         raise Unauthorized()
     scheme, _, key = authorization.partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
         raise Unauthorized()
-    digest = hash_key(key)
+    return hash_key(key)
+
+
+def require_active(digest: str, stored_hash: str, revoked_at: datetime | None) -> None:
+    """401 unless the key row found for ``digest`` is not revoked and matches
+    (compared in constant time)."""
+    if revoked_at is not None:
+        raise Unauthorized()
+    if not hmac.compare_digest(stored_hash, digest):
+        raise Unauthorized()
+
+
+def authenticate(session: Session, authorization: str | None) -> ApiKey:
+    """The key owning a request, from its ``Authorization: Bearer …`` header."""
+    digest = bearer_digest(authorization)
     found = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
-    if found is None or found.revoked_at is not None:
+    if found is None:
         raise Unauthorized()
-    if not hmac.compare_digest(found.key_hash, digest):
-        raise Unauthorized()
+    require_active(digest, found.key_hash, found.revoked_at)
     return found

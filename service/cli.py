@@ -139,10 +139,11 @@ def _serve(host: str, port: int, settings: Settings) -> None:
 
     logs.configure(settings.log_format)
     uvicorn.run(
-        "service.api.app:create_app",
+        "service.api.app:served_app",
         factory=True,
         host=host,
         port=port,
+        workers=settings.api_processes,
         log_level="info",
         log_config=None,  # logs.configure owns uvicorn's loggers: one format per process
     )

@@ -210,8 +210,12 @@ def get(session: Session, owner_id: str, job_id: str) -> Job:
     """The job ``job_id`` of ``owner_id``; another owner's job is "not found", word for word."""
     job = session.get(Job, job_id)
     if job is None or job.owner_id != owner_id:
-        raise NotFound(f"no job with id {job_id!r}")
+        raise not_found(job_id)
     return job
+
+
+def not_found(job_id: str) -> NotFound:
+    return NotFound(f"no job with id {job_id!r}")
 
 
 @dataclass(frozen=True)
@@ -250,14 +254,6 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created), str(last_id)
     except (TypeError, KeyError, ValueError):
         raise InvalidInput("cursor is not one this API returned", loc=["query", "cursor"]) from None
-
-
-def epochs(session: Session, job: Job, after: int | None = None) -> list[JobEpoch]:
-    """The job's History rows in epoch order, only those after ``after`` when given."""
-    query = select(JobEpoch).where(JobEpoch.job_id == job.id)
-    if after is not None:
-        query = query.where(JobEpoch.epoch > after)
-    return list(session.scalars(query.order_by(JobEpoch.epoch)))
 
 
 # -- live state: status history and ETA ------------------------------------------

@@ -15,6 +15,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.db.engine import POOL_SIZE
+
 GIB = 1024**3
 
 
@@ -69,6 +71,16 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Workers sharing this machine's cores (for `threads`)."
     )
     log_format: str = Field(default="text", description="text or json.")
+    api_threads: int = Field(
+        default=16,
+        ge=1,
+        le=POOL_SIZE,
+        description="Threads per API process for blocking work (each holds at most one "
+        "database connection: no more than the pool keeps open).",
+    )
+    api_processes: int = Field(
+        default=1, ge=1, description="uvicorn worker processes of `fitq api` (one per core)."
+    )
 
     @property
     def home_path(self) -> Path:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
@@ -27,14 +28,14 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import auth, metrics
+from service import auth, logs, metrics
 from service import spec as specs
 from service.api import dashboard, events, links
 from service.api.routes import datasets, jobs, ops
 from service.db import migrate
 from service.db.availability import describe as describe_database_error
 from service.db.availability import is_unavailable
-from service.db.engine import session_factory, transaction
+from service.db.engine import engine_for, session_factory, transaction
 from service.errors import FitqError
 from service.settings import Settings, get_settings
 from service.store import ArtifactStore
@@ -59,6 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         current: Settings = app.state.settings
         url = current.resolved_database_url
         check_schema(url)
+        # Sync routes and dependencies run on these threads, each with at most
+        # one pooled connection (see FITQ_API_THREADS).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = current.api_threads
         if current.api_key:
             with transaction(url) as session:
                 auth.ensure_key(session, "env", current.api_key)
@@ -87,6 +91,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def served_app() -> FastAPI:
+    """The app as ``fitq api`` serves it (the uvicorn factory, in each of its
+    processes): the environment's settings, and logs in their format."""
+    settings = get_settings()
+    logs.configure(settings.log_format)
+    return create_app(settings)
+
+
 def configure(app: FastAPI, settings: Settings) -> None:
     """Point ``app`` at ``settings``: its database, its store, its limits.
 
@@ -94,6 +106,7 @@ def configure(app: FastAPI, settings: Settings) -> None:
     one app (FastAPI builds each route on its first request) across settings.
     """
     app.state.settings = settings
+    app.state.engine = engine_for(settings.resolved_database_url)
     app.state.session_factory = session_factory(settings.resolved_database_url)
     app.state.store = ArtifactStore.from_settings(settings)
 

@@ -1,8 +1,12 @@
-"""The error responses a route declares, for the OpenAPI document."""
+"""Responses: the errors a route declares (for the OpenAPI document), and
+JSON bodies sent as they are."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from fastapi import Response
+from pydantic import BaseModel
 
 from service.api.schemas import Error, ValidationErrors
 
@@ -27,3 +31,9 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         }
         for code in codes
     }
+
+
+def json_response(body: BaseModel, status_code: int = 200) -> Response:
+    """``body`` as JSON, serialized once by pydantic: FastAPI would validate a
+    returned model against the ``response_model`` again before serializing it."""
+    return Response(body.model_dump_json(), status_code=status_code, media_type="application/json")

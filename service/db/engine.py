@@ -13,17 +13,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
-POOL_SIZE = 10
-POOL_MAX_OVERFLOW = 40
-"""Connections per process: above the API's thread pool (anyio's 40 threads), so a
-request thread never waits for a connection that only another queued request's
-thread could give back (that starvation turned 50 concurrent submissions into
-pool time-outs)."""
+POOL_SIZE = 20
+POOL_MAX_OVERFLOW = 30
+"""Connections per process. The pool keeps at least as many as the API has
+threads (``FITQ_API_THREADS`` ≤ ``POOL_SIZE``): a request thread never waits
+for a connection that only another queued request's thread could give back
+(that starvation turned 50 concurrent submissions into pool time-outs), and
+a busy API does not open and close a connection per request past the pool.
+The overflow is for what runs outside those threads (the event streams)."""
 
 
 def normalize_url(url: str) -> str:
@@ -71,7 +73,28 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if not connection.get_execution_options().get(NO_BEGIN):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+NO_BEGIN = "fitq_no_begin"
+"""Execution option: SQLite statements without an explicit transaction (reads)."""
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for a read route: each statement commits on its own.
+
+    No BEGIN/ROLLBACK round trips on PostgreSQL (autocommit) and no write
+    lock on SQLite (``BEGIN IMMEDIATE`` is skipped; WAL readers never block).
+    Statements see their own snapshots, so a read made of several statements
+    may see a newer row in a later one: fine for a status read.
+    """
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            yield connection.execution_options(**{NO_BEGIN: True})
+        else:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 @lru_cache(maxsize=8)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from service import jobs
+from service.api import reads
 from service.api.deps import (
+    BearerDep,
     JobDep,
     JsonBody,
     OwnerDep,
@@ -17,10 +19,9 @@ from service.api.deps import (
     StoreDep,
     committed,
 )
-from service.api.responses import errors
+from service.api.responses import errors, json_response
 from service.api.schemas import (
     DB_INT_MAX,
-    EpochMetrics,
     History,
     JobPublic,
     JobStatus,
@@ -28,6 +29,7 @@ from service.api.schemas import (
     Prediction,
     PredictRequest,
 )
+from service.db.engine import reading
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -92,21 +94,25 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=errors(401, 404))
-def read_job(job: JobDep, session: SessionDep) -> JobPublic:
+def read_job(job_id: str, request: Request, _key: BearerDep) -> Response:
     """Status, phase, progress, ETA, latest metrics, status history, timestamps."""
-    return JobPublic.of(job, jobs.live(session, [job])[job.id])
+    with reading(request.app.state.engine) as conn:
+        return json_response(reads.job(conn, request.headers.get("authorization"), job_id))
 
 
 @router.get("/{job_id}/metrics", response_model=History, responses=errors(401, 404, 422))
 def job_history(
-    job: JobDep,
-    session: SessionDep,
+    job_id: str,
+    request: Request,
+    _key: BearerDep,
     after: Annotated[
         int | None, Query(ge=0, le=DB_INT_MAX, description="Only the epochs after this one.")
     ] = None,
-) -> History:
+) -> Response:
     """The epoch-by-epoch History (Keras names)."""
-    return History(epochs=[EpochMetrics.of(e) for e in jobs.epochs(session, job, after)])
+    with reading(request.app.state.engine) as conn:
+        history = reads.history(conn, request.headers.get("authorization"), job_id, after)
+    return json_response(history)
 
 
 @router.post(

@@ -1,0 +1,93 @@
+"""The hot read routes' queries: a job's status and its History.
+
+Clients poll these, so each is the least work that still checks the key and
+the owner: one connection without a transaction (``db.engine.reading``), Core
+statements instead of ORM objects, and the key check joined into the first
+statement. The answers are the same models the rest of the API uses
+(``JobPublic``, ``History``) with the same errors: 401 for a bad key, 404
+for another owner's job, word for word as ``jobs.get`` says it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, bindparam, func, select
+
+from service import auth, jobs
+from service.api.schemas import EpochMetrics, History, JobPublic
+from service.db.models import EVENT_STATUS, ApiKey, Job, JobEpoch, JobEvent
+from service.errors import Unauthorized
+
+_DIGEST = bindparam("digest")
+_JOB_ID = bindparam("job_id")
+_AFTER = bindparam("after")
+_KEY_COLUMNS = (
+    ApiKey.key_hash.label("key_hash_"),
+    ApiKey.revoked_at.label("key_revoked_at_"),
+)
+_OWNED_JOB = and_(Job.id == _JOB_ID, Job.owner_id == ApiKey.id)
+
+# Built once: a statement object memoizes its cache key, so each request only
+# binds its parameters (building the statement per request cost more than running it).
+_JOB = (
+    select(
+        *_KEY_COLUMNS,
+        *Job.__table__.columns,
+        select(func.avg(JobEpoch.seconds))
+        .where(JobEpoch.job_id == Job.id)
+        .scalar_subquery()
+        .label("mean_epoch_seconds_"),
+        select(func.max(JobEpoch.epoch))
+        .where(JobEpoch.job_id == Job.id)
+        .scalar_subquery()
+        .label("epochs_done_"),
+    )
+    .select_from(ApiKey)
+    .outerjoin(Job, _OWNED_JOB)
+    .where(ApiKey.key_hash == _DIGEST)
+)
+_STATUS_HISTORY = (
+    select(JobEvent.data, JobEvent.created_at)
+    .where(JobEvent.job_id == _JOB_ID, JobEvent.kind == EVENT_STATUS)
+    .order_by(JobEvent.id)
+)
+_EPOCH_COLUMNS = (JobEpoch.epoch, JobEpoch.metrics, JobEpoch.seconds, JobEpoch.samples_per_second)
+_HISTORY = (
+    select(*_KEY_COLUMNS, Job.id, *_EPOCH_COLUMNS)
+    .select_from(ApiKey)
+    .outerjoin(Job, _OWNED_JOB)
+    .outerjoin(JobEpoch, and_(JobEpoch.job_id == Job.id, JobEpoch.epoch > _AFTER))
+    .where(ApiKey.key_hash == _DIGEST)
+    .order_by(JobEpoch.epoch)
+)
+
+
+def job(conn: Connection, authorization: str | None, job_id: str) -> JobPublic:
+    """``GET /v1/jobs/{job_id}``: two statements (key + job + epoch timing; status history)."""
+    digest = auth.bearer_digest(authorization)
+    row = conn.execute(_JOB, {"digest": digest, "job_id": job_id}).one_or_none()
+    row = _checked(row, digest, job_id)
+    history = [{**data, "at": at} for data, at in conn.execute(_STATUS_HISTORY, {"job_id": job_id})]
+    eta = jobs.eta_seconds(row, row.mean_epoch_seconds_, row.epochs_done_ or 0)  # type: ignore[arg-type]
+    return JobPublic.of(row, jobs.Live(history, eta))  # type: ignore[arg-type]
+
+
+def history(conn: Connection, authorization: str | None, job_id: str, after: int | None) -> History:
+    """``GET /v1/jobs/{job_id}/metrics``: one statement (key, job and its epochs, joined)."""
+    digest = auth.bearer_digest(authorization)
+    rows = conn.execute(
+        _HISTORY, {"digest": digest, "job_id": job_id, "after": -1 if after is None else after}
+    ).all()
+    _checked(rows[0] if rows else None, digest, job_id)
+    return History(epochs=[EpochMetrics.of(r) for r in rows if r.epoch is not None])  # type: ignore[arg-type]
+
+
+def _checked(row: Row[Any] | None, digest: str, job_id: str) -> Row[Any]:
+    """The row, after a 401 without an active key and a 404 without the caller's job."""
+    if row is None:
+        raise Unauthorized()
+    auth.require_active(digest, row.key_hash_, row.key_revoked_at_)
+    if row.id is None:
+        raise jobs.not_found(job_id)
+    return row
