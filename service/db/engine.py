@@ -7,9 +7,10 @@ what makes a claim one short write transaction there.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -97,10 +98,25 @@ def reading(engine: Engine) -> Iterator[Connection]:
             yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
-@lru_cache(maxsize=8)
+MAX_ENGINES = 8
+_engines: OrderedDict[str, Engine] = OrderedDict()
+_engines_lock = threading.Lock()
+
+
 def engine_for(url: str) -> Engine:
-    """One engine (and pool) per URL per process."""
-    return make_engine(url)
+    """One engine (and pool) per URL per process; past ``MAX_ENGINES`` URLs
+    (tests make many databases) the least recently used one is disposed,
+    which closes its pooled connections instead of leaving them to the
+    garbage collector."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = make_engine(url)
+        _engines.move_to_end(url)
+        while len(_engines) > MAX_ENGINES:
+            _, evicted = _engines.popitem(last=False)
+            evicted.dispose()
+        return engine
 
 
 def session_factory(url: str) -> sessionmaker[Session]:

@@ -32,11 +32,15 @@ from tests.reliability.harness import (
 from tests.reliability.zygote import Zygote
 from tests.worker.helpers import submit
 from worker import checkpoints
-from worker.faults import TEST_DIE_AT_ENV, TEST_DIE_IN_CHECKPOINT_ENV
+from worker.faults import TEST_DIE_AT_ENV, TEST_DIE_IN_CHECKPOINT_ENV, TEST_STEP_DELAY_ENV
 
-JOBS, EPOCHS, WORKERS, KILLS = 6, 20, 2, 5
+JOBS, EPOCHS, WORKERS, KILLS = 6, 8, 2, 5
 MAX_KILLS_PER_JOB = 2
 """Below max_attempts (3), so every job must still succeed."""
+SLOW_STEPS = {TEST_STEP_DELAY_ENV: "3"}
+"""~0.45 s an epoch of 150 one-row steps: a kill lands mid-epoch, after a
+mid-epoch checkpoint. Without it a fast idle machine ends every epoch before
+the progress a kill waits for (step > 0) is ever seen, and nothing is killed."""
 
 
 class TestKillNine:
@@ -50,14 +54,14 @@ class TestKillNine:
         store: ArtifactStore,
         zygote: Zygote,
     ) -> None:
-        specs = [iris_spec(seed=i, epochs=EPOCHS) for i in range(JOBS)]
+        specs = [iris_spec(seed=i, epochs=EPOCHS, batch_size=1) for i in range(JOBS)]
         ids = [submit(database_url, owner_id, spec) for spec in specs]
         kills: Counter[str] = Counter()
         pending: dict[str, tuple[int, float]] = {}  # job -> (attempt killed, when)
         rescues: list[float] = []
         started = time.monotonic()
         with fleet(
-            home, database_url, storage_url, zygote, FITQ_CHECKPOINT_SECONDS="0.3"
+            home, database_url, storage_url, zygote, FITQ_CHECKPOINT_SECONDS="0.3", **SLOW_STEPS
         ) as workers:
             for _ in range(WORKERS):
                 workers.start()
