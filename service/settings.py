@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         description="Threads per API process for blocking work (each holds at most one "
         "database connection: no more than the pool keeps open).",
     )
+    api_read_threads: int = Field(
+        default=2,
+        ge=1,
+        le=POOL_SIZE,
+        description="Threads per API process for the polled reads (a job, its History), "
+        "apart from `api_threads`: few, so they do not fight the event loop for the GIL.",
+    )
     api_processes: int = Field(
         default=1, ge=1, description="uvicorn worker processes of `fitq api` (one per core)."
     )

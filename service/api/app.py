@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -107,6 +108,7 @@ def configure(app: FastAPI, settings: Settings) -> None:
     """
     app.state.settings = settings
     app.state.engine = engine_for(settings.resolved_database_url)
+    app.state.read_limiter = anyio.CapacityLimiter(settings.api_read_threads)
     app.state.session_factory = session_factory(settings.resolved_database_url)
     app.state.store = ArtifactStore.from_settings(settings)
 

@@ -19,7 +19,7 @@ from service.api.deps import (
     StoreDep,
     committed,
 )
-from service.api.responses import errors, json_response
+from service.api.responses import errors
 from service.api.schemas import (
     DB_INT_MAX,
     History,
@@ -29,7 +29,6 @@ from service.api.schemas import (
     Prediction,
     PredictRequest,
 )
-from service.db.engine import reading
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -94,14 +93,15 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=errors(401, 404))
-def read_job(job_id: str, request: Request, _key: BearerDep) -> Response:
+async def read_job(job_id: str, request: Request, _key: BearerDep) -> Response:
     """Status, phase, progress, ETA, latest metrics, status history, timestamps."""
-    with reading(request.app.state.engine) as conn:
-        return json_response(reads.job(conn, request.headers.get("authorization"), job_id))
+    return await reads.serve(
+        request, lambda conn, authorization: reads.job(conn, authorization, job_id)
+    )
 
 
 @router.get("/{job_id}/metrics", response_model=History, responses=errors(401, 404, 422))
-def job_history(
+async def job_history(
     job_id: str,
     request: Request,
     _key: BearerDep,
@@ -110,9 +110,9 @@ def job_history(
     ] = None,
 ) -> Response:
     """The epoch-by-epoch History (Keras names)."""
-    with reading(request.app.state.engine) as conn:
-        history = reads.history(conn, request.headers.get("authorization"), job_id, after)
-    return json_response(history)
+    return await reads.serve(
+        request, lambda conn, authorization: reads.history(conn, authorization, job_id, after)
+    )
 
 
 @router.post(
