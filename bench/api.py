@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import re
 import shutil
 import statistics
@@ -68,7 +69,9 @@ class Load:
     errors: int
 
 
-async def httpx_load(url: str, key: str, path: str, clients: int, seconds: float) -> Load:
+async def httpx_load(
+    url: str, key: str, path: str, clients: int, seconds: float, think_ms: float = 0.0
+) -> Load:
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -85,22 +88,40 @@ async def httpx_load(url: str, key: str, path: str, clients: int, seconds: float
                 latencies.append(time.perf_counter() - start)
                 if response.status_code != 200:
                     errors += 1
+                if think_ms:
+                    await asyncio.sleep(think_ms / 1000 * (0.5 + random.random()))
 
         await asyncio.gather(*(one_client() for _ in range(clients)))
     return Load(len(latencies), seconds, pct(latencies, 50), pct(latencies, 99), errors)
 
 
-def wrk_load(url: str, key: str, path: str, clients: int, seconds: float) -> Load:
+WRK_THINK = (
+    "local think = tonumber(os.getenv('FITQ_BENCH_THINK_MS'))\n"
+    "function delay() return think * (0.5 + math.random()) end\n"
+)
+"""A wrk script: each connection waits about its think time before its next
+request, jittered (uniform, ±50%) so the clients do not fall into step and
+arrive in bursts, as real pollers do not."""
+
+
+def wrk_load(
+    url: str, key: str, path: str, clients: int, seconds: float, think_ms: float = 0.0
+) -> Load:
     """wrk with one thread per core; its own latency percentiles."""
     threads = min(os.cpu_count() or 1, clients)
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds:.0f}s", "--latency"]
-        + ["-H", f"Authorization: Bearer {key}", url + path],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
-    ).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_THINK)
+        script.flush()
+        out = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds:.0f}s", "--latency"]
+            + (["-s", script.name] if think_ms else [])
+            + ["-H", f"Authorization: Bearer {key}", url + path],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
+            env={**os.environ, "FITQ_BENCH_THINK_MS": f"{think_ms:.3f}"},
+        ).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out)) + sum(
         int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out)
@@ -127,6 +148,26 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def run_load(
+    args: argparse.Namespace, url: str, key: str, path: str, think_ms: float = 0.0
+) -> Load:
+    if args.load == "wrk":
+        return wrk_load(url, key, path, args.clients, args.seconds, think_ms)
+    return asyncio.run(httpx_load(url, key, path, args.clients, args.seconds, think_ms))
+
+
+def paced_load(args: argparse.Namespace, url: str, key: str, path: str) -> Load:
+    """The same clients, each waiting between requests so that together they
+    offer about ``args.rate`` requests/s: latency at a given load rather than
+    at saturation (where it is only the queue: clients / throughput). A first
+    run with the whole period as think time measures a request's time; the
+    second waits the period less that."""
+    period_ms = args.clients / args.rate * 1000
+    first = run_load(args, url, key, path, period_ms)
+    latency_ms = args.clients / (first.requests / first.seconds) * 1000 - period_ms
+    return run_load(args, url, key, path, max(period_ms - max(latency_ms, 0.0), 0.0))
+
+
 def submit_to_start(client: httpx.Client, rounds: int) -> list[float]:
     waits = []
     for _ in range(rounds):
@@ -151,6 +192,13 @@ def main() -> None:
         "--processes", type=int, default=os.cpu_count() or 1, help="uvicorn processes"
     )
     parser.add_argument("--load", choices=["auto", "wrk", "httpx"], default="auto")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=1000.0,
+        help="also measure each route with the clients paced to about this many requests/s "
+        "(0: only flat out)",
+    )
     parser.add_argument(
         "--postgres",
         default=os.environ.get(
@@ -187,12 +235,12 @@ def run(tmp: Path, db_url: str, args: argparse.Namespace) -> None:
             ("GET /v1/jobs/{id}/metrics", f"/v1/jobs/{job_id}/metrics"),
         ):
             cpu_before = tree_cpu_seconds(api.pid)
-            if args.load == "wrk":
-                load = wrk_load(url, key, path, args.clients, args.seconds)
-            else:
-                load = asyncio.run(httpx_load(url, key, path, args.clients, args.seconds))
+            load = run_load(args, url, key, path)
             cpu_ms = (tree_cpu_seconds(api.pid) - cpu_before) * 1000 / max(load.requests, 1)
-            rows.append((label, load, cpu_ms))
+            rows.append((label, "flat out", load, cpu_ms))
+            if args.rate:
+                paced = paced_load(args, url, key, path)
+                rows.append((label, f"~{args.rate:.0f}/s", paced, float("nan")))
 
     print(
         f"\nfitq API, uvicorn ({args.processes} processes) + PostgreSQL, {args.clients} "
@@ -200,14 +248,15 @@ def run(tmp: Path, db_url: str, args: argparse.Namespace) -> None:
         "(load generator and database on the same machine)\n"
     )
     print(
-        f"| {'route':<28} | {'requests/s':>10} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} "
-        f"| {'API CPU ms/request':>18} |"
+        f"| {'route':<28} | {'offered':>8} | {'requests/s':>10} | {'p50 ms':>7} | {'p99 ms':>7} "
+        f"| {'errors':>6} | {'API CPU ms/request':>18} |"
     )
-    print(f"|{'-' * 30}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 8}|{'-' * 20}|")
-    for label, load, cpu_ms in rows:
+    print(f"|{'-' * 30}|{'-' * 10}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 8}|{'-' * 20}|")
+    for label, offered, load, cpu_ms in rows:
+        cpu = "" if cpu_ms != cpu_ms else f"{cpu_ms:.2f}"  # NaN: not measured
         print(
-            f"| {label:<28} | {load.requests / load.seconds:>10.0f} | {load.p50_ms:>7.1f} "
-            f"| {load.p99_ms:>7.1f} | {load.errors:>6} | {cpu_ms:>18.2f} |"
+            f"| {label:<28} | {offered:>8} | {load.requests / load.seconds:>10.0f} "
+            f"| {load.p50_ms:>7.1f} | {load.p99_ms:>7.1f} | {load.errors:>6} | {cpu:>18} |"
         )
     print(
         f"\nsubmit → running with an idle worker (polling {env['FITQ_POLL_SECONDS']} s), "

@@ -79,11 +79,12 @@ class Settings(BaseSettings):
         "database connection: no more than the pool keeps open).",
     )
     api_read_threads: int = Field(
-        default=2,
+        default=1,
         ge=1,
         le=POOL_SIZE,
         description="Threads per API process for the polled reads (a job, its History), "
-        "apart from `api_threads`: few, so they do not fight the event loop for the GIL.",
+        "apart from `api_threads`: few, so they do not fight the event loop for the GIL "
+        "(raise it when the database is across a network and reads mostly wait).",
     )
     api_processes: int = Field(
         default=1, ge=1, description="uvicorn worker processes of `fitq api` (one per core)."

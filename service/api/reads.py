@@ -73,11 +73,12 @@ _HISTORY = (
 async def serve(request: Request, read: Callable[[Connection, str | None], BaseModel]) -> Response:
     """``read(connection, authorization header)`` as a JSON response, run in one
     of the read threads (``FITQ_API_READ_THREADS`` per process, apart from the
-    threads of the other routes).
+    threads of the other routes; one by default).
 
-    Few threads on purpose: a read waits on the database for a fraction of
-    its time, and every extra runnable thread competes for the GIL with the
-    event loop, which is what stretched the latency tail under load.
+    Few threads on purpose: a read on a local database waits on it for a
+    fraction of its time, and every extra runnable thread competes for the
+    GIL with the event loop, which is what stretched the latency tail under
+    load (bench/api.py, docs/performance.md: 1 thread beat 2, 4 and 16).
     """
 
     def run() -> Response:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from service import jobs
 from service.api import reads
 from service.api.deps import (
-    BearerDep,
+    BEARER_SECURITY,
     JobDep,
     JsonBody,
     OwnerDep,
@@ -92,19 +92,28 @@ def list_jobs(
     )
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses=errors(401, 404))
-async def read_job(job_id: str, request: Request, _key: BearerDep) -> Response:
+@router.get(
+    "/{job_id}",
+    response_model=JobPublic,
+    responses=errors(401, 404),
+    openapi_extra=BEARER_SECURITY,
+)
+async def read_job(job_id: str, request: Request) -> Response:
     """Status, phase, progress, ETA, latest metrics, status history, timestamps."""
     return await reads.serve(
         request, lambda conn, authorization: reads.job(conn, authorization, job_id)
     )
 
 
-@router.get("/{job_id}/metrics", response_model=History, responses=errors(401, 404, 422))
+@router.get(
+    "/{job_id}/metrics",
+    response_model=History,
+    responses=errors(401, 404, 422),
+    openapi_extra=BEARER_SECURITY,
+)
 async def job_history(
     job_id: str,
     request: Request,
-    _key: BearerDep,
     after: Annotated[
         int | None, Query(ge=0, le=DB_INT_MAX, description="Only the epochs after this one.")
     ] = None,
