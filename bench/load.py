@@ -189,7 +189,8 @@ def report(kinds: dict[str, Kind], seconds: float, args: argparse.Namespace, tra
             )
         )
     title = (
-        f"fitq load: {args.clients} clients, {seconds:.0f} s, uvicorn (1 process) + PostgreSQL, "
+        f"fitq load: {args.clients} clients, {seconds:.0f} s, "
+        f"uvicorn ({args.processes} processes) + PostgreSQL, "
         f"{WORKERS} workers training, {os.cpu_count()} cores shared with the load generator"
     )
     header = ("request", "count", "requests/s", "p50 ms", "p99 ms", "errors")
@@ -212,7 +213,8 @@ def report(kinds: dict[str, Kind], seconds: float, args: argparse.Namespace, tra
 
 def run(workdir: Path, database_url: str, args: argparse.Namespace) -> int:
     worker_env = {"FITQ_THREADS": "1", "FITQ_POLL_SECONDS": "0.5"}
-    with serve_api(workdir, database_url, **worker_env) as api:
+    api_env = {"FITQ_API_PROCESSES": str(args.processes)}
+    with serve_api(workdir, database_url, **worker_env, **api_env) as api:
         logs = [workdir / f"worker-{i}.log" for i in range(WORKERS)]
         with (
             fitq_process(["worker"], api.env, logs[0]),
@@ -234,6 +236,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--max-requests", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--processes", type=int, default=2, help="uvicorn processes of the API")
     parser.add_argument(
         "--database-url", help="PostgreSQL to use as is (default: a fresh database, dropped)"
     )
