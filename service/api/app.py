@@ -159,23 +159,6 @@ def _documented_methods(app: FastAPI, path: str) -> list[str]:
     return sorted(methods)
 
 
-async def _render_database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-    """A database that is away is the client's cue to come back later (503,
-    ``Retry-After``); any other database error is ours (500, logged)."""
-    if not is_unavailable(exc):
-        log.error("internal error", exc_info=exc, extra={"path": request.url.path})
-        return JSONResponse({"detail": "internal error"}, status_code=500)
-    log.warning(
-        "database unavailable",
-        extra={"path": request.url.path, "error": describe_database_error(exc)},
-    )
-    return JSONResponse(
-        {"detail": DATABASE_UNAVAILABLE},
-        status_code=503,
-        headers={"Retry-After": str(ops.RETRY_AFTER_SECONDS)},
-    )
-
-
 class CatchAllMiddleware:
     """The last line: an exception nobody handled becomes a logged 500 with a
     generic body (never a traceback on the wire, never a dropped connection)."""

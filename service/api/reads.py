@@ -17,7 +17,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import Request, Response
 from pydantic import BaseModel
-from sqlalchemy import Connection, Row, and_, bindparam, func, select
+from sqlalchemy import BindParameter, Connection, Row, and_, bindparam, func, select
 
 from service import auth, jobs
 from service.api.responses import json_response
@@ -26,9 +26,9 @@ from service.db.engine import reading
 from service.db.models import EVENT_STATUS, ApiKey, Job, JobEpoch, JobEvent
 from service.errors import Unauthorized
 
-_DIGEST = bindparam("digest")
-_JOB_ID = bindparam("job_id")
-_AFTER = bindparam("after")
+_DIGEST: BindParameter[str] = bindparam("digest")
+_JOB_ID: BindParameter[str] = bindparam("job_id")
+_AFTER: BindParameter[int] = bindparam("after")
 _KEY_COLUMNS = (
     ApiKey.key_hash.label("key_hash_"),
     ApiKey.revoked_at.label("key_revoked_at_"),
@@ -105,7 +105,7 @@ def history(conn: Connection, authorization: str | None, job_id: str, after: int
     rows = conn.execute(
         _HISTORY, {"digest": digest, "job_id": job_id, "after": -1 if after is None else after}
     ).all()
-    _checked(rows[0] if rows else None, digest, job_id)
+    _checked(rows[0] if rows else None, digest, job_id)  # type: ignore[arg-type]
     return History(epochs=[EpochMetrics.of(r) for r in rows if r.epoch is not None])  # type: ignore[arg-type]
 
 
