@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import os
 import statistics
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-from sqlalchemy.engine import make_url
-
 from service import auth
 from service.db import migrate
 from service.db.engine import engine_for
+from tests.databases import fresh_postgres_database, libpq_dsn  # noqa: F401 (re-exported)
 from tests.e2e.processes import (
     fitq_env,
     fitq_process,
@@ -34,22 +31,11 @@ DEFAULT_ADMIN_URL = os.environ.get(
 )
 
 
-def libpq_dsn(url: str) -> str:
-    """A SQLAlchemy URL (``postgresql+psycopg://…``) as psycopg's own connect() takes it."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @contextmanager
 def fresh_database(admin_url: str = DEFAULT_ADMIN_URL, prefix: str = "fitq_bench") -> Iterator[str]:
     """A new, empty PostgreSQL database next to ``admin_url``'s; dropped on the way out."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(libpq_dsn(admin_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(libpq_dsn(admin_url), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+    with fresh_postgres_database(admin_url, prefix) as url:
+        yield url
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ the postgres tests fail when ``CI`` is set, and are skipped otherwise.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +24,6 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete
-from sqlalchemy.engine import make_url
 
 from service import auth
 from service.db import migrate
@@ -32,10 +31,7 @@ from service.db.engine import engine_for, transaction
 from service.db.models import RUNNING, Base, Dataset, Job, utcnow
 from service.settings import Settings
 from service.store import ArtifactStore
-
-POSTGRES_ENV = "FITQ_TEST_POSTGRES_URL"
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-CONNECT_TIMEOUT_SECONDS = 3
+from tests.databases import fresh_postgres_database, postgres_unreachable
 
 SPEC = {
     "model": {
@@ -69,34 +65,16 @@ def _empty_tables(url: str) -> None:
             conn.execute(delete(table))
 
 
-def _unreachable(reason: str) -> None:
-    message = f"PostgreSQL is not reachable ({reason}); set {POSTGRES_ENV}"
-    if os.environ.get("CI"):
-        pytest.fail(message + " — CI must run the postgres tests", pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def _postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this session, migrated to head; dropped at the end."""
-    admin = os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES_URL)
-    name = f"fitq_test_{uuid.uuid4().hex[:12]}"
-    admin_dsn = make_url(admin).set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        with psycopg.connect(
-            admin_dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
-        ) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    except psycopg.OperationalError as exc:
-        _unreachable(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
-    try:
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(fresh_postgres_database(prefix="fitq_test"))
+        except psycopg.OperationalError as exc:
+            postgres_unreachable(exc)
         migrate.upgrade(url)
         yield url
-    finally:
-        engine_for(url).dispose()
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

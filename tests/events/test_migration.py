@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from service.db import migrate
 from service.db.engine import engine_for
 from service.db.models import utcnow
-from tests.conftest import CONNECT_TIMEOUT_SECONDS, DEFAULT_POSTGRES_URL, POSTGRES_ENV
+from tests.databases import CONNECT_TIMEOUT_SECONDS, DEFAULT_POSTGRES_URL, POSTGRES_ENV
 
 
 def to(url: str, revision: str, *, down: bool = False) -> None:

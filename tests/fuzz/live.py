@@ -4,19 +4,16 @@ fuzzed request can reach past "404 no such id" into the real logic."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import psycopg
-import pytest
-from sqlalchemy.engine import make_url
 
 from service.client import Client
+from tests.databases import fresh_postgres_database, postgres_unreachable
 from tests.e2e.processes import (
     fitq_env,
     fitq_process,
@@ -26,9 +23,6 @@ from tests.e2e.processes import (
     wait_healthy,
 )
 
-POSTGRES_ENV = "FITQ_TEST_POSTGRES_URL"
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-CONNECT_TIMEOUT_SECONDS = 3
 TRAIN_TIMEOUT_SECONDS = 180
 FEATURES = 4
 CLASSES = 3
@@ -80,35 +74,15 @@ def spec(dataset_id: str) -> dict[str, object]:
 
 
 @contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A new, empty database next to ``FITQ_TEST_POSTGRES_URL``'s; dropped at the end.
-    Unreachable: a failure under CI, a skip elsewhere (as tests/conftest.py)."""
-    admin = os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES_URL)
-    name = f"fitq_fuzz_{uuid.uuid4().hex[:12]}"
-    admin_dsn = make_url(admin).set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        with psycopg.connect(
-            admin_dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
-        ) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    except psycopg.OperationalError as exc:
-        message = f"PostgreSQL is not reachable ({exc}); set {POSTGRES_ENV}"
-        if os.environ.get("CI"):
-            pytest.fail(message + " — CI must run the postgres tests", pytrace=False)
-        pytest.skip(message)
-    try:
-        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
-
-
-@contextmanager
 def live_api(tmp: Path) -> Iterator[LiveApi]:
     """Migrate with `fitq db upgrade`, create a key with `fitq keys create`,
     serve with `fitq api`, upload two datasets and train one job with a
     `fitq worker` that is stopped again before the fuzzing starts."""
-    with fresh_postgres_database() as database_url:
+    with ExitStack() as stack:
+        try:
+            database_url = stack.enter_context(fresh_postgres_database(prefix="fitq_fuzz"))
+        except psycopg.OperationalError as exc:
+            postgres_unreachable(exc)
         env = fitq_env(tmp / "home", FITQ_DATABASE_URL=database_url)
         migrated = run_fitq(["db", "upgrade"], env)
         assert migrated.returncode == 0, migrated.stderr
