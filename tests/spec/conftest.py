@@ -12,7 +12,8 @@ import pytest
 from service.errors import InvalidSpec
 from service.spec import parse_spec
 
-KERAS_EXAMPLES = Path(__file__).parents[2].parent / "shared" / "examples" / "keras"
+KERAS_EXAMPLES = Path(__file__).parents[2] / "examples" / "keras"
+"""Real Keras exports (Keras 3 and tf.keras 2), copied from the product's shared examples."""
 
 # SPEC §2's example, as a user sends it.
 SPEC_EXAMPLE: dict[str, Any] = {
