@@ -19,6 +19,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
+"""libpq's ``connect_timeout`` unless the URL sets one: a host that drops packets
+is then an error (a 503, a worker's retry) instead of a hang until TCP gives up."""
 POOL_SIZE = 20
 POOL_MAX_OVERFLOW = 30
 """Connections per process. The pool keeps at least as many as the API has
@@ -54,8 +57,13 @@ def make_engine(url: str) -> Engine:
         )
         _make_sqlite_transactional(engine)
         return engine
+    parsed = make_url(url)
+    if "connect_timeout" not in parsed.query:
+        parsed = parsed.update_query_dict(
+            {"connect_timeout": str(POSTGRES_CONNECT_TIMEOUT_SECONDS)}
+        )
     return create_engine(
-        url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_MAX_OVERFLOW
+        parsed, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_MAX_OVERFLOW
     )
 
 

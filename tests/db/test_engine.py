@@ -6,7 +6,12 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from service.db.engine import MAX_ENGINES, engine_for
+from service.db.engine import (
+    MAX_ENGINES,
+    POSTGRES_CONNECT_TIMEOUT_SECONDS,
+    engine_for,
+    make_engine,
+)
 
 
 def test_an_engine_pushed_out_of_the_cache_closes_its_connections(tmp_path: Path) -> None:
@@ -25,3 +30,14 @@ def test_an_engine_pushed_out_of_the_cache_closes_its_connections(tmp_path: Path
 def test_the_same_url_gives_the_same_engine(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fitq.db'}"
     assert engine_for(url) is engine_for(url)
+
+
+def test_postgresql_connections_give_up_after_a_timeout() -> None:
+    """A database host that drops packets (rather than refusing them) must not
+    hang a request or a worker until the TCP timeout; the URL's own value wins."""
+    default = make_engine("postgresql://fitq@db.invalid/fitq")
+    _, options = default.dialect.create_connect_args(default.url)
+    assert int(options["connect_timeout"]) == POSTGRES_CONNECT_TIMEOUT_SECONDS
+    given = make_engine("postgresql://fitq@db.invalid/fitq?connect_timeout=3")
+    _, options = given.dialect.create_connect_args(given.url)
+    assert int(options["connect_timeout"]) == 3
