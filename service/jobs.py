@@ -52,9 +52,9 @@ log = logging.getLogger("fitq.jobs")
 
 DATASET_FIELDS = ("dataset_id", "validation_dataset_id", "test_dataset_id")
 PREDICTOR_CACHE_SIZE = 8
+"""Loaded models kept in memory for predict (per API process)."""
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 """The largest predict input the model's float32 holds."""
-"""Loaded models kept in memory for predict (per API process)."""
 QUEUE_FULL_RETRY_AFTER_SECONDS = 10
 """``Retry-After`` of a submission refused by the queued-jobs quota (seconds)."""
 
@@ -279,7 +279,7 @@ def live(session: Session, rows: list[Job]) -> dict[str, Live]:
         .where(JobEvent.job_id.in_(ids), JobEvent.kind == EVENT_STATUS)
         .order_by(JobEvent.id)
     ):
-        histories[event.job_id].append({**event.data, "at": event.created_at})
+        histories[event.job_id].append(status_change(event.data, event.created_at))
     timing = {
         job_id: (float(mean), int(last))
         for job_id, mean, last in session.execute(
@@ -292,6 +292,11 @@ def live(session: Session, rows: list[Job]) -> dict[str, Live]:
         job.id: Live(histories[job.id], eta_seconds(job, *timing.get(job.id, (None, 0))))
         for job in rows
     }
+
+
+def status_change(data: dict[str, Any], at: datetime) -> dict[str, Any]:
+    """One entry of the status history, from a status event's data and time."""
+    return {**data, "at": at}
 
 
 def eta_seconds(job: Job, mean_epoch_seconds: float | None, epochs_done: int) -> float | None:

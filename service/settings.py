@@ -12,7 +12,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.db.engine import POOL_SIZE
@@ -74,14 +74,12 @@ class Settings(BaseSettings):
     api_threads: int = Field(
         default=16,
         ge=1,
-        le=POOL_SIZE,
         description="Threads per API process for blocking work (each holds at most one "
-        "database connection: no more than the pool keeps open).",
+        "database connection: with `api_read_threads`, no more than the pool keeps open).",
     )
     api_read_threads: int = Field(
         default=1,
         ge=1,
-        le=POOL_SIZE,
         description="Threads per API process for the polled reads (a job, its History), "
         "apart from `api_threads`: few, so they do not fight the event loop for the GIL "
         "(raise it when the database is across a network and reads mostly wait).",
@@ -89,6 +87,15 @@ class Settings(BaseSettings):
     api_processes: int = Field(
         default=1, ge=1, description="uvicorn worker processes of `fitq api` (one per core)."
     )
+
+    @model_validator(mode="after")
+    def _threads_fit_the_pool(self) -> Settings:
+        if self.api_threads + self.api_read_threads > POOL_SIZE:
+            raise ValueError(
+                f"FITQ_API_THREADS + FITQ_API_READ_THREADS must be at most {POOL_SIZE}, the "
+                "database connections an API process keeps (each thread holds one)"
+            )
+        return self
 
     @property
     def home_path(self) -> Path:

@@ -94,7 +94,8 @@ def job(conn: Connection, authorization: str | None, job_id: str) -> JobPublic:
     digest = auth.bearer_digest(authorization)
     row = conn.execute(_JOB, {"digest": digest, "job_id": job_id}).one_or_none()
     row = _checked(row, digest, job_id)
-    history = [{**data, "at": at} for data, at in conn.execute(_STATUS_HISTORY, {"job_id": job_id})]
+    events = conn.execute(_STATUS_HISTORY, {"job_id": job_id})
+    history = [jobs.status_change(data, at) for data, at in events]
     eta = jobs.eta_seconds(row, row.mean_epoch_seconds_, row.epochs_done_ or 0)  # type: ignore[arg-type]
     return JobPublic.of(row, jobs.Live(history, eta))  # type: ignore[arg-type]
 

@@ -25,11 +25,12 @@ is then an error (a 503, a worker's retry) instead of a hang until TCP gives up.
 POOL_SIZE = 20
 POOL_MAX_OVERFLOW = 30
 """Connections per process. The pool keeps at least as many as the API has
-threads (``FITQ_API_THREADS`` ≤ ``POOL_SIZE``): a request thread never waits
-for a connection that only another queued request's thread could give back
-(that starvation turned 50 concurrent submissions into pool time-outs), and
-a busy API does not open and close a connection per request past the pool.
-The overflow is for what runs outside those threads (the event streams)."""
+threads (``FITQ_API_THREADS`` + ``FITQ_API_READ_THREADS`` ≤ ``POOL_SIZE``,
+checked by the settings): a request thread never waits for a connection that
+only another queued request's thread could give back (that starvation turned
+50 concurrent submissions into pool time-outs), and a busy API does not open
+and close a connection per request past the pool. The overflow is for what
+runs outside those threads (the event streams)."""
 
 
 def normalize_url(url: str) -> str:
