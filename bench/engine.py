@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.engine import Trainer  # noqa: E402
+from fitq.worker.engine import Trainer  # noqa: E402
 
 FEATURES, HIDDEN1, HIDDEN2, CLASSES = 784, 128, 64, 10
 BATCH_SIZES = (32, 128, 1024)

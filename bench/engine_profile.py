@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine import model_spec  # noqa: E402
 
-from worker.engine import Trainer  # noqa: E402
+from fitq.worker.engine import Trainer  # noqa: E402
 
 
 def main() -> None:

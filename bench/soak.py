@@ -53,7 +53,7 @@ from bench.stack import (  # noqa: E402
     libpq_dsn,
     serve_api,
 )
-from service.db.models import TERMINAL_STATUSES  # noqa: E402
+from fitq.service.db.models import TERMINAL_STATUSES  # noqa: E402
 from tests.reliability.harness import Fleet, worker_pid  # noqa: E402
 from tests.reliability.zygote import Zygote  # noqa: E402
 from tests.worker.helpers import iris_spec  # noqa: E402

@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from service import auth
-from service.db import migrate
-from service.db.engine import engine_for
+from fitq.service import auth
+from fitq.service.db import migrate
+from fitq.service.db.engine import engine_for
 from tests.databases import fresh_postgres_database, libpq_dsn  # noqa: F401 (re-exported)
 from tests.e2e.processes import (
     fitq_env,

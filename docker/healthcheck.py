@@ -29,9 +29,9 @@ def check_api() -> None:
 def check_worker() -> None:
     from sqlalchemy import create_engine, text
 
-    from service.db.engine import is_sqlite, normalize_url
-    from service.settings import Settings
-    from service.store import ArtifactStore
+    from fitq.service.db.engine import is_sqlite, normalize_url
+    from fitq.service.settings import Settings
+    from fitq.service.store import ArtifactStore
 
     settings = Settings()
     url = settings.resolved_database_url

@@ -10,9 +10,9 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.db.engine import rowcount
-from service.db.models import ApiKey, utcnow
-from service.errors import Conflict, NotFound, Unauthorized
+from fitq.service.db.engine import rowcount
+from fitq.service.db.models import ApiKey, utcnow
+from fitq.service.errors import Conflict, NotFound, Unauthorized
 
 KEY_PREFIX = "fitq_"
 KEY_BYTES = 32

@@ -18,9 +18,9 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from service import cli_jobs
-from service.cli_datasets import datasets_app
-from service.settings import Settings, get_settings
+from fitq.service import cli_jobs
+from fitq.service.cli_datasets import datasets_app
+from fitq.service.settings import Settings, get_settings
 
 app = typer.Typer(help="fitq: train dense neural networks as a service.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -53,7 +53,7 @@ def _fail(message: str, code: int = 1) -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the database to the newest schema."""
-    from service.db import migrate
+    from fitq.service.db import migrate
 
     settings = _settings()
     migrate.upgrade(settings.resolved_database_url)
@@ -63,7 +63,7 @@ def db_upgrade() -> None:
 @app.command()
 def api(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the REST API alone (uvicorn)."""
-    from service.api.app import check_schema
+    from fitq.service.api.app import check_schema
 
     settings = _settings()
     try:
@@ -77,9 +77,9 @@ def api(host: str = "127.0.0.1", port: int = 8000) -> None:
 @app.command()
 def worker() -> None:
     """Run one worker: claim jobs and train them until SIGTERM/Ctrl-C."""
-    from service import logs
-    from worker.faults import Faults
-    from worker.runner import Worker
+    from fitq.service import logs
+    from fitq.worker.faults import Faults
+    from fitq.worker.runner import Worker
 
     settings = _settings()
     logs.configure(settings.log_format)
@@ -103,7 +103,7 @@ def worker() -> None:
 def up(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run everything on this machine: API, one worker, SQLite and a file store
     under ./.fitq (or $FITQ_HOME)."""
-    from service.db import migrate
+    from fitq.service.db import migrate
 
     settings = _settings()
     settings.home_path.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
     # uvicorn re-raises the SIGTERM it caught once it has shut down; make that
     # an ordinary exit so the `finally` below still stops the worker.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    worker_proc = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
+    worker_proc = subprocess.Popen([sys.executable, "-m", "fitq.service.cli", "worker"], env=env)
     err.print(
         f"fitq is up: http://{host}:{port}  (home {settings.home_path}; {key_source})",
         highlight=False,
@@ -135,11 +135,11 @@ def _exit_on_signal(signum: int, _frame: Any) -> None:
 def _serve(host: str, port: int, settings: Settings) -> None:
     import uvicorn
 
-    from service import logs
+    from fitq.service import logs
 
     logs.configure(settings.log_format)
     uvicorn.run(
-        "service.api.app:served_app",
+        "fitq.service.api.app:served_app",
         factory=True,
         host=host,
         port=port,
@@ -152,8 +152,8 @@ def _serve(host: str, port: int, settings: Settings) -> None:
 def _register_env_key(settings: Settings) -> None:
     if not settings.api_key:
         return
-    from service import auth
-    from service.db.engine import transaction
+    from fitq.service import auth
+    from fitq.service.db.engine import transaction
 
     with transaction(settings.resolved_database_url) as session:
         auth.ensure_key(session, "env", settings.api_key)
@@ -162,8 +162,8 @@ def _register_env_key(settings: Settings) -> None:
 def _ensure_local_key(settings: Settings) -> str:
     """`fitq up`'s key: FITQ_API_KEY when set, else one created on first start
     and left in the home folder for the CLI."""
-    from service import auth
-    from service.db.engine import transaction
+    from fitq.service import auth
+    from fitq.service.db.engine import transaction
 
     if settings.api_key:
         _register_env_key(settings)
@@ -186,9 +186,9 @@ def _ensure_local_key(settings: Settings) -> str:
 @keys_app.command("create")
 def keys_create(name: str) -> None:
     """Create a key; print it alone on stdout (it is shown only once)."""
-    from service import auth
-    from service.db.engine import transaction
-    from service.errors import FitqError
+    from fitq.service import auth
+    from fitq.service.db.engine import transaction
+    from fitq.service.errors import FitqError
 
     try:
         with transaction(_settings().resolved_database_url) as session:
@@ -201,9 +201,9 @@ def keys_create(name: str) -> None:
 @keys_app.command("revoke")
 def keys_revoke(name: str) -> None:
     """Revoke the key named NAME."""
-    from service import auth
-    from service.db.engine import transaction
-    from service.errors import FitqError
+    from fitq.service import auth
+    from fitq.service.db.engine import transaction
+    from fitq.service.errors import FitqError
 
     try:
         with transaction(_settings().resolved_database_url) as session:

@@ -19,8 +19,8 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
-from service.client import ApiError, Client
-from service.settings import get_settings
+from fitq.service.client import ApiError, Client
+from fitq.service.settings import get_settings
 
 EXIT_API_ERROR = 1
 EXIT_USAGE = 2

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from service.cli_common import (
+from fitq.service.cli_common import (
     EXIT_FOR_STATUS,
     EXIT_USAGE,
     JsonOption,
@@ -23,7 +23,7 @@ from service.cli_common import (
     out,
     print_json,
 )
-from service.client import PREDICT_BATCH_ROWS, Client
+from fitq.service.client import PREDICT_BATCH_ROWS, Client
 
 NOT_METRICS = ("job_id", "at", "epoch", "attempt", "seconds", "samples_per_second")
 

@@ -1,6 +1,6 @@
 """fitq's Python client (httpx), Keras-flavoured.
 
-    from service.client import Client
+    from fitq.service.client import Client
 
     client = Client("http://127.0.0.1:8000", api_key)
     history = client.fit(spec, x_train, y_train, epochs=10, validation_split=0.1)

@@ -29,11 +29,11 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import queue, spec_checks
-from service import spec as specs
-from service.datasets import service as datasets
-from service.datasets.shape import DataShape
-from service.db.models import (
+from fitq.service import queue, spec_checks
+from fitq.service import spec as specs
+from fitq.service.datasets import service as datasets
+from fitq.service.datasets.shape import DataShape
+from fitq.service.db.models import (
     EVENT_STATUS,
     QUEUED,
     RUNNING,
@@ -45,8 +45,8 @@ from service.db.models import (
     JobEvent,
     utcnow,
 )
-from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
-from service.store import ArtifactStore
+from fitq.service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
+from fitq.service.store import ArtifactStore
 
 log = logging.getLogger("fitq.jobs")
 
@@ -376,7 +376,7 @@ def predict(
     x = _input_matrix(inputs, n_features, max_rows)
 
     def load() -> Any:
-        from worker.engine import load_predictor  # torch only when a prediction is asked
+        from fitq.worker.engine import load_predictor  # torch only when a prediction is asked
 
         return load_predictor(spec["model"], model_bytes(store, job), device="cpu")
 

@@ -29,7 +29,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-from service.errors import InvalidSpec
+from fitq.service.errors import InvalidSpec
 
 SUPPORTED_LAYERS = (
     "Dense",

@@ -46,7 +46,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.db.models import (
+from fitq.service.db.models import (
     JOB_STATUSES,
     RUNNING,
     TERMINAL_STATUSES,

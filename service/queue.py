@@ -39,8 +39,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from service.db.engine import rowcount
-from service.db.models import (
+from fitq.service.db.engine import rowcount
+from fitq.service.db.models import (
     CANCELLED,
     EVENT_EPOCH,
     EVENT_PHASE,
@@ -57,7 +57,7 @@ from service.db.models import (
     JobEvent,
     utcnow,
 )
-from service.errors import StaleAttempt
+from fitq.service.errors import StaleAttempt
 
 log = logging.getLogger("fitq.queue")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.db.engine import POOL_SIZE
+from fitq.service.db.engine import POOL_SIZE
 
 GIB = 1024**3
 

@@ -44,9 +44,9 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from service import keras_import
-from service.errors import InvalidSpec
-from service.keras_import import name_key
+from fitq.service import keras_import
+from fitq.service.errors import InvalidSpec
+from fitq.service.keras_import import name_key
 
 # ---------------------------------------------------------------- limits and errors
 

@@ -27,9 +27,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from service.datasets.shape import DataShape
-from service.errors import InvalidSpec
-from service.spec import CROSS_ENTROPIES, JobSpec
+from fitq.service.datasets.shape import DataShape
+from fitq.service.errors import InvalidSpec
+from fitq.service.spec import CROSS_ENTROPIES, JobSpec
 
 
 def check_against_data(

@@ -40,7 +40,7 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 if TYPE_CHECKING:
-    from service.settings import Settings
+    from fitq.service.settings import Settings
 
 COPY_CHUNK_BYTES = 1 << 20
 S3_PROTOCOLS = ("s3", "s3a")

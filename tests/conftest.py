@@ -25,12 +25,12 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete
 
-from service import auth
-from service.db import migrate
-from service.db.engine import engine_for, transaction
-from service.db.models import RUNNING, Base, Dataset, Job, utcnow
-from service.settings import Settings
-from service.store import ArtifactStore
+from fitq.service import auth
+from fitq.service.db import migrate
+from fitq.service.db.engine import engine_for, transaction
+from fitq.service.db.models import RUNNING, Base, Dataset, Job, utcnow
+from fitq.service.settings import Settings
+from fitq.service.store import ArtifactStore
 from tests.databases import fresh_postgres_database, postgres_unreachable
 
 SPEC = {
@@ -187,7 +187,7 @@ def app(settings: Settings) -> FastAPI:
     re-pointed (``configure``) for each test: FastAPI builds a route on its
     first request, which would otherwise cost every test ~50 ms per route.
     A test that changes the app itself (adds a route) must ``create_app``."""
-    from service.api.app import configure, create_app
+    from fitq.service.api.app import configure, create_app
 
     url = settings.resolved_database_url
     if url not in _apps:

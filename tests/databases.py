@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from service.db.engine import engine_for
+from fitq.service.db.engine import engine_for
 
 POSTGRES_ENV = "FITQ_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"

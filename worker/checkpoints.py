@@ -30,7 +30,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from service.store import ArtifactStore
+from fitq.service.store import ArtifactStore
 
 log = logging.getLogger("fitq.worker")
 
@@ -86,8 +86,8 @@ def listing(store: ArtifactStore, job_id: str) -> list[CheckpointRef]:
 def verify(ref: CheckpointRef, data: bytes) -> bool:
     """Whether ``data`` is the complete file ``ref`` names."""
     if ref.sha256 is None:
-        from worker.engine import TrainingError
-        from worker.engine import checkpoint as engine_checkpoint
+        from fitq.worker.engine import TrainingError
+        from fitq.worker.engine import checkpoint as engine_checkpoint
 
         try:
             engine_checkpoint.unpack(data)

@@ -7,9 +7,9 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.datasets import builtin, ingest
-from service.db.models import Dataset
-from service.store import ArtifactStore
+from fitq.service.datasets import builtin, ingest
+from fitq.service.db.models import Dataset
+from fitq.service.store import ArtifactStore
 
 Arrays = tuple[np.ndarray, np.ndarray]
 

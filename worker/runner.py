@@ -37,16 +37,16 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from service import queue
-from service.db.availability import describe as describe_database_error
-from service.db.availability import is_unavailable
-from service.db.engine import session_factory
-from service.errors import StaleAttempt
-from service.settings import Settings
-from service.store import ArtifactStore
-from worker import checkpoints, data
-from worker.faults import Faults
-from worker.waiter import QueueWaiter
+from fitq.service import queue
+from fitq.service.db.availability import describe as describe_database_error
+from fitq.service.db.availability import is_unavailable
+from fitq.service.db.engine import session_factory
+from fitq.service.errors import StaleAttempt
+from fitq.service.settings import Settings
+from fitq.service.store import ArtifactStore
+from fitq.worker import checkpoints, data
+from fitq.worker.faults import Faults
+from fitq.worker.waiter import QueueWaiter
 
 log = logging.getLogger("fitq.worker")
 T = TypeVar("T")
@@ -104,7 +104,7 @@ class Worker:
     @property
     def device(self) -> str:
         if self._device is None:
-            from worker.engine import default_device
+            from fitq.worker.engine import default_device
 
             self._device = str(self.settings.device or default_device())
         return self._device
@@ -183,7 +183,7 @@ class Worker:
         log.info(f"job {outcome}", extra={"action": outcome, **fields})
 
     def _train(self, claim: queue.Claim, control: JobControl) -> str:
-        from worker.engine import Trainer
+        from fitq.worker.engine import Trainer
 
         spec = claim.spec
         self._fenced(
@@ -433,7 +433,7 @@ def _dumps(spec: dict[str, Any]) -> str:
 
 
 def is_expected(exc: BaseException) -> bool:
-    from worker.engine import TrainingError
+    from fitq.worker.engine import TrainingError
 
     return isinstance(exc, TrainingError | LookupError | ValueError)
 

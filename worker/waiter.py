@@ -8,9 +8,9 @@ import threading
 import time
 from typing import Any
 
-from service import queue
-from service.db.availability import describe
-from service.db.engine import is_sqlite
+from fitq.service import queue
+from fitq.service.db.availability import describe
+from fitq.service.db.engine import is_sqlite
 
 log = logging.getLogger("fitq.worker")
 

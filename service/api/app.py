@@ -29,17 +29,17 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import auth, logs, metrics
-from service import spec as specs
-from service.api import dashboard, events, links
-from service.api.routes import datasets, jobs, ops
-from service.db import migrate
-from service.db.availability import describe as describe_database_error
-from service.db.availability import is_unavailable
-from service.db.engine import engine_for, session_factory, transaction
-from service.errors import FitqError
-from service.settings import Settings, get_settings
-from service.store import ArtifactStore
+from fitq.service import auth, logs, metrics
+from fitq.service import spec as specs
+from fitq.service.api import dashboard, events, links
+from fitq.service.api.routes import datasets, jobs, ops
+from fitq.service.db import migrate
+from fitq.service.db.availability import describe as describe_database_error
+from fitq.service.db.availability import is_unavailable
+from fitq.service.db.engine import engine_for, session_factory, transaction
+from fitq.service.errors import FitqError
+from fitq.service.settings import Settings, get_settings
+from fitq.service.store import ArtifactStore
 
 log = logging.getLogger("fitq.api")
 

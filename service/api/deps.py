@@ -12,12 +12,12 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from service import auth, jobs
-from service.datasets import service as datasets
-from service.db.models import ApiKey, Dataset, Job
-from service.errors import InvalidInput, PayloadTooLarge
-from service.settings import Settings
-from service.store import ArtifactStore
+from fitq.service import auth, jobs
+from fitq.service.datasets import service as datasets
+from fitq.service.db.models import ApiKey, Dataset, Job
+from fitq.service.errors import InvalidInput, PayloadTooLarge
+from fitq.service.settings import Settings
+from fitq.service.store import ArtifactStore
 
 bearer = HTTPBearer(
     auto_error=False,

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 
-from service.api import events_stream
-from service.api.deps import JobDep, OwnerDep, SessionDep
-from service.api.responses import errors
-from service.api.schemas import DB_INT_MAX
+from fitq.service.api import events_stream
+from fitq.service.api.deps import JobDep, OwnerDep, SessionDep
+from fitq.service.api.responses import errors
+from fitq.service.api.schemas import DB_INT_MAX
 
 router = APIRouter(tags=["events"])
 

@@ -45,8 +45,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from service import jobs
-from service.db.models import TERMINAL_STATUSES, Job, JobEvent
+from fitq.service import jobs
+from fitq.service.db.models import TERMINAL_STATUSES, Job, JobEvent
 
 POLL_SECONDS = 0.25
 """How often a stream reads the table (seconds)."""

@@ -19,12 +19,12 @@ from fastapi import Request, Response
 from pydantic import BaseModel
 from sqlalchemy import BindParameter, Connection, Row, and_, bindparam, func, select
 
-from service import auth, jobs
-from service.api.responses import json_response
-from service.api.schemas import EpochMetrics, History, JobPublic
-from service.db.engine import reading
-from service.db.models import EVENT_STATUS, ApiKey, Job, JobEpoch, JobEvent
-from service.errors import Unauthorized
+from fitq.service import auth, jobs
+from fitq.service.api.responses import json_response
+from fitq.service.api.schemas import EpochMetrics, History, JobPublic
+from fitq.service.db.engine import reading
+from fitq.service.db.models import EVENT_STATUS, ApiKey, Job, JobEpoch, JobEvent
+from fitq.service.errors import Unauthorized
 
 _DIGEST: BindParameter[str] = bindparam("digest")
 _JOB_ID: BindParameter[str] = bindparam("job_id")

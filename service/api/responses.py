@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Response
 from pydantic import BaseModel
 
-from service.api.schemas import Error, ValidationErrors
+from fitq.service.api.schemas import Error, ValidationErrors
 
 DESCRIPTIONS = {
     400: "The body is not valid JSON.",

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.db.models import RUNNING, Dataset, Job, JobEpoch
+from fitq.service.db.models import RUNNING, Dataset, Job, JobEpoch
 
 if TYPE_CHECKING:
-    from service.jobs import Live
+    from fitq.service.jobs import Live
 
 T = TypeVar("T")
 

@@ -22,7 +22,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
-from service.errors import InvalidInput, PayloadTooLarge
+from fitq.service.errors import InvalidInput, PayloadTooLarge
 
 FILE_FIELD = "file"
 TEXT_FIELDS = ("name", "label", "task")

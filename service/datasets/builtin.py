@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from sklearn import datasets as sk
 
-from service.datasets.ingest import IngestedDataset
-from service.datasets.shape import DataShape, TaskKind
-from service.errors import NotFound
+from fitq.service.datasets.ingest import IngestedDataset
+from fitq.service.datasets.shape import DataShape, TaskKind
+from fitq.service.errors import NotFound
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from service.errors import InvalidDataset
+from fitq.service.errors import InvalidDataset
 
 Format = Literal["csv", "tsv", "parquet", "npz"]
 

@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from service.datasets import formats, npz, tabular
-from service.datasets.shape import DataShape, TaskKind
-from service.datasets.targets import Targets, infer_targets
-from service.errors import InvalidDataset
-from service.store import ArtifactStore
+from fitq.service.datasets import formats, npz, tabular
+from fitq.service.datasets.shape import DataShape, TaskKind
+from fitq.service.datasets.targets import Targets, infer_targets
+from fitq.service.errors import InvalidDataset
+from fitq.service.store import ArtifactStore
 
 META_VERSION = 1
 HASH_CHUNK_BYTES = 1 << 20

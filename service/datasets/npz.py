@@ -23,8 +23,8 @@ from typing import IO
 
 import numpy as np
 
-from service.datasets.targets import first_nonfinite_row
-from service.errors import InvalidDataset
+from fitq.service.datasets.targets import first_nonfinite_row
+from fitq.service.errors import InvalidDataset
 
 DEFAULT_MAX_UNCOMPRESSED_BYTES = 4 << 30
 """An NPZ whose members add up to more than this, uncompressed, is refused (bytes)."""

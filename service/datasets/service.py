@@ -27,12 +27,12 @@ from typing import Any
 from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
-from service.datasets import builtin, ingest, npz
-from service.datasets.formats import client_name
-from service.datasets.shape import DataShape, TaskKind
-from service.db.models import TERMINAL_STATUSES, Dataset, Job, utcnow
-from service.errors import Conflict, InvalidInput, NotFound
-from service.store import ArtifactStore
+from fitq.service.datasets import builtin, ingest, npz
+from fitq.service.datasets.formats import client_name
+from fitq.service.datasets.shape import DataShape, TaskKind
+from fitq.service.db.models import TERMINAL_STATUSES, Dataset, Job, utcnow
+from fitq.service.errors import Conflict, InvalidInput, NotFound
+from fitq.service.store import ArtifactStore
 
 log = logging.getLogger("fitq.datasets")
 

@@ -27,8 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from service.datasets.targets import Where
-from service.errors import InvalidDataset
+from fitq.service.datasets.targets import Where
+from fitq.service.errors import InvalidDataset
 
 NUMBER = r"^\s*[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|nan|inf|infinity)\s*$"
 """What pyarrow parses as a float (used only to find the cell that it did not)."""

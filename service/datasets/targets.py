@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.datasets.shape import TaskKind
-from service.errors import InvalidDataset
+from fitq.service.datasets.shape import TaskKind
+from fitq.service.errors import InvalidDataset
 
 MAX_CLASSES = 1000
 """More distinct labels than this is not a classification problem fitq trains."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from service.db.engine import make_engine
-from service.db.models import Base
+from fitq.service.db.engine import make_engine
+from fitq.service.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata

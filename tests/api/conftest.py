@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
 
-from service.db.engine import session_factory
-from service.db.models import ApiKey, Dataset, Job, JobEpoch
+from fitq.service.db.engine import session_factory
+from fitq.service.db.models import ApiKey, Dataset, Job, JobEpoch
 
 Upload = Callable[..., Awaitable[httpx.Response]]
 

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from service import auth
-from service.db.engine import transaction
-from service.db.models import SUCCEEDED, Dataset, Job
+from fitq.service import auth
+from fitq.service.db.engine import transaction
+from fitq.service.db.models import SUCCEEDED, Dataset, Job
 from tests.api.conftest import Api, Stored
 from tests.conftest import Owner
 

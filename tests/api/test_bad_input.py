@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.settings import Settings
+from fitq.service.settings import Settings
 from tests.api.conftest import Api, Stored, Upload, csv_bytes
 from tests.conftest import Owner
 

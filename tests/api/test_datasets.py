@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from service.db.models import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
-from service.settings import Settings
+from fitq.service.db.models import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
+from fitq.service.settings import Settings
 from tests.api.conftest import Api, Stored, Upload, csv_bytes, npz_bytes, parquet_bytes
 from tests.conftest import Owner
 

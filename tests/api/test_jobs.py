@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from service.db.engine import session_factory, transaction
-from service.db.models import (
+from fitq.service.db.engine import session_factory, transaction
+from fitq.service.db.models import (
     CANCELLED,
     FAILED,
     JOB_STATUSES,
@@ -23,7 +23,7 @@ from service.db.models import (
     JobEpoch,
     utcnow,
 )
-from service.store import ArtifactStore
+from fitq.service.store import ArtifactStore
 from tests.api.conftest import Api, Stored, Upload, csv_bytes
 from tests.conftest import SPEC, Owner
 

@@ -10,10 +10,10 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from service.api.app import check_schema, create_app
-from service.db.engine import session_factory
-from service.db.models import ApiKey, Job
-from service.settings import Settings
+from fitq.service.api.app import check_schema, create_app
+from fitq.service.db.engine import session_factory
+from fitq.service.db.models import ApiKey, Job
+from fitq.service.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

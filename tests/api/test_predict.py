@@ -13,13 +13,13 @@ import pytest
 import torch
 from safetensors.torch import save as save_safetensors
 
-from service.db.models import Job
-from service.settings import Settings
-from service.spec import parse_spec
-from service.store import ArtifactStore
+from fitq.service.db.models import Job
+from fitq.service.settings import Settings
+from fitq.service.spec import parse_spec
+from fitq.service.store import ArtifactStore
+from fitq.worker.engine import Model
 from tests.api.conftest import Api
 from tests.conftest import SPEC
-from worker.engine import Model
 
 pytestmark = pytest.mark.anyio
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from service.db.engine import transaction
-from service.db.models import EVENT_STATUS, QUEUED, RUNNING, Job, JobEpoch, JobEvent, utcnow
+from fitq.service.db.engine import transaction
+from fitq.service.db.models import EVENT_STATUS, QUEUED, RUNNING, Job, JobEpoch, JobEvent, utcnow
 from tests.conftest import Owner
 
 pytestmark = pytest.mark.anyio

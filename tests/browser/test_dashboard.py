@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from service.client import Client
+from fitq.service.client import Client
 from tests.events.live import DIGITS_SPEC, Live, fitq_up
 
 pytestmark = pytest.mark.slow

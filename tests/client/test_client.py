@@ -15,7 +15,7 @@ from safetensors.numpy import load as load_safetensors
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from service.client import Client, History, JobFailed
+from fitq.service.client import Client, History, JobFailed
 from tests.events.live import Live, fitq_up
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from service.store import ArtifactStore
+from fitq.service.store import ArtifactStore
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.datasets.builtin import BUILTINS, builtin_info, load_builtin
-from service.datasets.ingest import load_canonical, save_canonical
-from service.errors import NotFound
-from service.store import ArtifactStore
+from fitq.service.datasets.builtin import BUILTINS, builtin_info, load_builtin
+from fitq.service.datasets.ingest import load_canonical, save_canonical
+from fitq.service.errors import NotFound
+from fitq.service.store import ArtifactStore
 
 EXPECTED = {
     # name: (n_rows, n_features, kind, n_classes)

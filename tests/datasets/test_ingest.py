@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from service.datasets.formats import detect_format
-from service.datasets.ingest import (
+from fitq.service.datasets.formats import detect_format
+from fitq.service.datasets.ingest import (
     canonical_prefix,
     ingest_file,
     is_saved,
@@ -24,9 +24,9 @@ from service.datasets.ingest import (
     save_canonical,
     sha256_file,
 )
-from service.datasets.shape import DataShape
-from service.errors import InvalidDataset
-from service.store import ArtifactStore
+from fitq.service.datasets.shape import DataShape
+from fitq.service.errors import InvalidDataset
+from fitq.service.store import ArtifactStore
 
 Write = Callable[[str, "str | bytes"], Path]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.store import ArtifactStore, check_key
+from fitq.service.store import ArtifactStore, check_key
 
 
 def _leftovers(root: Path) -> list[str]:

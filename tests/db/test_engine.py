@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from service.db.engine import (
+from fitq.service.db.engine import (
     MAX_ENGINES,
     POSTGRES_CONNECT_TIMEOUT_SECONDS,
     engine_for,

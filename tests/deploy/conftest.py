@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 from moto.server import ThreadedMotoServer
 
-from service.store import ArtifactStore, storage_options
+from fitq.service.store import ArtifactStore, storage_options
 from tests.e2e.processes import free_port
 
 S3_CREDENTIALS = {

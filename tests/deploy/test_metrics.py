@@ -10,9 +10,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.db.engine import transaction
-from service.db.models import Job, JobEpoch, utcnow
-from service.settings import Settings
+from fitq.service.db.engine import transaction
+from fitq.service.db.models import Job, JobEpoch, utcnow
+from fitq.service.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

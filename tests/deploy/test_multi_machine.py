@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load as load_safetensors
 
-from service import auth
-from service.client import Client
-from service.db.engine import transaction
+from fitq.service import auth
+from fitq.service.client import Client
+from fitq.service.db.engine import transaction
 from tests.deploy.conftest import S3
 from tests.e2e.processes import (
     fitq_env,

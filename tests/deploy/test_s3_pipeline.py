@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load as load_safetensors
 
-from service.settings import Settings
+from fitq.service.settings import Settings
+from fitq.worker.runner import Worker
 from tests.deploy.conftest import S3
 from tests.worker.helpers import WAIT_SECONDS, epochs_of, job_row, start, wait_for
-from worker.runner import Worker
 
 pytestmark = pytest.mark.anyio
 

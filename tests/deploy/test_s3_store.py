@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.settings import Settings
-from service.store import ArtifactStore, storage_options
+from fitq.service.settings import Settings
+from fitq.service.store import ArtifactStore, storage_options
 from tests.deploy.conftest import S3
 
 

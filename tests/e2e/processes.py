@@ -15,7 +15,7 @@ import httpx
 
 START_TIMEOUT_SECONDS = 60
 STOP_TIMEOUT_SECONDS = 30
-FITQ = [sys.executable, "-m", "service.cli"]
+FITQ = [sys.executable, "-m", "fitq.service.cli"]
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ from safetensors.numpy import load as load_safetensors
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from service.client import Client
+from fitq.service.client import Client
 from tests.e2e.processes import fitq_env, fitq_process, free_port, wait_healthy
 
 pytestmark = pytest.mark.slow

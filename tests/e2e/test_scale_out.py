@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from service.client import Client
-from service.db.engine import session_factory
-from service.db.models import ExecutionLog, JobEpoch
+from fitq.service.client import Client
+from fitq.service.db.engine import session_factory
+from fitq.service.db.models import ExecutionLog, JobEpoch
 from tests.e2e.processes import (
     fitq_env,
     fitq_process,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from fitq.worker.engine import Trainer, load_predictor
 from tests.engine.helpers import blobs, cuda, dense, requires_cuda, spec, weights, without_timing
-from worker.engine import Trainer, load_predictor
 
 pytestmark = [cuda, requires_cuda]
 
@@ -89,7 +89,7 @@ class TestCudaResume:
         _assert_close_runs(full, resumed)
 
     def test_nonfinite_loss_is_reported(self):
-        from worker.engine import TrainingError
+        from fitq.worker.engine import TrainingError
 
         x, y = blobs()
         t = Trainer(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fitq.worker.engine import Trainer, TrainingError
 from tests.engine.helpers import (
     assert_weights_equal,
     blobs,
@@ -15,7 +16,6 @@ from tests.engine.helpers import (
     weights,
     without_timing,
 )
-from worker.engine import Trainer, TrainingError
 
 LAYERS = [
     dense(16, "relu"),

@@ -12,9 +12,9 @@ import safetensors.numpy
 import safetensors.torch
 import torch
 
+from fitq.worker.engine import DataError, Trainer, TrainingError, load_predictor
+from fitq.worker.engine.early_stopping import EarlyStopping
 from tests.engine.helpers import blobs, dense, spec
-from worker.engine import DataError, Trainer, TrainingError, load_predictor
-from worker.engine.early_stopping import EarlyStopping
 
 
 def _trainer(**kw) -> Trainer:

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fitq.worker.engine import losses
+from fitq.worker.engine.activations import ACTIVATIONS
+from fitq.worker.engine.layers import Context, build
+from fitq.worker.engine.model import Model
 from tests.engine.helpers import dense
-from worker.engine import losses
-from worker.engine.activations import ACTIVATIONS
-from worker.engine.layers import Context, build
-from worker.engine.model import Model
 
 RTOL, ATOL = 1e-10, 1e-12  # float64: the hand-written gradients agree to rounding
 EPS = losses.EPSILON

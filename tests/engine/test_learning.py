@@ -9,8 +9,8 @@ from sklearn.datasets import load_diabetes, load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
+from fitq.worker.engine import Trainer
 from tests.engine.helpers import cuda, dense, requires_cuda, spec
-from worker.engine import Trainer
 
 REFERENCE_LAYERS = [dense(128, "relu"), dense(64, "relu"), dense(10, "softmax")]
 

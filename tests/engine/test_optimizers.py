@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from worker.engine import optimizers
-from worker.engine.errors import ConfigError
+from fitq.worker.engine import optimizers
+from fitq.worker.engine.errors import ConfigError
 
 STEPS = 60
 RTOL, ATOL = 1e-10, 1e-13  # float64; differences are rounding in the order of operations

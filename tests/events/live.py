@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service import auth
-from service.db import migrate
-from service.db.engine import transaction
+from fitq.service import auth
+from fitq.service.db import migrate
+from fitq.service.db.engine import transaction
 from tests.e2e.processes import fitq_env, fitq_process, free_port, wait_healthy
 
 DIGITS_SPEC: dict[str, Any] = {

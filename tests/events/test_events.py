@@ -12,11 +12,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from service import queue
-from service.api import events_stream
-from service.client import ServerEvent, parse_sse
-from service.db.engine import session_factory, transaction
-from service.db.models import JobEvent, utcnow
+from fitq.service import queue
+from fitq.service.api import events_stream
+from fitq.service.client import ServerEvent, parse_sse
+from fitq.service.db.engine import session_factory, transaction
+from fitq.service.db.models import JobEvent, utcnow
 from tests.conftest import SPEC, Owner
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.client import Client, ServerEvent, parse_sse
+from fitq.service.client import Client, ServerEvent, parse_sse
 from tests.events.live import DIGITS_SPEC, Live, fitq_postgres, fitq_up
 
 pytestmark = pytest.mark.slow

@@ -16,9 +16,9 @@ from alembic import command
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
-from service.db import migrate
-from service.db.engine import engine_for
-from service.db.models import utcnow
+from fitq.service.db import migrate
+from fitq.service.db.engine import engine_for
+from fitq.service.db.models import utcnow
 from tests.databases import CONNECT_TIMEOUT_SECONDS, DEFAULT_POSTGRES_URL, POSTGRES_ENV
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from service.client import Client
+from fitq.service.client import Client
 from tests.databases import fresh_postgres_database, postgres_unreachable
 from tests.e2e.processes import (
     fitq_env,

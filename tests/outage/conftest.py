@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.db.engine import engine_for
+from fitq.service.db.engine import engine_for
 from tests.outage.cluster import Cluster, exclusive, missing_tool
 from tests.outage.stack import Stack, start_stack
 

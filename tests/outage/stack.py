@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import httpx
 from sqlalchemy import select
 
-from service.db.engine import session_factory
-from service.db.models import RUNNING, TERMINAL_STATUSES, ExecutionLog, Job, JobEpoch
+from fitq.service.db.engine import session_factory
+from fitq.service.db.models import RUNNING, TERMINAL_STATUSES, ExecutionLog, Job, JobEpoch
 from tests.e2e.processes import (
     fitq_env,
     fitq_process,

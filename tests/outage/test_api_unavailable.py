@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.api.app import create_app
-from service.settings import Settings
+from fitq.service.api.app import create_app
+from fitq.service.settings import Settings
 from tests.conftest import SPEC
 from tests.e2e.processes import free_port
 

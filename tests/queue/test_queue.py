@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from service import queue
-from service.db.engine import session_factory, transaction
-from service.db.models import ExecutionLog, Job, JobEpoch, utcnow
-from service.errors import StaleAttempt
+from fitq.service import queue
+from fitq.service.db.engine import session_factory, transaction
+from fitq.service.db.models import ExecutionLog, Job, JobEpoch, utcnow
+from fitq.service.errors import StaleAttempt
 
 LEASE = 30.0
 SPEC = {"dataset_id": "iris"}
@@ -57,7 +57,7 @@ def get(url: str, job_id: str) -> Job:
 @pytest.fixture
 def owner(database_url: str, make_key) -> str:  # type: ignore[no-untyped-def]
     make_key("queue-owner")
-    from service.db.models import ApiKey
+    from fitq.service.db.models import ApiKey
 
     with session_factory(database_url)() as session:
         return session.scalar(select(ApiKey.id).where(ApiKey.name == "queue-owner"))  # type: ignore[return-value]
@@ -313,7 +313,7 @@ class TestNotify:
 
 
 def _new_owner(url: str) -> str:
-    from service import auth
+    from fitq.service import auth
 
     with transaction(url) as session:
         key = auth.create_key(session, "notify-owner")

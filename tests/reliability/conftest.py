@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import Settings
+from fitq.service.settings import Settings
 from tests.reliability.zygote import Zygote
 from tests.worker.conftest import owner_id  # noqa: F401  (a fixture)
 

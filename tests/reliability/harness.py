@@ -26,10 +26,10 @@ import torch
 from safetensors.torch import load as load_safetensors
 from sqlalchemy import func, select
 
-from service.db.engine import session_factory
-from service.db.models import ExecutionLog, Job, JobEpoch
-from service.spec import parse_spec
-from service.store import ArtifactStore
+from fitq.service.db.engine import session_factory
+from fitq.service.db.models import ExecutionLog, Job, JobEpoch
+from fitq.service.spec import parse_spec
+from fitq.service.store import ArtifactStore
 from tests.e2e.processes import FITQ, fitq_env
 from tests.reliability.zygote import Zygote
 from tests.worker import helpers
@@ -113,8 +113,8 @@ def reference_weights(spec: dict[str, Any]) -> dict[str, torch.Tensor]:
     normalized = parse_spec(spec).model_dump(mode="json")
     key = json.dumps(normalized, sort_keys=True)
     if key not in _references:
-        from worker import data
-        from worker.engine import Trainer
+        from fitq.worker import data
+        from fitq.worker.engine import Trainer
 
         x, y = data.load_arrays(None, None, normalized["dataset_id"])  # type: ignore[arg-type]
         threads = torch.get_num_threads()
@@ -152,7 +152,7 @@ class Fleet:
     storage_url: str
     extra_env: dict[str, str] = field(default_factory=dict)
     zygote: Zygote | None = None
-    """Fork workers from this warm parent; None: ``python -m service.cli worker``."""
+    """Fork workers from this warm parent; None: ``python -m fitq.service.cli worker``."""
     procs: list[Any] = field(default_factory=list)
     logs: dict[int, Path] = field(default_factory=dict)
 

@@ -10,11 +10,12 @@ import time
 
 import pytest
 
-from service import queue
-from service.db.engine import transaction
-from service.db.models import TERMINAL_STATUSES
-from service.errors import StaleAttempt
-from service.settings import Settings
+from fitq.service import queue
+from fitq.service.db.engine import transaction
+from fitq.service.db.models import TERMINAL_STATUSES
+from fitq.service.errors import StaleAttempt
+from fitq.service.settings import Settings
+from fitq.worker.runner import Worker
 from tests.reliability.harness import (
     DEADLINE_SECONDS,
     LEASE_SECONDS,
@@ -25,7 +26,6 @@ from tests.reliability.harness import (
     wait_until,
 )
 from tests.worker.helpers import submit
-from worker.runner import Worker
 
 MID_EPOCH_CANCELS = 3
 LONG = iris_spec(epochs=10_000, batch_size=1)

@@ -12,9 +12,9 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from service import queue
-from service.db.engine import session_factory, transaction
-from service.db.models import Job, utcnow
+from fitq.service import queue
+from fitq.service.db.engine import session_factory, transaction
+from fitq.service.db.models import Job, utcnow
 from tests.reliability.harness import record, summary
 
 N_JOBS, N_CLAIMERS = 1000, 16

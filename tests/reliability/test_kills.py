@@ -10,8 +10,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from service.db.models import TERMINAL_STATUSES
-from service.store import ArtifactStore
+from fitq.service.db.models import TERMINAL_STATUSES
+from fitq.service.store import ArtifactStore
+from fitq.worker import checkpoints
+from fitq.worker.faults import TEST_DIE_AT_ENV, TEST_DIE_IN_CHECKPOINT_ENV, TEST_STEP_DELAY_ENV
 from tests.reliability.harness import (
     DEADLINE_SECONDS,
     POLL_SECONDS,
@@ -31,8 +33,6 @@ from tests.reliability.harness import (
 )
 from tests.reliability.zygote import Zygote
 from tests.worker.helpers import submit
-from worker import checkpoints
-from worker.faults import TEST_DIE_AT_ENV, TEST_DIE_IN_CHECKPOINT_ENV, TEST_STEP_DELAY_ENV
 
 JOBS, EPOCHS, WORKERS, KILLS = 6, 8, 2, 5
 MAX_KILLS_PER_JOB = 2

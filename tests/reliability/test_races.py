@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from service import auth, queue
-from service.db.engine import transaction
-from service.db.models import Job, utcnow
-from service.errors import StaleAttempt
+from fitq.service import auth, queue
+from fitq.service.db.engine import transaction
+from fitq.service.db.models import Job, utcnow
+from fitq.service.errors import StaleAttempt
 from tests.reliability.harness import ARTIFACT, job, record
 
 pytestmark = pytest.mark.postgres

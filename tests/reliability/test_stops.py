@@ -11,9 +11,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from service.db.engine import session_factory
-from service.db.models import TERMINAL_STATUSES, ExecutionLog, Job, JobEpoch
-from service.store import ArtifactStore
+from fitq.service.db.engine import session_factory
+from fitq.service.db.models import TERMINAL_STATUSES, ExecutionLog, Job, JobEpoch
+from fitq.service.store import ArtifactStore
+from fitq.worker.faults import TEST_STEP_DELAY_ENV
 from tests.reliability.harness import (
     DEADLINE_SECONDS,
     LEASE_SECONDS,
@@ -31,7 +32,6 @@ from tests.reliability.harness import (
 )
 from tests.reliability.zygote import Zygote
 from tests.worker.helpers import submit
-from worker.faults import TEST_STEP_DELAY_ENV
 
 EPOCHS = 12
 SPEC = iris_spec(seed=3, epochs=EPOCHS, batch_size=1)  # 150 steps an epoch
@@ -76,7 +76,7 @@ class TestSigterm:
         store: ArtifactStore,
     ) -> None:
         job_id = submit(database_url, owner_id, SPEC)
-        # `python -m service.cli worker` itself: the entry point's signal handling, end to end.
+        # `python -m fitq.service.cli worker` itself: the entry point's signal handling, end to end.
         with fleet(home, database_url, storage_url, zygote=None, **SLOW_STEPS) as workers:
             two_ready_workers(workers)
             running = busy_mid_epoch(database_url, job_id)

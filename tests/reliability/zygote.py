@@ -1,14 +1,14 @@
 """Worker processes forked from a warm parent, for the kill tests.
 
-Starting ``python -m service.cli worker`` costs seconds of CPU (torch, sklearn),
+Starting ``python -m fitq.service.cli worker`` costs seconds of CPU (torch, sklearn),
 and the kill scenarios start dozens of workers. The zygote is one process that
 imports those modules once and then forks a child per request; the child sets
 its environment, points stdout/stderr at its log, and runs the very
-``fitq worker`` command (``service.cli.app(["worker"])``): its own signal
+``fitq worker`` command (``fitq.service.cli.app(["worker"])``): its own signal
 handlers, settings, database engines and threads, nothing shared with the
 zygote, which opens no connection and runs no torch op before forking. A child
 is a real process to kill (-9), stop or terminate. The SIGTERM scenario still
-starts ``python -m service.cli worker`` itself, so the entry point is proven
+starts ``python -m fitq.service.cli worker`` itself, so the entry point is proven
 end to end as well.
 
 Protocol (lines): the test writes ``{"env": {...}, "log": path}``; the zygote
@@ -28,7 +28,13 @@ import threading
 import time
 from pathlib import Path
 
-PRELOAD = ("torch", "sklearn", "service.cli", "service.datasets.builtin", "worker.runner")
+PRELOAD = (
+    "torch",
+    "sklearn",
+    "fitq.service.cli",
+    "fitq.service.datasets.builtin",
+    "fitq.worker.runner",
+)
 START_TIMEOUT_SECONDS = 120
 
 
@@ -75,7 +81,7 @@ def _child(env: dict[str, str], log: str) -> None:
     os.dup2(out, 2)
     code = 0
     try:
-        from service.cli import app
+        from fitq.service.cli import app
 
         app(["worker"], prog_name="fitq")
     except SystemExit as exc:

@@ -11,8 +11,8 @@ from pathlib import Path
 from sqlalchemy import MetaData, select
 from sqlalchemy.engine import make_url
 
-from service.db.engine import engine_for
-from service.logs import JsonFormatter
+from fitq.service.db.engine import engine_for
+from fitq.service.logs import JsonFormatter
 
 
 def needles(keys: Iterable[str]) -> list[str]:

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service import auth
-from service.settings import Settings
+from fitq.service import auth
+from fitq.service.settings import Settings
 from tests.api.conftest import csv_bytes
 from tests.conftest import SPEC, Owner
 from tests.security import keys as where

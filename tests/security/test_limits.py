@@ -12,8 +12,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from service.db.models import SUCCEEDED, Job
-from service.settings import Settings
+from fitq.service.db.models import SUCCEEDED, Job
+from fitq.service.settings import Settings
 from tests.api.conftest import Api, Stored, Upload, csv_bytes, npz_bytes, parquet_bytes
 from tests.conftest import SPEC, Owner
 

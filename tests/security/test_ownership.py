@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 from starlette.routing import Mount
 
-from service.db.models import QUEUED, SUCCEEDED, Job
+from fitq.service.db.models import QUEUED, SUCCEEDED, Job
 from tests.api.conftest import Stored, csv_bytes
 from tests.conftest import SPEC, Owner
 

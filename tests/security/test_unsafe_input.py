@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.datasets import npz
-from service.errors import InvalidDataset
-from service.settings import Settings
+from fitq.service.datasets import npz
+from fitq.service.errors import InvalidDataset
+from fitq.service.settings import Settings
 from tests.api.conftest import Api, Stored, Upload, csv_bytes, npz_bytes, parquet_bytes
 from tests.spec.conftest import dense, keras_layer, keras_model
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from service.errors import InvalidSpec
-from service.spec import parse_spec
+from fitq.service.errors import InvalidSpec
+from fitq.service.spec import parse_spec
 
 KERAS_EXAMPLES = Path(__file__).parents[2] / "examples" / "keras"
 """Real Keras exports (Keras 3 and tf.keras 2), copied from the product's shared examples."""

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from service import keras_import
-from service.errors import InvalidSpec
-from service.spec import parse_spec
+from fitq.service import keras_import
+from fitq.service.errors import InvalidSpec
+from fitq.service.spec import parse_spec
 from tests.spec.conftest import (
     KERAS_EXAMPLES,
     dense,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from service.spec import JobSpec, SpecLimits, parse_spec, validation_errors
+from fitq.service.spec import JobSpec, SpecLimits, parse_spec, validation_errors
 from tests.spec.conftest import SPEC_EXAMPLE, refused, spec_dict
 
 DENSE_DEFAULTS = {

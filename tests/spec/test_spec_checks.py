@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from service.datasets.shape import DataShape
-from service.errors import InvalidSpec
-from service.spec import JobSpec, parse_spec
-from service.spec_checks import check_against_data
+from fitq.service.datasets.shape import DataShape
+from fitq.service.errors import InvalidSpec
+from fitq.service.spec import JobSpec, parse_spec
+from fitq.service.spec_checks import check_against_data
 from tests.spec.conftest import dense, keras_spec, spec_dict
 
 MNIST = DataShape(n_rows=1000, n_features=784, kind="classification", n_classes=10)

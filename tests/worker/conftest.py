@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from service.db.engine import session_factory
-from service.db.models import ApiKey
+from fitq.service.db.engine import session_factory
+from fitq.service.db.models import ApiKey
 
 
 @pytest.fixture

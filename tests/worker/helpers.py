@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load as load_safetensors
 from sqlalchemy import select
 
-from service import jobs
-from service.db.engine import session_factory, transaction
-from service.db.models import Job, JobEpoch
-from service.settings import Settings
-from service.store import ArtifactStore
-from worker.runner import Worker
+from fitq.service import jobs
+from fitq.service.db.engine import session_factory, transaction
+from fitq.service.db.models import Job, JobEpoch
+from fitq.service.settings import Settings
+from fitq.service.store import ArtifactStore
+from fitq.worker.runner import Worker
 
 WAIT_SECONDS = 60
 

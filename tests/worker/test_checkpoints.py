@@ -10,10 +10,13 @@ from typing import Any
 import torch
 from sqlalchemy import select
 
-from service.db.engine import session_factory
-from service.db.models import ExecutionLog
-from service.settings import Settings
-from service.store import ArtifactStore
+from fitq.service.db.engine import session_factory
+from fitq.service.db.models import ExecutionLog
+from fitq.service.settings import Settings
+from fitq.service.store import ArtifactStore
+from fitq.worker import checkpoints
+from fitq.worker.faults import Faults
+from fitq.worker.runner import Worker
 from tests.worker.helpers import (
     WAIT_SECONDS,
     epochs_of,
@@ -24,9 +27,6 @@ from tests.worker.helpers import (
     submit,
     wait_for,
 )
-from worker import checkpoints
-from worker.faults import Faults
-from worker.runner import Worker
 
 SPEC = iris_spec(epochs=6, batch_size=4)
 SLOW_STEPS = Faults(step_delay_seconds=0.01)  # ~0.4 s an epoch: still running when stopped

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import torch
 
-from service import queue
-from service.db.engine import transaction
-from service.settings import Settings
+from fitq.service import queue
+from fitq.service.db.engine import transaction
+from fitq.service.settings import Settings
+from fitq.worker.faults import Faults
+from fitq.worker.runner import Worker
 from tests.worker.helpers import (
     WAIT_SECONDS,
     epochs_of,
@@ -19,8 +21,6 @@ from tests.worker.helpers import (
     submit,
     wait_for,
 )
-from worker.faults import Faults
-from worker.runner import Worker
 
 
 class TestTraining:

@@ -10,11 +10,11 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from service import auth, jobs, queue
-from service.db.engine import transaction
-from service.settings import Settings
+from fitq.service import auth, jobs, queue
+from fitq.service.db.engine import transaction
+from fitq.service.settings import Settings
+from fitq.worker.runner import Worker
 from tests.worker.helpers import WAIT_SECONDS, iris_spec, job_row, start, wait_for
-from worker.runner import Worker
 
 pytestmark = pytest.mark.postgres
 

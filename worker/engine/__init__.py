@@ -5,9 +5,9 @@ Pure computation: it imports torch, numpy and safetensors, never the service.
 See docs/engine.md for the API the worker uses and the choices made.
 """
 
-from worker.engine.errors import ConfigError, DataError, TrainingError
-from worker.engine.model import Model, Predictor, default_device, load_model, load_predictor
-from worker.engine.trainer import Trainer
+from fitq.worker.engine.errors import ConfigError, DataError, TrainingError
+from fitq.worker.engine.model import Model, Predictor, default_device, load_model, load_predictor
+from fitq.worker.engine.trainer import Trainer
 
 __all__ = [
     "ConfigError",

@@ -21,7 +21,7 @@ from typing import Any
 import safetensors.torch
 from torch import Tensor
 
-from worker.engine.errors import TrainingError
+from fitq.worker.engine.errors import TrainingError
 
 FORMAT_VERSION = 1
 METADATA_KEY = "fitq_checkpoint"

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import Tensor
 
-from worker.engine.errors import ConfigError
+from fitq.worker.engine.errors import ConfigError
 
 
 @dataclass

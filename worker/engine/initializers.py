@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from worker.engine.errors import ConfigError
+from fitq.worker.engine.errors import ConfigError
 
 _TRUNC_STD = 0.87962566103423978  # std of N(0, 1) truncated to [−2, 2]
 

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from worker.engine import activations
-from worker.engine.errors import ConfigError
-from worker.engine.initializers import initialize
+from fitq.worker.engine import activations
+from fitq.worker.engine.errors import ConfigError
+from fitq.worker.engine.initializers import initialize
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from worker.engine.errors import ConfigError
+from fitq.worker.engine.errors import ConfigError
 
 EPSILON = 1e-7  # Keras' backend epsilon, the clip on probabilities
 _SUM = 2  # aten's Reduction::Sum

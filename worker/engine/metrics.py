@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from worker.engine.activations import Activation
-from worker.engine.errors import ConfigError
+from fitq.worker.engine.activations import Activation
+from fitq.worker.engine.errors import ConfigError
 
 ALIASES = {
     "acc": "accuracy",

@@ -17,9 +17,9 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
-from worker.engine import activations
-from worker.engine.errors import ConfigError, DataError
-from worker.engine.layers import ActivationLayer, Context, Dense, Layer, build
+from fitq.worker.engine import activations
+from fitq.worker.engine.errors import ConfigError, DataError
+from fitq.worker.engine.layers import ActivationLayer, Context, Dense, Layer, build
 
 PREDICT_BATCH_ROWS = 8192  # rows per forward pass in predict/evaluate
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from worker.engine.errors import ConfigError
+from fitq.worker.engine.errors import ConfigError
 
 Tensors = list[Tensor] | tuple[Tensor, ...]  # what torch._foreach_* take and return
 

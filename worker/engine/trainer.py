@@ -32,12 +32,12 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
-from worker.engine import checkpoint as ckpt
-from worker.engine import losses, metrics, optimizers
-from worker.engine.early_stopping import EarlyStopping
-from worker.engine.errors import ConfigError, DataError, TrainingError
-from worker.engine.layers import Context
-from worker.engine.model import (
+from fitq.worker.engine import checkpoint as ckpt
+from fitq.worker.engine import losses, metrics, optimizers
+from fitq.worker.engine.early_stopping import EarlyStopping
+from fitq.worker.engine.errors import ConfigError, DataError, TrainingError
+from fitq.worker.engine.layers import Context
+from fitq.worker.engine.model import (
     PREDICT_BATCH_ROWS,
     SEED_STREAM_DROPOUT,
     SEED_STREAM_SHUFFLE,

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import DatasetDep, OwnerDep, SessionDep, SettingsDep, StoreDep
-from service.api.responses import errors
-from service.api.schemas import DatasetPublic, Page
-from service.api.upload import FILE_FIELD, receive_upload
-from service.datasets import service as datasets
+from fitq.service.api.deps import DatasetDep, OwnerDep, SessionDep, SettingsDep, StoreDep
+from fitq.service.api.responses import errors
+from fitq.service.api.schemas import DatasetPublic, Page
+from fitq.service.api.upload import FILE_FIELD, receive_upload
+from fitq.service.datasets import service as datasets
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from service import jobs
-from service.api import reads
-from service.api.deps import (
+from fitq.service import jobs
+from fitq.service.api import reads
+from fitq.service.api.deps import (
     BEARER_SECURITY,
     JobDep,
     JsonBody,
@@ -19,8 +19,8 @@ from service.api.deps import (
     StoreDep,
     committed,
 )
-from service.api.responses import errors
-from service.api.schemas import (
+from fitq.service.api.responses import errors
+from fitq.service.api.schemas import (
     DB_INT_MAX,
     History,
     JobPublic,

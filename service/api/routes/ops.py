@@ -7,11 +7,11 @@ import logging
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from service import metrics
-from service.api.deps import SettingsDep
-from service.api.responses import errors
-from service.api.schemas import Health
-from service.db import migrate
+from fitq.service import metrics
+from fitq.service.api.deps import SettingsDep
+from fitq.service.api.responses import errors
+from fitq.service.api.schemas import Health
+from fitq.service.db import migrate
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("fitq.api")
