@@ -165,6 +165,16 @@ class Job(Base):
     model_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
     phase: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
+    # Packing: jobs with the same pack_key (computed at submit from the structure,
+    # loss, optimizer and batch size; null = never packed) may train together.
+    pack_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pack_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """The pack it trains in (or last trained in); written by its worker at claim and join."""
+    pack_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sweep_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -184,7 +194,9 @@ class Job(Base):
             name="phase",
         ),
         UniqueConstraint("owner_id", "idempotency_key", name="idempotency"),
+        CheckConstraint("pack_size IS NULL OR pack_size >= 1", name="pack_size"),
         Index("ix_jobs_claim", "status", "priority", "created_at"),
+        Index("ix_jobs_pack_claim", "pack_key", "status", "priority", "created_at"),
         Index("ix_jobs_owner_created", "owner_id", "created_at"),
     )
 
@@ -237,3 +249,37 @@ class JobEvent(Base):
         CheckConstraint("kind IN ('status', 'phase', 'epoch')", name="kind"),
         Index("ix_job_events_job_id_id", "job_id", "id"),
     )
+
+
+class Sweep(Base):
+    """Many variants of one job spec (its trials are ordinary jobs), ranked by a
+    metric. Its status is derived from its trials' statuses when read."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The request as submitted (base spec, method, parameters, early_terminate)."""
+    metric: Mapped[str] = mapped_column(String(100))
+    goal: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (CheckConstraint("goal IN ('minimize', 'maximize')", name="goal"),)
+
+
+class SweepTrial(Base):
+    """A sweep's job, with the parameter values that made it and its ranking value
+    (the best epoch value of the sweep's metric, updated as epochs are recorded)."""
+
+    __tablename__ = "sweep_trials"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    """The trial's place in the sweep's expansion (0-based), a stable tie-break."""
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    pruned: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Stopped by early termination (ASHA); the job itself ended succeeded."""
