@@ -1,5 +1,6 @@
 """The web stack's security fixes: pyproject.toml pins the patched minimums of
-starlette and python-multipart, and the installed versions satisfy them."""
+starlette and python-multipart (in the ``server`` extra, where the web stack
+is), and the installed versions satisfy them."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ PATCHED = {
 
 
 def pinned() -> dict[str, Requirement]:
-    deps = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    """Every requirement of the project, its extras' included, by name."""
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    deps = [*project["dependencies"], *sum(project["optional-dependencies"].values(), [])]
     return {(r := Requirement(d)).name: r for d in deps}
 
 
