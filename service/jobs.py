@@ -29,7 +29,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fitq.service import queue, spec_checks
+from fitq.service import queue
 from fitq.service import spec as specs
 from fitq.service.datasets import service as datasets
 from fitq.service.datasets.shape import DataShape
@@ -93,7 +93,7 @@ def submit(
     spec = specs.parse_spec(body, limits=limits)
     normalized: dict[str, Any] = spec.model_dump(mode="json")
     shapes = _dataset_shapes(session, owner_id, normalized)
-    spec_checks.check_against_data(
+    specs.check_against_data(
         spec,
         shapes["dataset_id"],  # type: ignore[arg-type]
         validation=shapes["validation_dataset_id"],

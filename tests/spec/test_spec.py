@@ -1,4 +1,4 @@
-"""service/spec.py: normalization to the contract, Keras names and defaults, refusals."""
+"""service/spec/: normalization to the contract, Keras names and defaults, refusals."""
 
 from __future__ import annotations
 

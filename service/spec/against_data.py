@@ -29,7 +29,8 @@ from collections.abc import Sequence
 
 from fitq.service.datasets.shape import DataShape
 from fitq.service.errors import InvalidSpec
-from fitq.service.spec import CROSS_ENTROPIES, JobSpec
+from fitq.service.spec.job import JobSpec
+from fitq.service.spec.losses import CROSS_ENTROPIES
 
 
 def check_against_data(

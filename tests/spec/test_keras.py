@@ -1,4 +1,4 @@
-"""service/keras_import.py: Keras model.to_json() exports as specs."""
+"""service/spec/keras.py: Keras model.to_json() exports as specs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from fitq.service import keras_import
 from fitq.service.errors import InvalidSpec
-from fitq.service.spec import parse_spec
+from fitq.service.spec import keras, parse_spec
 from tests.spec.conftest import (
     KERAS_EXAMPLES,
     dense,
@@ -40,7 +39,7 @@ def example(name: str) -> str:
 
 
 def model_of(*layers: dict[str, Any], input_dim: int = 4) -> dict[str, Any]:
-    return keras_import.model_from_keras(keras_model(*layers, input_dim=input_dim))
+    return keras.model_from_keras(keras_model(*layers, input_dim=input_dim))
 
 
 class TestExamples:
@@ -172,9 +171,9 @@ class TestLayers:
                 ]
             },
         }
-        assert keras_import.model_from_keras(doc)["input_dim"] == 7
+        assert keras.model_from_keras(doc)["input_dim"] == 7
         doc["config"]["layers"][0]["config"] = {"units": 2, "input_shape": [5]}  # type: ignore[index]
-        assert keras_import.model_from_keras(doc)["input_dim"] == 5
+        assert keras.model_from_keras(doc)["input_dim"] == 5
 
     @pytest.mark.parametrize(
         ("layer", "words"),
@@ -210,7 +209,7 @@ class TestLayers:
         doc = json.loads(keras_model(dense(1, "hard_sigmoid")))
         doc["keras_version"] = "2.15.0"
         with pytest.raises(InvalidSpec, match="hard_sigmoid"):
-            keras_import.model_from_keras(doc)
+            keras.model_from_keras(doc)
         assert model_of(dense(1, "hard_sigmoid"))["layers"][0]["activation"] == "hard_sigmoid"
 
 
@@ -240,12 +239,12 @@ class TestModels:
         doc = json.loads(keras_model(keras_layer("Flatten"), dense(10)))
         doc["config"]["layers"][0]["config"]["batch_shape"] = [None, 28, 28]
         with pytest.raises(InvalidSpec, match=r"\(None, 28, 28\) is not a flat vector"):
-            keras_import.model_from_keras(doc)
+            keras.model_from_keras(doc)
 
     def test_no_input_shape_refused(self) -> None:
         doc = {"class_name": "Sequential", "config": {"layers": [dense(3)]}}
         with pytest.raises(InvalidSpec, match="no input shape"):
-            keras_import.model_from_keras(doc)
+            keras.model_from_keras(doc)
 
     @pytest.mark.parametrize(
         ("value", "expected"),
@@ -259,7 +258,7 @@ class TestModels:
         ],
     )
     def test_float32_artefacts_are_shortened(self, value: float, expected: float) -> None:
-        assert keras_import.f32_shortest(value) == expected
+        assert keras.f32_shortest(value) == expected
 
 
 def _keras_layers_again() -> list[dict[str, Any]]:

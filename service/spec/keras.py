@@ -1,4 +1,4 @@
-"""Keras ``model.to_json()`` → a fitq model dict (the input of ``spec.ModelSpec``).
+"""Keras ``model.to_json()`` → a fitq model dict (the input of ``ModelSpec``).
 
 The export is read as data only — ``json.loads`` and dict lookups; keras and
 tensorflow are never imported and nothing is evaluated. Both formats are
@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import struct
 from collections.abc import Mapping
 from typing import Any
 
 from fitq.service.errors import InvalidSpec
+from fitq.service.spec.base import name_key
 
 SUPPORTED_LAYERS = (
     "Dense",
@@ -49,15 +49,6 @@ _SUPPORTED_TEXT = ", ".join(SUPPORTED_LAYERS) + " (after an optional InputLayer)
 _IGNORED = frozenset(
     {"name", "dtype", "batch_input_shape", "batch_shape", "input_shape", "input_dim", "autocast"}
 )
-
-
-def name_key(name: str) -> str:
-    """The lookup key of a name: case, ``_``, ``-`` and spaces ignored.
-
-    ``"SparseCategoricalCrossentropy"`` and ``"sparse_categorical_crossentropy"``
-    have the same key, so Keras class names and function names both resolve.
-    """
-    return re.sub(r"[\s_\-]", "", name).lower()
 
 
 def f32_shortest(value: Any) -> Any:

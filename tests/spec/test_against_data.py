@@ -1,4 +1,4 @@
-"""service/spec_checks.py: a valid spec against the shapes of its datasets."""
+"""service/spec/against_data.py: a valid spec against the shapes of its datasets."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 
 from fitq.service.datasets.shape import DataShape
 from fitq.service.errors import InvalidSpec
-from fitq.service.spec import JobSpec, parse_spec
-from fitq.service.spec_checks import check_against_data
+from fitq.service.spec import JobSpec, check_against_data, parse_spec
 from tests.spec.conftest import dense, keras_spec, spec_dict
 
 MNIST = DataShape(n_rows=1000, n_features=784, kind="classification", n_classes=10)
