@@ -15,9 +15,14 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fitq.service.db.engine import POOL_SIZE
-
 GIB = 1024**3
+POOL_SIZE = 20
+"""Database connections each process keeps open (``db/engine.py``'s pool). The
+API's threads must fit in it (``api_threads`` + ``api_read_threads``, each
+holding at most one): a request thread then never waits for a connection that
+only another queued request's thread could give back. Here rather than in
+``db/engine.py`` so that the settings (which the client-only CLI reads) do not
+import SQLAlchemy."""
 
 
 class Settings(BaseSettings):

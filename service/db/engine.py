@@ -18,19 +18,21 @@ from sqlalchemy import Connection, CursorResult, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from fitq.service.settings import POOL_SIZE
+
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 """libpq's ``connect_timeout`` unless the URL sets one: a host that drops packets
 is then an error (a 503, a worker's retry) instead of a hang until TCP gives up."""
-POOL_SIZE = 20
 POOL_MAX_OVERFLOW = 30
-"""Connections per process. The pool keeps at least as many as the API has
-threads (``FITQ_API_THREADS`` + ``FITQ_API_READ_THREADS`` ≤ ``POOL_SIZE``,
-checked by the settings): a request thread never waits for a connection that
-only another queued request's thread could give back (that starvation turned
-50 concurrent submissions into pool time-outs), and a busy API does not open
-and close a connection per request past the pool. The overflow is for what
-runs outside those threads (the event streams)."""
+"""Connections a process may open past ``settings.POOL_SIZE``, the ones it keeps.
+The pool keeps at least as many as the API has threads (``FITQ_API_THREADS`` +
+``FITQ_API_READ_THREADS`` ≤ ``POOL_SIZE``, checked by the settings): a request
+thread never waits for a connection that only another queued request's thread
+could give back (that starvation turned 50 concurrent submissions into pool
+time-outs), and a busy API does not open and close a connection per request
+past the pool. The overflow is for what runs outside those threads (the event
+streams)."""
 
 
 def normalize_url(url: str) -> str:

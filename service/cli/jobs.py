@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from fitq.service.cli_common import (
+from fitq.service.cli.common import (
     EXIT_FOR_STATUS,
     EXIT_USAGE,
     JsonOption,

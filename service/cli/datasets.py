@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Column, Table
 
-from fitq.service.cli_common import JsonOption, call, client, fail, out, print_json
+from fitq.service.cli.common import JsonOption, call, client, fail, out, print_json
 
 datasets_app = typer.Typer(help="Upload, list, show and delete datasets.", no_args_is_help=True)
 
