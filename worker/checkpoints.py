@@ -16,6 +16,10 @@ Key::
   database's ``checkpoint_key`` (written by a fenced transaction) therefore
   names a file *and* the bytes it must hold.
 
+Writing (:func:`save`, then :class:`Trail` once the key is committed): the
+last ``KEEP`` committed positions are kept, older files pruned after each
+commit; a job that ended has its folder dropped (:func:`drop`).
+
 Resume order (:func:`load_for_resume`): the committed ``checkpoint_key`` first;
 then the older files of the folder, newest first, each verified; then nothing
 (a fresh start, which a deterministic run turns into the same result). Files
@@ -123,3 +127,40 @@ def prune(store: ArtifactStore, job_id: str, keep_from: tuple[int, int]) -> None
     for ref in listing(store, job_id):
         if ref.position < keep_from:
             store.delete(ref.key)
+
+
+def save(
+    store: ArtifactStore, job_id: str, attempt: int, position: tuple[int, int], data: bytes
+) -> str:
+    """Write a checkpoint's bytes under the key naming its position (completed
+    epochs, steps into the next), the attempt and their sha256; return the key."""
+    epoch, step = position
+    key = key_for(job_id, epoch, step, attempt, data)
+    store.put_bytes(key, data)
+    return key
+
+
+class Trail:
+    """The committed checkpoints of one attempt: after each commit, the files
+    older than the one before the newest are pruned."""
+
+    def __init__(self, store: ArtifactStore, job_id: str, resumed: CheckpointRef | None):
+        self.store = store
+        self.job_id = job_id
+        self._positions = [resumed.position] if resumed is not None else []
+
+    def committed(self, key: str) -> None:
+        """``key`` was committed (its fenced write returned): prune behind it."""
+        ref = parse(key)
+        assert ref is not None, key
+        self._positions.append(ref.position)
+        del self._positions[:-KEEP]
+        prune(self.store, self.job_id, keep_from=self._positions[0])
+
+
+def drop(store: ArtifactStore, job_id: str) -> None:
+    """A job that ended needs its checkpoints no more (best effort)."""
+    try:
+        store.delete_prefix(folder(job_id))
+    except Exception:
+        log.warning("checkpoints not deleted", extra={"job_id": job_id}, exc_info=True)

@@ -15,8 +15,8 @@ from fitq.service.db.models import ExecutionLog
 from fitq.service.settings import Settings
 from fitq.service.store import ArtifactStore
 from fitq.worker import checkpoints
-from fitq.worker.faults import Faults
 from fitq.worker.runner import Worker
+from tests.support.faults import slow_steps
 from tests.worker.helpers import (
     WAIT_SECONDS,
     epochs_of,
@@ -29,13 +29,13 @@ from tests.worker.helpers import (
 )
 
 SPEC = iris_spec(epochs=6, batch_size=4)
-SLOW_STEPS = Faults(step_delay_seconds=0.01)  # ~0.4 s an epoch: still running when stopped
+SLOW_STEPS = slow_steps(10)  # ~0.4 s an epoch: still running when stopped
 
 
 def hand_back_after(settings: Settings, job_id: str, epochs: int) -> None:
     """Run the job on a worker and stop it (SIGTERM's path) once ``epochs`` are recorded."""
     url = settings.resolved_database_url
-    worker = Worker(settings, worker_id="first", faults=SLOW_STEPS)
+    worker = Worker(settings, worker_id="first", on_step=SLOW_STEPS)
     thread = start(worker)
     wait_for(lambda: job_row(url, job_id).epoch >= epochs, f"{epochs} epochs")
     worker.stop.set()

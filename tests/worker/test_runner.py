@@ -9,8 +9,8 @@ import torch
 from fitq.service import queue
 from fitq.service.db.engine import transaction
 from fitq.service.settings import Settings
-from fitq.worker.faults import Faults
 from fitq.worker.runner import Worker
+from tests.support.faults import slow_steps
 from tests.worker.helpers import (
     WAIT_SECONDS,
     epochs_of,
@@ -84,7 +84,7 @@ class TestStopping:
 
         job_id = submit(url, owner_id, spec)
         # ~0.4 s an epoch, so the job is still running when the stop comes
-        first = Worker(settings, worker_id="first", faults=Faults(step_delay_seconds=0.01))
+        first = Worker(settings, worker_id="first", on_step=slow_steps(10))
         thread = start(first)
         wait_for(lambda: job_row(url, job_id).epoch >= 2, "two epochs")
         first.stop.set()

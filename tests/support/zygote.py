@@ -1,19 +1,21 @@
-"""Worker processes forked from a warm parent, for the kill tests.
+"""Worker processes forked from a warm parent, for the kill tests and the soak.
 
-Starting ``python -m fitq.service.cli worker`` costs seconds of CPU (torch, sklearn),
-and the kill scenarios start dozens of workers. The zygote is one process that
-imports those modules once and then forks a child per request; the child sets
-its environment, points stdout/stderr at its log, and runs the very
-``fitq worker`` command (``fitq.service.cli.app(["worker"])``): its own signal
-handlers, settings, database engines and threads, nothing shared with the
-zygote, which opens no connection and runs no torch op before forking. A child
-is a real process to kill (-9), stop or terminate. The SIGTERM scenario still
-starts ``python -m fitq.service.cli worker`` itself, so the entry point is proven
-end to end as well.
+Starting a worker process costs seconds of CPU (torch, sklearn), and the kill
+scenarios start dozens of workers. The zygote is one process that imports
+those modules once and then forks a child per request; the child sets its
+environment, points stdout/stderr at its log, and runs the worker's entry
+point (``tests/support/faulty_worker.py``: ``fitq worker``'s own function,
+with the faults its arguments name): its own signal handlers, settings,
+database engines and threads, nothing shared with the zygote, which opens no
+connection and runs no torch op before forking. A child is a real process to
+kill (-9), stop or terminate. The SIGTERM scenario starts its worker as a
+process of its own, so the entry point is proven end to end as well.
 
-Protocol (lines): the test writes ``{"env": {...}, "log": path}``; the zygote
-answers ``started <pid>``, and ``exit <pid> <code>`` when a child ends (``code``
-as ``Popen.returncode``: negative for a signal).
+    python -m tests.support.zygote
+
+Protocol (lines): the test writes ``{"env": {...}, "log": path, "args": [...]}``;
+the zygote answers ``started <pid>``, and ``exit <pid> <code>`` when a child
+ends (``code`` as ``Popen.returncode``: negative for a signal).
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ PRELOAD = (
     "fitq.service.cli",
     "fitq.service.datasets.builtin",
     "fitq.worker.runner",
+    "tests.support.faulty_worker",
 )
 START_TIMEOUT_SECONDS = 120
+ROOT = Path(__file__).resolve().parents[2]
+"""The repository: the zygote runs as ``python -m tests.support.zygote`` from there."""
 
 
 def main() -> None:
@@ -65,12 +70,12 @@ def main() -> None:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            _child(request["env"], request["log"])
+            _child(request["env"], request["log"], request.get("args", []))
         children.add(pid)
         print(f"started {pid}", flush=True)
 
 
-def _child(env: dict[str, str], log: str) -> None:
+def _child(env: dict[str, str], log: str, args: list[str]) -> None:
     os.setpgrp()
     os.environ.clear()
     os.environ.update(env)
@@ -81,9 +86,9 @@ def _child(env: dict[str, str], log: str) -> None:
     os.dup2(out, 2)
     code = 0
     try:
-        from fitq.service.cli import app
+        from tests.support import faulty_worker
 
-        app(["worker"], prog_name="fitq")
+        faulty_worker.main(args)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
@@ -133,9 +138,9 @@ class Child:
 class Zygote:
     """The warm parent, started once per test session."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path = ROOT):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.reliability.zygote"],
+            [sys.executable, "-m", "tests.support.zygote"],
             cwd=root,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -160,10 +165,12 @@ class Zygote:
             elif word == "exit":
                 self.exits[int(rest[0])] = int(rest[1])
 
-    def spawn(self, env: dict[str, str], log: Path) -> Child:
+    def spawn(self, env: dict[str, str], log: Path, args: list[str] | None = None) -> Child:
+        """A worker with ``env``, writing to ``log``, given the faulty worker's ``args``."""
         assert self.proc.stdin is not None
+        request = {"env": env, "log": str(log), "args": args or []}
         with self._lock:
-            self.proc.stdin.write(json.dumps({"env": env, "log": str(log)}) + "\n")
+            self.proc.stdin.write(json.dumps(request) + "\n")
             self.proc.stdin.flush()
             pid = self._started.get(timeout=START_TIMEOUT_SECONDS)
         assert isinstance(pid, int)

@@ -1,0 +1,248 @@
+"""What a worker tells the queue while an attempt runs, and how it survives a
+database that is away.
+
+- :class:`Database`: the worker's transactions. A job's writes are retried
+  with backoff (``RETRY_FIRST_SECONDS`` doubling to ``RETRY_MAX_SECONDS``)
+  for as long as the database is away, so an outage shorter than the lease
+  costs the job neither its attempt nor its progress; past shutdown they are
+  not (the lease then hands the job on).
+- :class:`Reporter`: the writes of one claimed attempt (phase, epoch,
+  checkpoint, finish, fail, cancel acknowledged, hand-back), each fenced by
+  the claim's attempt in ``service/queue.py``, and what the heartbeat learnt
+  for it (``cancel``, ``lost``).
+- :class:`Heartbeat`: a thread that, every ``REPORT_SECONDS`` (at most a
+  third of the lease), extends the lease of each reporter it beats and writes
+  its progress, all in one transaction. It beats one reporter today; a pack of
+  jobs trained together would hand it one per job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from fitq.service import queue
+from fitq.service.db.availability import describe as describe_database_error
+from fitq.service.db.availability import is_unavailable
+from fitq.service.db.engine import session_factory
+from fitq.service.errors import StaleAttempt
+
+log = logging.getLogger("fitq.worker")
+T = TypeVar("T")
+
+REPORT_SECONDS = 1.0
+"""How often the heartbeat extends the lease and writes progress (at most a third of the lease)."""
+RETRY_FIRST_SECONDS = 0.2
+"""The first wait before a job's write is retried while the database is away."""
+RETRY_MAX_SECONDS = 2.0
+"""The longest wait between two retries (the wait doubles up to it)."""
+
+Progress = tuple[int, int, int]
+"""(epoch, step, steps): where training is, as the progress columns hold it."""
+
+
+class Database:
+    """The worker's sessions over one database URL, and the retrying of writes.
+
+    ``stop`` is the worker's: once it is set a write is no longer retried."""
+
+    def __init__(self, url: str, stop: threading.Event):
+        self._sessions = session_factory(url)
+        self.stop = stop
+
+    def transaction(self) -> Any:
+        """A session in a transaction that commits when the block ends."""
+        return self._sessions.begin()
+
+    def session(self) -> Session:
+        """A plain session (reads)."""
+        return self._sessions()
+
+    def write(self, action: str, write: Callable[[Session], T]) -> T:
+        """``write`` in its own transaction, retried while the database is away.
+
+        A retry may follow a commit whose answer was lost with the connection;
+        the fenced writes are safe to repeat (the same values again; an epoch's
+        History row is written once), and a repeated status change is refused
+        as a stale attempt, since the job is no longer running."""
+        return self.retrying(action, lambda: self._in_transaction(write))
+
+    def retrying(self, action: str, attempt: Callable[[], T]) -> T:
+        """``attempt()``, again with backoff for as long as the database is away
+        (not past shutdown: then the lease hands the job on). Any other error,
+        a stale attempt included, is raised at once."""
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                return attempt()
+            except DBAPIError as exc:
+                if not is_unavailable(exc) or self.stop.is_set():
+                    raise
+                log.warning(
+                    "database unavailable; retrying",
+                    extra={"action": action, "error": describe_database_error(exc)},
+                )
+                if self.stop.wait(delay):
+                    raise
+                delay = min(2 * delay, RETRY_MAX_SECONDS)
+
+    def _in_transaction(self, write: Callable[[Session], T]) -> T:
+        with self.transaction() as session:
+            return write(session)
+
+
+class Reporter:
+    """The writes of one claimed attempt, each fenced by ``claim.attempt``: a
+    write of a superseded attempt raises ``StaleAttempt``.
+
+    ``progress`` is set by the training thread at each step and written by the
+    heartbeat; ``cancel`` and ``lost`` are set by the heartbeat and read by the
+    training thread at the next step boundary."""
+
+    def __init__(self, db: Database, claim: queue.Claim, worker_id: str):
+        self.db = db
+        self.claim = claim
+        self.worker_id = worker_id
+        self.cancel = threading.Event()
+        self.lost = threading.Event()
+        self.progress: Progress | None = None
+        self._progress_written: Progress | None = None
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The log fields naming this attempt."""
+        claim = self.claim
+        return {"job_id": claim.job_id, "attempt": claim.attempt, "worker_id": self.worker_id}
+
+    # -- the fenced writes ------------------------------------------------------
+
+    def phase(self, phase: str) -> None:
+        self._fenced(lambda s, job, attempt: queue.record_phase(s, job, attempt, phase))
+
+    def checkpoint(self, key: str) -> None:
+        """A mid-epoch checkpoint committed: a resumed attempt starts from ``key``."""
+        self._fenced(lambda s, job, attempt: queue.record_checkpoint(s, job, attempt, key))
+
+    def epoch(self, epoch: int, logs: dict[str, float], checkpoint_key: str) -> None:
+        """An epoch's History row (its metrics; timings apart) and its checkpoint."""
+        metrics = {k: v for k, v in logs.items() if k not in ("seconds", "samples_per_second")}
+        self._fenced(
+            lambda s, job, attempt: queue.record_epoch(
+                s,
+                job,
+                attempt,
+                epoch=epoch,
+                metrics=metrics,
+                seconds=float(logs.get("seconds", 0.0)),
+                samples_per_second=float(logs.get("samples_per_second", 0.0)),
+                checkpoint_key=checkpoint_key,
+            )
+        )
+
+    def hand_back(self, checkpoint_key: str) -> None:
+        """Back to the queue at shutdown, resumable from ``checkpoint_key`` (one transaction)."""
+
+        def write(session: Session, job: str, attempt: int) -> None:
+            queue.record_checkpoint(session, job, attempt, checkpoint_key)
+            queue.requeue(session, job, attempt)
+
+        self._fenced(write)
+
+    def acknowledge_cancel(self) -> None:
+        self._fenced(queue.acknowledge_cancel)
+
+    def finish(self, model_key: str, test_metrics: dict[str, float] | None) -> None:
+        self._fenced(
+            lambda s, job, attempt: queue.finish(
+                s, job, attempt, model_key=model_key, test_metrics=test_metrics
+            )
+        )
+
+    def fail(self, message: str) -> None:
+        self._fenced(lambda s, job, attempt: queue.fail(s, job, attempt, message))
+
+    def log_execution(self, epoch: int) -> None:
+        """The execution log's row for ``epoch`` run by this attempt. Not fenced:
+        a stale attempt's run shows too."""
+        self.db.write(
+            "log_execution",
+            lambda s: queue.log_execution(
+                s, self.claim.job_id, self.claim.attempt, epoch, self.worker_id
+            ),
+        )
+
+    def _fenced(self, write: Callable[[Session, str, int], None]) -> None:
+        """One fenced write in its own transaction, retried while the database is away."""
+        self.db.write("write", lambda s: write(s, self.claim.job_id, self.claim.attempt))
+
+    # -- the heartbeat's part -----------------------------------------------------
+
+    def beat(self, session: Session, lease_seconds: float) -> bool:
+        """Extend the lease and write the progress if it moved; whether a cancel
+        was asked. A lost lease sets ``lost`` and raises ``StaleAttempt``."""
+        claim = self.claim
+        try:
+            cancel = queue.heartbeat(session, claim.job_id, claim.attempt, lease_seconds)
+        except StaleAttempt:
+            self.lost.set()
+            raise
+        progress = self.progress
+        if progress is not None and progress != self._progress_written:
+            epoch, step, steps = progress
+            queue.record_progress(
+                session, claim.job_id, claim.attempt, epoch=epoch, step=step, steps=steps
+            )
+            self._progress_written = progress
+        return cancel
+
+
+class Heartbeat:
+    """The thread that beats ``reporters`` until the block ends, in one
+    transaction a tick. A reporter whose lease was lost is beaten no more; the
+    thread ends when none is left. Any other error (the database briefly
+    away) is logged and the next tick tries again."""
+
+    def __init__(self, db: Database, reporters: list[Reporter], lease_seconds: float):
+        self.db = db
+        self.reporters = list(reporters)
+        self.lease_seconds = lease_seconds
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fitq-reporter", daemon=True)
+
+    @contextmanager
+    def running(self) -> Iterator[Heartbeat]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._done.set()
+            self._thread.join()
+
+    def _run(self) -> None:
+        interval = min(REPORT_SECONDS, self.lease_seconds / 3)
+        live = self.reporters
+        while live and not self._done.wait(interval):
+            try:
+                with self.db.transaction() as session:
+                    asked = [r for r in live if r.beat(session, self.lease_seconds)]
+                for reporter in asked:
+                    reporter.cancel.set()
+            except StaleAttempt:
+                pass
+            except Exception as exc:  # the database may be briefly away; keep beating
+                for reporter in live:
+                    log.warning(
+                        "heartbeat failed",
+                        extra={
+                            "job_id": reporter.claim.job_id,
+                            "error": describe_database_error(exc),
+                        },
+                        exc_info=not is_unavailable(exc),
+                    )
+            live = [r for r in live if not r.lost.is_set()]
