@@ -132,7 +132,7 @@ def show(job_id: str, as_json: bool = JsonOption) -> None:
     """One job: status, progress, status history, metrics per epoch, test metrics."""
     with client() as c:
         job = call(c.job, job_id)
-        history = call(c.metrics, job_id)
+        history = call(c.epochs, job_id)
     if as_json:
         print_json({**job, "history": history})
         return
@@ -183,7 +183,7 @@ def _watch(c: Client, job_id: str, as_json: bool) -> None:
     call(_json_lines if as_json else _live_view, c, job_id)
     job = call(c.job, job_id)
     if not as_json:
-        _summary(job, call(c.metrics, job_id))
+        _summary(job, call(c.epochs, job_id))
         if job.get("error"):
             err.print(f"[red]error:[/red] {job['error']}", highlight=False)
     if job["status"] != "succeeded":
@@ -211,7 +211,7 @@ def _live_view(c: Client, job_id: str) -> None:
     ) as bars:
         epoch_bar = bars.add_task("epochs", total=epochs, info=job["status"])
         step_bar = bars.add_task("steps ", total=job["progress"]["steps"] or 1, info="")
-        done = len(c.metrics(job_id))
+        done = len(c.epochs(job_id))
         bars.update(epoch_bar, completed=done)
         for event in c.events(job_id):
             data = event.data

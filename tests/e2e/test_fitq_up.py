@@ -82,7 +82,7 @@ def test_fitq_up_trains_the_reference_model_end_to_end(tmp_path: Path) -> None:
             final = client.wait(job["id"], timeout=300)
             assert final["status"] == "succeeded", final["error"]
 
-            history = client.metrics(job["id"])
+            history = client.epochs(job["id"])
             assert [row["epoch"] for row in history] == list(range(1, 11))
             for row in history:
                 assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(row)

@@ -1,226 +1,33 @@
-"""fitq's Python client (httpx), Keras-flavoured.
-
-    from fitq.service.client import Client
-
-    client = Client("http://127.0.0.1:8000", api_key)
-    history = client.fit(spec, x_train, y_train, epochs=10, validation_split=0.1)
-    history.history["loss"]          # as Keras' History.history
-    job = history.job
-    job.predict(x_test)              # probabilities (classification) or values
-    job.download("model.safetensors")
-
-Or step by step: ``client.upload_dataset(x, y)`` (arrays, sent as NPZ) or
-``client.upload_dataset("digits.csv")``; ``job = client.submit(spec,
-dataset=…)``; ``job.wait(progress=True)``; ``job.history``.
-
-Every non-2xx answer raises :class:`ApiError` carrying the status and the
-server's ``detail``; a job that ends failed or cancelled raises
-:class:`JobFailed` from ``fit`` (``wait`` returns it as it is).
-"""
+"""The :class:`Client`: one method per endpoint of the API, and ``fit``, which
+runs Keras' ``model.fit`` on fitq (upload, submit, follow, History)."""
 
 from __future__ import annotations
 
 import io
 import json
-import sys
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import httpx
 import numpy as np
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+from fitq.service.client.errors import JobFailed, raise_for
+from fitq.service.client.events import ServerEvent, parse_sse
+from fitq.service.client.job import TERMINAL, History, Job, history_of
+
 DEFAULT_TIMEOUT_SECONDS = 60.0
 RECONNECT_SECONDS = 1.0
 """Wait before reconnecting a dropped event stream."""
 MAX_RECONNECTS = 30
-PREDICT_BATCH_ROWS = 5000
-"""Rows per predict call (the server caps a call at FITQ_MAX_PREDICT_ROWS)."""
-NON_METRICS = ("epoch", "seconds", "samples_per_second")
-
-
-class ApiError(Exception):
-    def __init__(self, status_code: int, detail: Any):
-        self.status_code = status_code
-        self.detail = detail
-        super().__init__(f"{status_code}: {format_detail(detail)}")
-
-
-class JobFailed(Exception):
-    """A job that ended failed or cancelled (``fit`` raises it)."""
-
-    def __init__(self, job: Job):
-        self.job = job
-        super().__init__(f"job {job.id} {job['status']}: {job.get('error') or ''}".rstrip(": "))
-
-
-def format_detail(detail: Any) -> str:
-    """FastAPI's detail is a string, or a list of validation errors."""
-    if isinstance(detail, list):
-        parts = []
-        for err in detail:
-            if isinstance(err, dict):
-                loc = ".".join(str(p) for p in err.get("loc", []) if p != "body")
-                parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-            else:
-                parts.append(str(err))
-        return "; ".join(parts)
-    return str(detail)
-
-
-@dataclass(frozen=True)
-class ServerEvent:
-    """One Server-Sent Event: ``kind`` is status, phase, epoch or progress."""
-
-    kind: str
-    data: dict[str, Any]
-    id: int | None = None
-
-
-@dataclass
-class History:
-    """What ``Client.fit`` returns, shaped as Keras' ``History``."""
-
-    history: dict[str, list[float]]
-    epoch: list[int]
-    job: Job
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-class Job(Mapping[str, Any]):
-    """A job resource (read it as a dict: ``job["status"]``) with its actions."""
-
-    def __init__(self, client: Client, data: dict[str, Any]):
-        self._client = client
-        self._data = data
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return f"<Job {self.id} {self._data.get('status')}>"
-
-    @property
-    def id(self) -> str:
-        return str(self._data["id"])
-
-    @property
-    def status(self) -> str:
-        return str(self._data["status"])
-
-    @property
-    def test_metrics(self) -> dict[str, float] | None:
-        return self._data.get("test_metrics")
-
-    def refresh(self) -> Job:
-        self._data = self._client.job(self.id)
-        return self
-
-    def wait(
-        self, progress: bool = False, *, timeout: float | None = None, out: TextIO | None = None
-    ) -> Job:
-        """Follow the job's event stream until it ends; with ``progress``, print
-        each epoch as Keras' ``fit(verbose=2)`` does. Returns the job, refreshed."""
-        stream = out or sys.stdout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        epochs = self._data.get("progress", {}).get("epochs")
-        for event in self._client.events(self.id):
-            if event.kind == "progress":
-                epochs = event.data.get("epochs", epochs)
-            if progress and event.kind == "epoch":
-                print(keras_line({**event.data, "epochs": epochs}), file=stream, flush=True)
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.id} did not end within {timeout} s")
-        return self.refresh()
-
-    @property
-    def history(self) -> dict[str, list[float]]:
-        """Keras' ``History.history``: each metric's list of per-epoch values."""
-        return history_of(self._client.metrics(self.id))
-
-    def download(self, path: str | Path | None = None) -> bytes:
-        """The trained model (safetensors); also written to ``path`` when given."""
-        data = self._client.download_model(self.id)
-        if path is not None:
-            Path(path).write_bytes(data)
-        return data
-
-    def predict(self, x: Any) -> np.ndarray:
-        """As Keras' ``model.predict``: per row, the class probabilities
-        (classification) or the predicted values (regression)."""
-        rows = np.asarray(x, dtype=np.float64)
-        if rows.ndim == 1:
-            rows = rows[None, :]
-        outputs = []
-        for start in range(0, len(rows), PREDICT_BATCH_ROWS):
-            answer = self._client.predict(
-                self.id, rows[start : start + PREDICT_BATCH_ROWS].tolist()
-            )
-            outputs.append(np.asarray(answer.get("probabilities") or answer["predictions"]))
-        return np.concatenate(outputs)
-
-    def cancel(self) -> Job:
-        self._data = self._client.cancel(self.id)
-        return self
-
-
-def history_of(epochs: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """``GET /v1/jobs/{id}/metrics`` rows → ``{"loss": [...], "accuracy": [...], …}``."""
-    history: dict[str, list[float]] = {}
-    for row in epochs:
-        for key, value in row.items():
-            if key not in NON_METRICS and value is not None:
-                history.setdefault(key, []).append(value)
-    return history
-
-
-def keras_line(epoch: dict[str, Any]) -> str:
-    """``Epoch 3/10 - 0.4s - loss: 0.2100 - accuracy: 0.9400`` (Keras' verbose=2 line)."""
-    metrics = " - ".join(
-        f"{k}: {v:.4f}"
-        for k, v in epoch.items()
-        if k not in (*NON_METRICS, "job_id", "at", "attempt", "epochs")
-        and isinstance(v, int | float)
-    )
-    total = f"/{epoch['epochs']}" if epoch.get("epochs") else ""
-    return f"Epoch {epoch['epoch']}{total} - {epoch.get('seconds', 0):.1f}s - {metrics}"
 
 
 def npz_bytes(x: Any, y: Any) -> bytes:
+    """Arrays as the NPZ file an upload sends (``x`` float32, ``y`` as given)."""
     buffer = io.BytesIO()
     np.savez(buffer, x=np.asarray(x, dtype=np.float32), y=np.asarray(y))
     return buffer.getvalue()
-
-
-def parse_sse(lines: Iterator[str]) -> Iterator[ServerEvent]:
-    """Server-Sent Events from text lines (comments and ``retry:`` skipped)."""
-    kind, event_id = "message", None
-    data: list[str] = []
-    for line in lines:
-        if line == "":
-            if data:
-                yield ServerEvent(kind, json.loads("\n".join(data)), event_id)
-            kind, data, event_id = "message", [], None
-        elif line.startswith(":"):
-            continue
-        else:
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "event":
-                kind = value
-            elif name == "data":
-                data.append(value)
-            elif name == "id" and value.isdigit():
-                event_id = int(value)
 
 
 class Client:
@@ -240,7 +47,7 @@ class Client:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = self._http.request(method, path, **kwargs)
-        _raise_for(response)
+        raise_for(response)
         return response
 
     # -- Keras-flavoured ---------------------------------------------------------
@@ -286,7 +93,7 @@ class Client:
         job.wait(progress=verbose > 0)
         if job.status != "succeeded":
             raise JobFailed(job)
-        rows = self.metrics(job.id)
+        rows = self.epochs(job.id)
         return History(
             history=history_of(rows),
             epoch=[row["epoch"] - 1 for row in rows],  # Keras counts from 0
@@ -361,7 +168,8 @@ class Client:
     def job(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}").json()
 
-    def metrics(self, job_id: str, after: int | None = None) -> list[dict[str, Any]]:
+    def epochs(self, job_id: str, after: int | None = None) -> list[dict[str, Any]]:
+        """The job's History: one row per finished epoch (after ``after``, when given)."""
         params = {"after": after} if after is not None else {}
         return self._request("GET", f"/v1/jobs/{job_id}/metrics", params=params).json()["epochs"]
 
@@ -391,7 +199,7 @@ class Client:
                         return
                     if response.status_code >= 400:
                         response.read()
-                        _raise_for(response)
+                        raise_for(response)
                     for event in parse_sse(response.iter_lines()):
                         if event.id is not None:
                             last_event_id = event.id
@@ -429,11 +237,3 @@ class Client:
                 return
             params["cursor"] = page["next_cursor"]
 
-
-def _raise_for(response: httpx.Response) -> None:
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise ApiError(response.status_code, detail)

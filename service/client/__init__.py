@@ -1,0 +1,41 @@
+"""fitq's Python client (httpx), Keras-flavoured.
+
+    from fitq import Client
+
+    client = Client("http://127.0.0.1:8000", api_key)
+    history = client.fit(spec, x_train, y_train, epochs=10, validation_split=0.1)
+    history.history["loss"]          # as Keras' History.history
+    job = history.job
+    job.predict(x_test)              # probabilities (classification) or values
+    job.download("model.safetensors")
+
+Or step by step: ``client.upload_dataset(x, y)`` (arrays, sent as NPZ) or
+``client.upload_dataset("digits.csv")``; ``job = client.submit(spec,
+dataset=…)``; ``job.wait(progress=True)``; ``job.history``.
+
+Every non-2xx answer raises :class:`ApiError` carrying the status and the
+server's ``detail``; a job that ends failed or cancelled raises
+:class:`JobFailed` from ``fit`` (``wait`` returns it as it is).
+
+The modules: ``client.py`` (the :class:`Client`, one method per endpoint),
+``job.py`` (a :class:`Job` and its History), ``events.py`` (Server-Sent
+Events), ``errors.py``. Nothing here imports the server's packages.
+"""
+
+from fitq.service.client.client import Client
+from fitq.service.client.errors import ApiError, JobFailed
+from fitq.service.client.events import ServerEvent, parse_sse
+from fitq.service.client.job import PREDICT_BATCH_ROWS, History, Job, history_of, keras_line
+
+__all__ = [
+    "PREDICT_BATCH_ROWS",
+    "ApiError",
+    "Client",
+    "History",
+    "Job",
+    "JobFailed",
+    "ServerEvent",
+    "history_of",
+    "keras_line",
+    "parse_sse",
+]

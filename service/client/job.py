@@ -1,0 +1,137 @@
+"""A job as the client holds it (:class:`Job`, a read-only mapping with its
+actions) and the Keras-shaped History that ``Client.fit`` returns."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from fitq.service.client.client import Client
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+PREDICT_BATCH_ROWS = 5000
+"""Rows per predict call (the server caps a call at FITQ_MAX_PREDICT_ROWS)."""
+NON_METRICS = ("epoch", "seconds", "samples_per_second")
+"""The fields of a History row that are not metric values."""
+
+
+@dataclass
+class History:
+    """What ``Client.fit`` returns, shaped as Keras' ``History``."""
+
+    history: dict[str, list[float]]
+    epoch: list[int]
+    job: Job
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class Job(Mapping[str, Any]):
+    """A job resource (read it as a dict: ``job["status"]``) with its actions."""
+
+    def __init__(self, client: Client, data: dict[str, Any]):
+        self._client = client
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self._data.get('status')}>"
+
+    @property
+    def id(self) -> str:
+        return str(self._data["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self._data["status"])
+
+    @property
+    def test_metrics(self) -> dict[str, float] | None:
+        return self._data.get("test_metrics")
+
+    def refresh(self) -> Job:
+        self._data = self._client.job(self.id)
+        return self
+
+    def wait(
+        self, progress: bool = False, *, timeout: float | None = None, out: TextIO | None = None
+    ) -> Job:
+        """Follow the job's event stream until it ends; with ``progress``, print
+        each epoch as Keras' ``fit(verbose=2)`` does. Returns the job, refreshed."""
+        stream = out or sys.stdout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        epochs = self._data.get("progress", {}).get("epochs")
+        for event in self._client.events(self.id):
+            if event.kind == "progress":
+                epochs = event.data.get("epochs", epochs)
+            if progress and event.kind == "epoch":
+                print(keras_line({**event.data, "epochs": epochs}), file=stream, flush=True)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} did not end within {timeout} s")
+        return self.refresh()
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Keras' ``History.history``: each metric's list of per-epoch values."""
+        return history_of(self._client.epochs(self.id))
+
+    def download(self, path: str | Path | None = None) -> bytes:
+        """The trained model (safetensors); also written to ``path`` when given."""
+        data = self._client.download_model(self.id)
+        if path is not None:
+            Path(path).write_bytes(data)
+        return data
+
+    def predict(self, x: Any) -> np.ndarray:
+        """As Keras' ``model.predict``: per row, the class probabilities
+        (classification) or the predicted values (regression)."""
+        rows = np.asarray(x, dtype=np.float64)
+        if rows.ndim == 1:
+            rows = rows[None, :]
+        outputs = []
+        for start in range(0, len(rows), PREDICT_BATCH_ROWS):
+            answer = self._client.predict(
+                self.id, rows[start : start + PREDICT_BATCH_ROWS].tolist()
+            )
+            outputs.append(np.asarray(answer.get("probabilities") or answer["predictions"]))
+        return np.concatenate(outputs)
+
+    def cancel(self) -> Job:
+        self._data = self._client.cancel(self.id)
+        return self
+
+
+def history_of(epochs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """``GET /v1/jobs/{id}/metrics`` rows → ``{"loss": [...], "accuracy": [...], …}``."""
+    history: dict[str, list[float]] = {}
+    for row in epochs:
+        for key, value in row.items():
+            if key not in NON_METRICS and value is not None:
+                history.setdefault(key, []).append(value)
+    return history
+
+
+def keras_line(epoch: dict[str, Any]) -> str:
+    """``Epoch 3/10 - 0.4s - loss: 0.2100 - accuracy: 0.9400`` (Keras' verbose=2 line)."""
+    metrics = " - ".join(
+        f"{k}: {v:.4f}"
+        for k, v in epoch.items()
+        if k not in (*NON_METRICS, "job_id", "at", "attempt", "epochs")
+        and isinstance(v, int | float)
+    )
+    total = f"/{epoch['epochs']}" if epoch.get("epochs") else ""
+    return f"Epoch {epoch['epoch']}{total} - {epoch.get('seconds', 0):.1f}s - {metrics}"
