@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from fitq.service import queue
 from fitq.service.errors import StaleAttempt
 from fitq.service.settings import Settings
-from fitq.service.store import ArtifactStore
+from fitq.service.store import ArtifactStore, keys
 from fitq.worker import checkpoints, data
 from fitq.worker.reporter import Reporter
 
@@ -216,7 +216,7 @@ class Attempt:
         self.reporter.phase("saving")
         # One file per attempt: a superseded attempt that wakes up late cannot
         # overwrite the model the job row points to.
-        model_key = f"jobs/{claim.job_id}/model-a{claim.attempt}.safetensors"
+        model_key = keys.model(claim.job_id, claim.attempt)
         spec_json = json.dumps(claim.spec, sort_keys=True)
         self.store.put_bytes(model_key, self.trainer.export_safetensors({"fitq_spec": spec_json}))
         self.reporter.finish(model_key, test_metrics)

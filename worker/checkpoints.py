@@ -31,17 +31,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from dataclasses import dataclass
 
-from fitq.service.store import ArtifactStore
+from fitq.service.store import ArtifactStore, keys
 
 log = logging.getLogger("fitq.worker")
 
 KEEP = 2
 """Checkpoints kept per job while it trains: the newest and the one before it."""
-
-_NAME = re.compile(r"^(\d{5})-(\d{7})-a(\d+)(?:-([0-9a-f]{64}))?\.safetensors$")
 
 
 @dataclass(frozen=True)
@@ -60,17 +57,16 @@ class CheckpointRef:
 
 
 def folder(job_id: str) -> str:
-    return f"jobs/{job_id}/checkpoints"
+    return keys.checkpoints(job_id)
 
 
 def key_for(job_id: str, epoch: int, step: int, attempt: int, data: bytes) -> str:
-    digest = hashlib.sha256(data).hexdigest()
-    return f"{folder(job_id)}/{epoch:05d}-{step:07d}-a{attempt}-{digest}.safetensors"
+    return keys.checkpoint(job_id, epoch, step, attempt, hashlib.sha256(data).hexdigest())
 
 
 def parse(key: str) -> CheckpointRef | None:
     """The checkpoint a key names, or None for anything else (temporary files…)."""
-    match = _NAME.match(key.rsplit("/", 1)[-1])
+    match = keys.CHECKPOINT_NAME.match(key.rsplit("/", 1)[-1])
     if match is None:
         return None
     epoch, step, attempt, digest = match.groups()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from fitq.service.datasets import formats, npz, tabular
 from fitq.service.datasets.shape import DataShape, TaskKind
 from fitq.service.datasets.targets import Targets, infer_targets
 from fitq.service.errors import InvalidDataset
-from fitq.service.store import ArtifactStore
+from fitq.service.store import ArtifactStore, keys
 
 META_VERSION = 1
 HASH_CHUNK_BYTES = 1 << 20
@@ -150,38 +149,24 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def canonical_prefix(sha256: str, *, label: str | None = None, task: TaskKind | None = None) -> str:
-    """Where the canonical form of an upload lives in the store.
-
-    The same bytes ingested with the same options share one prefix; another
-    ``label`` or ``task`` gives another canonical form, so it gets its own.
-    """
-    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-        raise ValueError(f"not a hex sha256: {sha256!r}")
-    if label is None and task is None:
-        return f"datasets/{sha256}"
-    options = json.dumps({"label": label, "task": task}, sort_keys=True)
-    return f"datasets/{sha256}-{hashlib.sha256(options.encode()).hexdigest()[:16]}"
-
-
 def save_canonical(ds: IngestedDataset, store: ArtifactStore, prefix: str) -> None:
-    """Write ``x.npy``, ``y.npy`` and then ``meta.json`` under ``prefix``."""
-    store.save_array(f"{prefix}/x.npy", ds.x)
-    store.save_array(f"{prefix}/y.npy", ds.y)
-    store.put_bytes(f"{prefix}/meta.json", json.dumps(ds.meta(), indent=1).encode())
+    """Write ``x.npy``, ``y.npy`` and then ``meta.json`` under ``prefix`` (``keys.dataset``)."""
+    store.save_array(keys.dataset_x(prefix), ds.x)
+    store.save_array(keys.dataset_y(prefix), ds.y)
+    store.put_bytes(keys.dataset_meta(prefix), json.dumps(ds.meta(), indent=1).encode())
 
 
 def load_canonical(store: ArtifactStore, prefix: str) -> tuple[np.ndarray, np.ndarray]:
     """``(x, y)`` of a saved dataset, memory-mapped read-only where the store is local."""
-    return store.load_array(f"{prefix}/x.npy"), store.load_array(f"{prefix}/y.npy")
+    return store.load_array(keys.dataset_x(prefix)), store.load_array(keys.dataset_y(prefix))
 
 
 def load_meta(store: ArtifactStore, prefix: str) -> dict[str, Any]:
     """The ``meta.json`` of a saved dataset (``IngestedDataset.meta()``)."""
-    meta: dict[str, Any] = json.loads(store.get_bytes(f"{prefix}/meta.json"))
+    meta: dict[str, Any] = json.loads(store.get_bytes(keys.dataset_meta(prefix)))
     return meta
 
 
 def is_saved(store: ArtifactStore, prefix: str) -> bool:
     """Whether a complete canonical form is under ``prefix`` (its ``meta.json`` is written last)."""
-    return store.exists(f"{prefix}/meta.json")
+    return store.exists(keys.dataset_meta(prefix))

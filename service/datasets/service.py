@@ -1,7 +1,7 @@
 """Datasets as the API sees them: an upload becomes canonical arrays in the
 store plus a ``Dataset`` row; reads, the list, delete; and the built-ins.
 
-Storage policy. The canonical arrays live under ``ingest.canonical_prefix``
+Storage policy. The canonical arrays live under ``store.keys.dataset``
 (``datasets/<sha256 of the uploaded bytes>``, with a suffix when ``label`` or
 ``task`` was given). The same bytes uploaded twice — by one key or two — are
 ingested and stored once; each upload still gets its own ``Dataset`` row, owned
@@ -32,7 +32,7 @@ from fitq.service.datasets.formats import client_name
 from fitq.service.datasets.shape import DataShape, TaskKind
 from fitq.service.db.models import TERMINAL_STATUSES, Dataset, Job, utcnow
 from fitq.service.errors import Conflict, InvalidInput, NotFound
-from fitq.service.store import ArtifactStore
+from fitq.service.store import ArtifactStore, keys
 
 log = logging.getLogger("fitq.datasets")
 
@@ -79,7 +79,7 @@ def create(
     label = upload.label or None
     task = _task(upload.task)
     name = _name(upload)
-    prefix = ingest.canonical_prefix(upload.sha256, label=label, task=task)
+    prefix = keys.dataset(upload.sha256, label=label, task=task)
     if ingest.is_saved(store, prefix):
         facts = _Facts.from_meta(ingest.load_meta(store, prefix))
         log.info("dataset bytes already stored", extra={"action": "dedup", "prefix": prefix})

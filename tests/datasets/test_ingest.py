@@ -16,7 +16,6 @@ import pytest
 
 from fitq.service.datasets.formats import detect_format
 from fitq.service.datasets.ingest import (
-    canonical_prefix,
     ingest_file,
     is_saved,
     load_canonical,
@@ -26,7 +25,7 @@ from fitq.service.datasets.ingest import (
 )
 from fitq.service.datasets.shape import DataShape
 from fitq.service.errors import InvalidDataset
-from fitq.service.store import ArtifactStore
+from fitq.service.store import ArtifactStore, keys
 
 Write = Callable[[str, "str | bytes"], Path]
 
@@ -476,7 +475,7 @@ class TestFormatDetection:
 class TestCanonical:
     def test_roundtrip_is_memory_mapped(self, write: Write, store: ArtifactStore) -> None:
         ds = ingest_file(write("iris.csv", IRIS_LIKE))
-        prefix = canonical_prefix(sha256_file(write("iris.csv", IRIS_LIKE)))
+        prefix = keys.dataset(sha256_file(write("iris.csv", IRIS_LIKE)))
         assert not is_saved(store, prefix)
         save_canonical(ds, store, prefix)
         assert is_saved(store, prefix)
@@ -513,8 +512,8 @@ class TestCanonical:
 
     def test_prefix_depends_on_options(self) -> None:
         sha = "0" * 64
-        assert canonical_prefix(sha) == f"datasets/{sha}"
-        assert canonical_prefix(sha, label="y") != canonical_prefix(sha, label="z")
-        assert canonical_prefix(sha, task="regression").startswith(f"datasets/{sha}-")
+        assert keys.dataset(sha) == f"datasets/{sha}"
+        assert keys.dataset(sha, label="y") != keys.dataset(sha, label="z")
+        assert keys.dataset(sha, task="regression").startswith(f"datasets/{sha}-")
         with pytest.raises(ValueError):
-            canonical_prefix("../etc")
+            keys.dataset("../etc")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fitq.service.store import ArtifactStore, check_key
+from fitq.service.store import ArtifactStore, check_key, keys
 
 
 def _leftovers(root: Path) -> list[str]:
@@ -141,6 +141,34 @@ class TestKeys:
         with pytest.raises(ValueError):
             store.put_bytes("../outside", b"x")
         assert not (tmp_path / "outside").exists()
+
+
+class TestKeyNames:
+    """``store/keys.py``: every key the service writes is a safe key."""
+
+    SHA = "ab" * 32
+
+    def test_every_named_key_is_safe(self) -> None:
+        prefix = keys.dataset(self.SHA, label="y", task="regression")
+        named = [
+            keys.dataset_x(prefix),
+            keys.dataset_y(prefix),
+            keys.dataset_meta(prefix),
+            keys.checkpoint("job", 3, 40, 2, self.SHA),
+            keys.model("job", 2),
+        ]
+        assert [check_key(key) for key in named] == named
+
+    def test_checkpoints_sort_in_training_order(self) -> None:
+        positions = [(0, 40), (1, 0), (1, 7), (12, 0)]
+        names = [keys.checkpoint("j", e, s, 1, self.SHA) for e, s in positions]
+        assert sorted(names) == names
+        assert all(n.startswith(keys.checkpoints("j") + "/") for n in names)
+        parsed = [keys.CHECKPOINT_NAME.match(n.rsplit("/", 1)[-1]) for n in names]
+        assert [(int(m[1]), int(m[2])) for m in parsed if m] == positions
+
+    def test_a_model_per_attempt(self) -> None:
+        assert keys.model("j", 1) != keys.model("j", 2)
 
 
 class TestRemote:

@@ -19,10 +19,10 @@ off, since other processes write the same bucket. Credentials and region come
 the standard AWS way (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_DEFAULT_REGION``, an instance role, …), never from fitq's settings.
 
-Keys are relative POSIX paths chosen by the service (``datasets/<sha256>/x.npy``),
-never derived from a client's file name; ``..``, absolute paths, backslashes,
-empty or ``.`` parts and control characters are refused with ``ValueError``
-(a bug of ours, not a client error).
+Keys are relative POSIX paths chosen by the service, every one named in
+``keys.py`` (``datasets/<sha256>/x.npy``), never derived from a client's file
+name; ``..``, absolute paths, backslashes, empty or ``.`` parts and control
+characters are refused with ``ValueError`` (a bug of ours, not a client error).
 """
 
 from __future__ import annotations
