@@ -9,16 +9,14 @@ from pathlib import Path
 import pytest
 
 from fitq.service.settings import Settings
-from tests.reliability.zygote import Zygote
+from tests.support.zygote import Zygote
 from tests.worker.conftest import owner_id  # noqa: F401  (a fixture)
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
 def zygote() -> Iterator[Zygote]:
     """The warm parent the kill tests fork their workers from (started once)."""
-    parent = Zygote(ROOT)
+    parent = Zygote()
     yield parent
     parent.close()
 

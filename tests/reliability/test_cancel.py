@@ -16,16 +16,10 @@ from fitq.service.db.models import TERMINAL_STATUSES
 from fitq.service.errors import StaleAttempt
 from fitq.service.settings import Settings
 from fitq.worker.runner import Worker
-from tests.reliability.harness import (
-    DEADLINE_SECONDS,
-    LEASE_SECONDS,
-    iris_spec,
-    job,
-    record,
-    summary,
-    wait_until,
-)
-from tests.worker.helpers import submit
+from tests.reliability.harness import DEADLINE_SECONDS, LEASE_SECONDS, iris_spec, record, summary
+from tests.support.rows import job_row, submit
+from tests.support.waits import wait_for
+from tests.worker.helpers import start
 
 MID_EPOCH_CANCELS = 3
 LONG = iris_spec(epochs=10_000, batch_size=1)
@@ -41,21 +35,18 @@ def cancel(url: str, job_id: str) -> None:
         queue.request_cancel(session, job_id)
 
 
-def run_worker(settings: Settings, max_jobs: int) -> tuple[Worker, threading.Thread]:
-    worker = Worker(settings)
-    thread = threading.Thread(target=worker.run, kwargs={"max_jobs": max_jobs}, daemon=True)
-    thread.start()
-    return worker, thread
+def run_worker(settings: Settings, max_jobs: int) -> threading.Thread:
+    return start(Worker(settings), max_jobs)
 
 
 def assert_final(url: str, job_id: str) -> str:
     """Cancel again and try a late write of the last attempt: nothing changes."""
-    before = job(url, job_id)
+    before = job_row(url, job_id)
     assert before.status in TERMINAL_STATUSES
     cancel(url, job_id)
     with pytest.raises(StaleAttempt), transaction(url) as session:
         queue.finish(session, job_id, max(before.attempt, 1), model_key="x", test_metrics=None)
-    after = job(url, job_id)
+    after = job_row(url, job_id)
     assert (after.status, after.finished_at, after.model_key) == (
         before.status,
         before.finished_at,
@@ -70,7 +61,7 @@ class TestCancel:
     ) -> None:
         job_id = submit(database_url, owner_id, LONG)
         cancel(database_url, job_id)
-        assert job(database_url, job_id).status == "cancelled"
+        assert job_row(database_url, job_id).status == "cancelled"
         with transaction(database_url) as session:
             assert queue.claim(session, "w", LEASE_SECONDS) is None
         assert_final(database_url, job_id)
@@ -80,22 +71,29 @@ class TestCancel:
     ) -> None:
         ids = [submit(database_url, owner_id, LONG) for _ in range(MID_EPOCH_CANCELS)]
         last = submit(database_url, owner_id, iris_spec(epochs=2))
-        _, thread = run_worker(fast_settings, max_jobs=MID_EPOCH_CANCELS + 1)
+        thread = run_worker(fast_settings, max_jobs=MID_EPOCH_CANCELS + 1)
         latencies = []
         for job_id in ids:
-            wait_until(
-                lambda job_id=job_id: (r := job(database_url, job_id)).step > 0 and r.epoch >= 1,
+            wait_for(
+                lambda job_id=job_id: (
+                    (r := job_row(database_url, job_id)).step > 0 and r.epoch >= 1
+                ),
                 "training to start",
+                timeout=DEADLINE_SECONDS,
             )
             asked = time.monotonic()
             cancel(database_url, job_id)
-            wait_until(lambda job_id=job_id: job(database_url, job_id).status != "running", "stop")
+            wait_for(
+                lambda job_id=job_id: job_row(database_url, job_id).status != "running",
+                "stop",
+                timeout=DEADLINE_SECONDS,
+            )
             latencies.append(time.monotonic() - asked)
             assert assert_final(database_url, job_id) == "cancelled"
-            assert job(database_url, job_id).model_key is None
+            assert job_row(database_url, job_id).model_key is None
         thread.join(DEADLINE_SECONDS)
         assert not thread.is_alive()
-        assert job(database_url, last).status == "succeeded"
+        assert job_row(database_url, last).status == "succeeded"
         record(
             "cancel",
             backend,
@@ -111,8 +109,12 @@ class TestCancel:
         self, database_url: str, owner_id: str, fast_settings: Settings
     ) -> None:
         job_id = submit(database_url, owner_id, LONG)
-        _, thread = run_worker(fast_settings, max_jobs=1)
-        wait_until(lambda: job(database_url, job_id).step > 0, "training to start")
+        thread = run_worker(fast_settings, max_jobs=1)
+        wait_for(
+            lambda: job_row(database_url, job_id).step > 0,
+            "training to start",
+            timeout=DEADLINE_SECONDS,
+        )
         cancel(database_url, job_id)
         cancel(database_url, job_id)
         thread.join(DEADLINE_SECONDS)
@@ -124,18 +126,20 @@ class TestCancel:
     ) -> None:
         epochs = 3
         job_id = submit(database_url, owner_id, iris_spec(epochs=epochs, batch_size=4))
-        _, thread = run_worker(fast_settings, max_jobs=1)
-        wait_until(
+        thread = run_worker(fast_settings, max_jobs=1)
+        wait_for(
             lambda: (
-                (r := job(database_url, job_id)).epoch >= epochs or r.status in TERMINAL_STATUSES
+                (r := job_row(database_url, job_id)).epoch >= epochs
+                or r.status in TERMINAL_STATUSES
             ),
             "the last epoch",
+            timeout=DEADLINE_SECONDS,
         )
         cancel(database_url, job_id)
         thread.join(DEADLINE_SECONDS)
         assert not thread.is_alive()
         status = assert_final(database_url, job_id)
-        row = job(database_url, job_id)
+        row = job_row(database_url, job_id)
         if status == "succeeded":
             assert row.model_key is not None
         else:

@@ -13,31 +13,27 @@ from pathlib import Path
 from fitq.service.db.models import TERMINAL_STATUSES
 from fitq.service.store import ArtifactStore
 from fitq.worker import checkpoints
-from fitq.worker.faults import TEST_DIE_AT_ENV, TEST_DIE_IN_CHECKPOINT_ENV, TEST_STEP_DELAY_ENV
 from tests.reliability.harness import (
     DEADLINE_SECONDS,
     POLL_SECONDS,
     assert_bit_identical,
-    executions,
     fleet,
     iris_spec,
-    job,
-    jobs,
     model_weights,
     record,
-    recorded_epochs,
     reference_weights,
     summary,
-    wait_until,
-    worker_pid,
 )
-from tests.reliability.zygote import Zygote
-from tests.worker.helpers import submit
+from tests.support.faults import Faults
+from tests.support.fleet import worker_pid
+from tests.support.rows import epochs_of, executions, job_row, job_rows, submit
+from tests.support.waits import wait_for
+from tests.support.zygote import Zygote
 
 JOBS, EPOCHS, WORKERS, KILLS = 6, 8, 2, 5
 MAX_KILLS_PER_JOB = 2
 """Below max_attempts (3), so every job must still succeed."""
-SLOW_STEPS = {TEST_STEP_DELAY_ENV: "3"}
+SLOW_STEPS = Faults(step_delay_ms=3)
 """~0.45 s an epoch of 150 one-row steps: a kill lands mid-epoch, after a
 mid-epoch checkpoint. Without it a fast idle machine ends every epoch before
 the progress a kill waits for (step > 0) is ever seen, and nothing is killed."""
@@ -61,13 +57,13 @@ class TestKillNine:
         rescues: list[float] = []
         started = time.monotonic()
         with fleet(
-            home, database_url, storage_url, zygote, FITQ_CHECKPOINT_SECONDS="0.3", **SLOW_STEPS
+            home, database_url, storage_url, zygote, SLOW_STEPS, FITQ_CHECKPOINT_SECONDS="0.3"
         ) as workers:
             for _ in range(WORKERS):
                 workers.start()
             while True:
                 assert time.monotonic() - started < DEADLINE_SECONDS * 2, "jobs never ended"
-                rows = jobs(database_url, ids)
+                rows = job_rows(database_url, ids)
                 now = time.monotonic()
                 for job_id, (attempt, when) in list(pending.items()):
                     if rows[job_id].attempt > attempt:
@@ -95,12 +91,12 @@ class TestKillNine:
                 time.sleep(POLL_SECONDS)
         elapsed = time.monotonic() - started
 
-        rows = jobs(database_url, ids)
+        rows = job_rows(database_url, ids)
         assert sum(kills.values()) == KILLS, "the jobs ended before every kill landed"
         errors = [r.error for r in rows.values()]
         assert [rows[i].status for i in ids] == ["succeeded"] * JOBS, errors
         for job_id, spec in zip(ids, specs, strict=True):
-            assert recorded_epochs(database_url, job_id) == list(range(1, EPOCHS + 1))
+            assert epochs_of(database_url, job_id) == list(range(1, EPOCHS + 1))
             assert_bit_identical(model_weights(store, rows[job_id]), reference_weights(spec))
         record(
             "kill -9 of busy workers",
@@ -129,7 +125,7 @@ class TestKillNine:
         job_id = submit(database_url, owner_id, spec)
         with fleet(home, database_url, storage_url, zygote) as workers:
             # Its 4th checkpoint is the end of epoch 4: half written, then kill -9.
-            first = workers.start(**{TEST_DIE_IN_CHECKPOINT_ENV: "4"})
+            first = workers.start(Faults(die_in_checkpoint=4))
             assert first.wait(DEADLINE_SECONDS) == -signal.SIGKILL, workers.log_of(first)
 
             folder = store.local_path(checkpoints.folder(job_id))
@@ -137,7 +133,7 @@ class TestKillNine:
             assert list(folder.glob(".tmp-*")), "the half-written file should be left as a temp"
             refs = checkpoints.listing(store, job_id)
             assert all(checkpoints.verify(r, store.get_bytes(r.key)) for r in refs)
-            committed = job(database_url, job_id).checkpoint_key
+            committed = job_row(database_url, job_id).checkpoint_key
             assert committed is not None
             newest = checkpoints.parse(committed)
             assert newest is not None and newest.position == (3, 0)
@@ -147,14 +143,16 @@ class TestKillNine:
             path.write_bytes(path.read_bytes()[:1000])
 
             second = workers.start()
-            wait_until(
-                lambda: job(database_url, job_id).status in TERMINAL_STATUSES, "the job to end"
+            wait_for(
+                lambda: job_row(database_url, job_id).status in TERMINAL_STATUSES,
+                "the job to end",
+                timeout=DEADLINE_SECONDS,
             )
             log = workers.log_of(second)
-        row = job(database_url, job_id)
+        row = job_row(database_url, job_id)
         assert (row.status, row.attempt) == ("succeeded", 2), row.error
         assert "checkpoint damaged" in log
-        assert recorded_epochs(database_url, job_id) == list(range(1, 9))
+        assert epochs_of(database_url, job_id) == list(range(1, 9))
         assert_bit_identical(model_weights(store, row), reference_weights(spec))
         record(
             "kill -9 mid-checkpoint + truncated newest",
@@ -186,12 +184,12 @@ class TestMaxAttempts:
         ids = [doomed, *others]
         deaths = 0
         started = time.monotonic()
-        with fleet(
-            home, database_url, storage_url, zygote, **{TEST_DIE_AT_ENV: f"{doomed}:2"}
-        ) as workers:
+        with fleet(home, database_url, storage_url, zygote, Faults(die_at=(doomed, 2))) as workers:
             for _ in range(WORKERS):
                 workers.start()
-            while not all(r.status in TERMINAL_STATUSES for r in jobs(database_url, ids).values()):
+            while any(
+                r.status not in TERMINAL_STATUSES for r in job_rows(database_url, ids).values()
+            ):
                 assert time.monotonic() - started < DEADLINE_SECONDS * 2, "jobs never ended"
                 dead = len(workers.procs) - len(workers.alive())
                 if dead > deaths:  # a worker died: start another in its place
@@ -199,7 +197,7 @@ class TestMaxAttempts:
                         workers.start()
                     deaths = dead
                 time.sleep(POLL_SECONDS)
-        rows = jobs(database_url, ids)
+        rows = job_rows(database_url, ids)
         assert rows[doomed].status == "failed"
         assert rows[doomed].error == "worker lost on attempts 1–3"
         assert [rows[i].status for i in others] == ["succeeded"] * len(others)

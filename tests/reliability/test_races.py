@@ -20,7 +20,8 @@ from fitq.service import auth, queue
 from fitq.service.db.engine import transaction
 from fitq.service.db.models import Job, utcnow
 from fitq.service.errors import StaleAttempt
-from tests.reliability.harness import ARTIFACT, job, record
+from tests.reliability.harness import ARTIFACT, record
+from tests.support.rows import job_row
 
 pytestmark = pytest.mark.postgres
 
@@ -90,7 +91,7 @@ def rescue(url: str) -> queue.Claim | None:
 
 
 def assert_terminal_is_final(url: str, job_id: str, attempt: int) -> None:
-    before = job(url, job_id)
+    before = job_row(url, job_id)
     with transaction(url) as session:
         queue.request_cancel(session, job_id)
     for late in (
@@ -100,7 +101,7 @@ def assert_terminal_is_final(url: str, job_id: str, attempt: int) -> None:
     ):
         with pytest.raises(StaleAttempt), transaction(url) as session:
             late(session)
-    after = job(url, job_id)
+    after = job_row(url, job_id)
     assert (after.status, after.attempt, after.finished_at) == (
         before.status,
         before.attempt,
@@ -118,7 +119,7 @@ class TestRescueRacesCompletion:
             done, claimed = race(
                 partial(finish, postgres_url, job_id, 1), partial(rescue, postgres_url)
             )
-            row = job(postgres_url, job_id)
+            row = job_row(postgres_url, job_id)
             if done == "finished":
                 assert claimed is None, "a finished job was rescued"
                 assert (row.status, row.attempt) == ("succeeded", 1)
@@ -140,7 +141,7 @@ class TestRescueRacesCompletion:
         for _ in range(VARIANT_ROUNDS):
             job_id = expired_job(postgres_url, owner_id, attempt=3, max_attempts=3)
             done, _ = race(partial(finish, postgres_url, job_id, 3), partial(rescue, postgres_url))
-            row = job(postgres_url, job_id)
+            row = job_row(postgres_url, job_id)
             if done == "finished":
                 assert row.status == "succeeded" and row.error is None
                 outcomes["completion"] += 1
@@ -163,7 +164,7 @@ class TestRescueRacesCompletion:
                     return queue.heartbeat(session, job_id, 1, LEASE)
 
             beaten, claimed = race(beat, partial(rescue, postgres_url))
-            row = job(postgres_url, job_id)
+            row = job_row(postgres_url, job_id)
             if beaten is False:  # the lease was renewed first: the rescue re-checked it
                 assert claimed is None and (row.attempt, row.worker_id) == (1, "old")
                 outcomes["heartbeat"] += 1

@@ -14,40 +14,37 @@ from sqlalchemy import select
 from fitq.service.db.engine import session_factory
 from fitq.service.db.models import TERMINAL_STATUSES, ExecutionLog, Job, JobEpoch
 from fitq.service.store import ArtifactStore
-from fitq.worker.faults import TEST_STEP_DELAY_ENV
 from tests.reliability.harness import (
     DEADLINE_SECONDS,
     LEASE_SECONDS,
-    Fleet,
     assert_bit_identical,
     fleet,
     iris_spec,
-    job,
     model_weights,
     record,
-    recorded_epochs,
     reference_weights,
-    wait_until,
-    worker_pid,
 )
-from tests.reliability.zygote import Zygote
-from tests.worker.helpers import submit
+from tests.support.faults import Faults
+from tests.support.fleet import Fleet, worker_pid
+from tests.support.rows import epochs_of, job_row, submit
+from tests.support.waits import wait_for
+from tests.support.zygote import Zygote
 
 EPOCHS = 12
 SPEC = iris_spec(seed=3, epochs=EPOCHS, batch_size=1)  # 150 steps an epoch
 PAUSE_TRIES = 5
-SLOW_STEPS = {TEST_STEP_DELAY_ENV: "3"}  # ~0.45 s an epoch: still running when stopped
+SLOW_STEPS = Faults(step_delay_ms=3)  # ~0.45 s an epoch: still running when stopped
 
 
 def busy_mid_epoch(url: str, job_id: str) -> Job:
     """Wait for the job to be running in its 2nd epoch or later, between steps."""
 
     def mid_epoch() -> Job | None:
-        row = job(url, job_id)
+        row = job_row(url, job_id)
         assert row.status not in TERMINAL_STATUSES, "the job ended before it could be stopped"
         return row if row.status == "running" and row.epoch >= 2 and row.step > 0 else None
 
-    return wait_until(mid_epoch, "the job to be mid-epoch")  # type: ignore[no-any-return]
+    return wait_for(mid_epoch, "the job to be mid-epoch", timeout=DEADLINE_SECONDS)
 
 
 def two_ready_workers(workers: Fleet) -> None:
@@ -76,30 +73,34 @@ class TestSigterm:
         store: ArtifactStore,
     ) -> None:
         job_id = submit(database_url, owner_id, SPEC)
-        # `python -m fitq.service.cli worker` itself: the entry point's signal handling, end to end.
-        with fleet(home, database_url, storage_url, zygote=None, **SLOW_STEPS) as workers:
+        # A worker process of its own (`fitq worker`'s `serve`, with the step delay): the
+        # entry point's signal handling, end to end.
+        with fleet(home, database_url, storage_url, None, SLOW_STEPS) as workers:
             two_ready_workers(workers)
             running = busy_mid_epoch(database_url, job_id)
             stopping = workers.by_pid(worker_pid(running.worker_id))
             assert stopping is not None
             sent = time.monotonic()
             stopping.send_signal(signal.SIGTERM)
-            wait_until(
+            wait_for(
                 lambda: (
-                    (r := job(database_url, job_id)).status == "queued"
+                    (r := job_row(database_url, job_id)).status == "queued"
                     or r.attempt > running.attempt
                 ),
                 "the hand-back",
+                timeout=DEADLINE_SECONDS,
             )
             hand_back = time.monotonic() - sent
             assert stopping.wait(DEADLINE_SECONDS) == 0, workers.log_of(stopping)
-            wait_until(
-                lambda: job(database_url, job_id).status in TERMINAL_STATUSES, "the job to end"
+            wait_for(
+                lambda: job_row(database_url, job_id).status in TERMINAL_STATUSES,
+                "the job to end",
+                timeout=DEADLINE_SECONDS,
             )
-        row = job(database_url, job_id)
+        row = job_row(database_url, job_id)
         assert (row.status, row.attempt) == ("succeeded", running.attempt + 1), row.error
         assert worker_pid(row.worker_id) != stopping.pid
-        assert recorded_epochs(database_url, job_id) == list(range(1, EPOCHS + 1))
+        assert epochs_of(database_url, job_id) == list(range(1, EPOCHS + 1))
         assert_bit_identical(model_weights(store, row), reference_weights(SPEC))
         record(
             "SIGTERM mid-epoch",
@@ -126,7 +127,7 @@ class TestPausedWorker:
         zygote: Zygote,
     ) -> None:
         job_id = submit(database_url, owner_id, SPEC)
-        with fleet(home, database_url, storage_url, zygote, **SLOW_STEPS) as workers:
+        with fleet(home, database_url, storage_url, zygote, SLOW_STEPS) as workers:
             two_ready_workers(workers)
             running = busy_mid_epoch(database_url, job_id)
             paused = workers.by_pid(worker_pid(running.worker_id))
@@ -137,8 +138,10 @@ class TestPausedWorker:
                 paused.send_signal(signal.SIGSTOP)
                 stopped = time.monotonic()
                 try:
-                    taken = wait_until(
-                        lambda: (r := job(database_url, job_id)).attempt > running.attempt and r,
+                    taken = wait_for(
+                        lambda: (
+                            (r := job_row(database_url, job_id)).attempt > running.attempt and r
+                        ),
                         "the takeover",
                         timeout=LEASE_SECONDS * 4,
                     )
@@ -154,17 +157,23 @@ class TestPausedWorker:
             stale_epochs = rows_of(database_url, JobEpoch, job_id, running.attempt)
             stale_runs = rows_of(database_url, ExecutionLog, job_id, running.attempt)
             paused.send_signal(signal.SIGCONT)
-            wait_until(
-                lambda: job(database_url, job_id).status in TERMINAL_STATUSES, "the job to end"
+            wait_for(
+                lambda: job_row(database_url, job_id).status in TERMINAL_STATUSES,
+                "the job to end",
+                timeout=DEADLINE_SECONDS,
             )
-            wait_until(lambda: "job lost" in workers.log_of(paused), "the stale worker to give up")
+            wait_for(
+                lambda: "job lost" in workers.log_of(paused),
+                "the stale worker to give up",
+                timeout=DEADLINE_SECONDS,
+            )
             assert paused.poll() is None, "the stale worker should go on working"
-        row = job(database_url, job_id)
+        row = job_row(database_url, job_id)
         assert (row.status, row.attempt) == ("succeeded", taken.attempt), row.error
         assert row.worker_id == taken.worker_id
         assert row.model_key == f"jobs/{job_id}/model-a{taken.attempt}.safetensors"
         assert rows_of(database_url, JobEpoch, job_id, running.attempt) == stale_epochs
-        assert recorded_epochs(database_url, job_id) == list(range(1, EPOCHS + 1))
+        assert epochs_of(database_url, job_id) == list(range(1, EPOCHS + 1))
         assert_bit_identical(model_weights(store, row), reference_weights(SPEC))
         late_runs = len(rows_of(database_url, ExecutionLog, job_id, running.attempt)) - len(
             stale_runs

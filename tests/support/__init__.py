@@ -11,25 +11,9 @@
 - ``rows.py``: jobs submitted through the API's own path and read back;
 - ``waits.py``: ``wait_for``, the one bounded poll.
 
-The benchmarks import it as ``tests.support`` (they run as ``python -m bench.x``
-from the repository); nothing edits ``sys.path``.
+Import from the module (``from tests.support.specs import spec_factory``):
+this file imports nothing, so a light user (bench/engine.py on a GPU machine
+with torch alone) does not pull in the service. The benchmarks import it as
+``tests.support`` (they run as ``python -m bench.x`` from the repository);
+nothing edits ``sys.path``.
 """
-
-from tests.support.faults import Faults
-from tests.support.specs import DIGITS_SPEC, dense, digits_spec, iris_spec, spec_factory
-from tests.support.stack import Stack, fitq_up, live_stack
-from tests.support.waits import WAIT_SECONDS, wait_for
-
-__all__ = [
-    "DIGITS_SPEC",
-    "WAIT_SECONDS",
-    "Faults",
-    "Stack",
-    "dense",
-    "digits_spec",
-    "fitq_up",
-    "iris_spec",
-    "live_stack",
-    "spec_factory",
-    "wait_for",
-]

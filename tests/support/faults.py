@@ -25,13 +25,15 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fitq.service import queue
 from fitq.service.settings import Settings
 from fitq.service.store import ArtifactStore, storage_options
 from fitq.worker import checkpoints
-from fitq.worker.attempt import StepObserver
+
+if TYPE_CHECKING:  # the worker's modules load the datasets' (sklearn): not for every test
+    from fitq.service import queue
+    from fitq.worker.attempt import StepObserver
 
 log = logging.getLogger("fitq.worker")
 
