@@ -15,6 +15,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fitq.service import deploy_checks
+
 GIB = 1024**3
 POOL_SIZE = 20
 """Database connections each process keeps open (``db/engine.py``'s pool). The
@@ -92,6 +94,8 @@ class Settings(BaseSettings):
     api_processes: int = Field(
         default=1, ge=1, description="uvicorn worker processes of `fitq api` (one per core)."
     )
+
+    _no_placeholder_secrets = model_validator(mode="after")(deploy_checks.refuse_placeholders)
 
     @model_validator(mode="after")
     def _threads_fit_the_pool(self) -> Settings:
