@@ -32,9 +32,39 @@ class TestStages:
         found = stages()
         assert "TORCH_CPU_INDEX_URL" in found["torch-cpu"].all("RUN")[0]
         assert "TORCH_CUDA_INDEX_URL" in found["torch-cuda"].all("RUN")[0]
-        assert "--from=app-cpu" in found["api"].last("COPY")  # type: ignore[operator]
+        assert "--from=app-api" in found["api"].last("COPY")  # type: ignore[operator]
+        assert found["app-api"].base == "deps-api" and found["deps-api"].base == "torch-cpu"
         assert re.search(r"^ARG WORKER_TORCH=cuda$", text, re.MULTILINE)
         assert found["worker-venv"].base == "app-${WORKER_TORCH}"
+
+    def test_every_pip_install_honours_the_constraints(self) -> None:
+        installs = [
+            part
+            for stage in stages().values()
+            for run in stage.all("RUN")
+            for part in run.split("&&")
+            if "pip install" in part
+        ]
+        assert len(installs) >= 8
+        for install in installs:
+            assert "-c /tmp/constraints.txt" in install, install
+        for name in ("torch-cpu", "torch-cuda"):
+            copied = stages()[name].all("COPY")
+            assert "constraints.txt /tmp/constraints.txt" in copied, name
+            assert "==" not in stages()[name].all("RUN")[0], "torch's version: constraints.txt"
+
+    def test_each_image_installs_its_extras(self) -> None:
+        found = stages()
+        extras = {"app-api": "server,s3", "app-cpu": "worker,s3", "app-cuda": "worker,s3"}
+        for name, wanted in extras.items():
+            run = found[name].all("RUN")[-1]
+            assert f'--no-deps ".[{wanted}]"' in run and "pip check" in run, name
+        requirements = found["requirements"].all("RUN")[0]
+        assert "pyproject.toml server s3 > api.txt" in requirements
+        assert "pyproject.toml worker s3 > worker.txt" in requirements
+        assert "/src/api.txt" in found["deps-api"].last("COPY")  # type: ignore[operator]
+        for name in ("deps-cpu", "deps-cuda"):
+            assert "/src/worker.txt" in found[name].last("COPY"), name  # type: ignore[operator]
 
     def test_runs_as_a_non_root_user(self) -> None:
         found = stages()
@@ -64,13 +94,17 @@ class TestStages:
         lines = DOCKERIGNORE.read_text().splitlines()
         assert lines[lines.index("*")] == "*", "everything is excluded first"
         allowed = {line[1:] for line in lines if line.startswith("!")}
-        assert allowed == {
+        sources = {
             "pyproject.toml",
+            "constraints.txt",
             "README.md",
             "service/",
             "worker/",
             "docker/healthcheck.py",
+            "docker/requirements.py",
+            "docker/storage_init.py",
         }
+        assert allowed == sources
         copied = " ".join(a for s in stages().values() for a in s.all("COPY"))
-        for path in ("pyproject.toml", "README.md", "service", "worker", "docker/healthcheck.py"):
-            assert path in copied, path
+        for path in sources:
+            assert path.rstrip("/") in copied, path
