@@ -120,7 +120,7 @@ class Attempt:
 
         spec, claim = self.claim.spec, self.claim
         self.reporter.phase("loading_data")
-        x, y, validation, test = self.reporter.db.retrying("load", lambda: self._load(spec))
+        arrays = self.reporter.db.retrying("load", lambda: self._load(spec))
         resume = checkpoints.load_for_resume(self.store, claim.job_id, claim.checkpoint_key)
         self._trail = checkpoints.Trail(
             self.store, claim.job_id, resume[0] if resume is not None else None
@@ -136,37 +136,28 @@ class Attempt:
         self.reporter.phase("training")
         try:
             self.trainer.fit(
-                x,
-                y,
-                validation_data=validation,
+                arrays.x,
+                arrays.y,
+                validation_data=arrays.validation,
                 on_step_end=self._on_step_end,
                 on_epoch_end=self._on_epoch_end,
                 resume_from=resume[1] if resume is not None else None,
             )
         except StopRequested as stop:
             return self._stop(stop.reason)
-        return self._finish(test)
+        return self._finish(arrays.test)
 
-    def _load(self, spec: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
-        """The job's arrays: training, and validation and test when it names them."""
+    def _load(self, spec: dict[str, Any]) -> data.JobArrays:
         with self.reporter.db.session() as session:
-            x, y = data.load_arrays(session, self.store, spec["dataset_id"])
-            validation, test = (
-                data.load_arrays(session, self.store, spec[key]) if spec.get(key) else None
-                for key in ("validation_dataset_id", "test_dataset_id")
-            )
-        return x, y, validation, test
+            return data.load_job(session, self.store, spec)
 
     def _on_step_end(self, epoch: int, step: int, steps: int) -> None:
         self.reporter.progress = (epoch, step, steps)
         if self.on_step is not None:
             self.on_step(self.claim, epoch, step)
-        if self.reporter.lost.is_set():
-            raise StopRequested("lost")
-        if self.reporter.cancel.is_set():
-            raise StopRequested("cancel")
-        if self.stop.is_set():
-            raise StopRequested("shutdown")
+        reason = self.reporter.stop_asked() or ("shutdown" if self.stop.is_set() else None)
+        if reason is not None:
+            raise StopRequested(reason)
         if time.monotonic() - self._last_checkpoint > self.settings.checkpoint_seconds:
             key = self._save_checkpoint()
             self.reporter.checkpoint(key)

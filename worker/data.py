@@ -3,6 +3,8 @@ bundled data, uploads from their canonical arrays in the artifact store."""
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -12,6 +14,15 @@ from fitq.service.db.models import Dataset
 from fitq.service.store import ArtifactStore
 
 Arrays = tuple[np.ndarray, np.ndarray]
+
+
+class JobArrays(NamedTuple):
+    """A job's data: training arrays, and validation and test when the spec names them."""
+
+    x: np.ndarray
+    y: np.ndarray
+    validation: Arrays | None
+    test: Arrays | None
 
 
 def load_arrays(session: Session, store: ArtifactStore, dataset_id: str) -> Arrays:
@@ -28,3 +39,14 @@ def load_arrays(session: Session, store: ArtifactStore, dataset_id: str) -> Arra
             raise LookupError(f"dataset {dataset_id} no longer exists")
         x, y = ingest.load_canonical(store, key)
     return np.array(x), np.array(y)
+
+
+def load_job(session: Session, store: ArtifactStore, spec: dict[str, Any]) -> JobArrays:
+    """The arrays of a job's normalized spec (``dataset_id`` and the optional
+    ``validation_dataset_id`` and ``test_dataset_id``)."""
+    x, y = load_arrays(session, store, spec["dataset_id"])
+    validation, test = (
+        load_arrays(session, store, spec[key]) if spec.get(key) else None
+        for key in ("validation_dataset_id", "test_dataset_id")
+    )
+    return JobArrays(x, y, validation, test)

@@ -183,6 +183,15 @@ class Reporter:
 
     # -- the heartbeat's part -----------------------------------------------------
 
+    def stop_asked(self) -> str | None:
+        """What the heartbeat learnt that ends the attempt at its next step
+        boundary: ``"lost"`` (the lease went to another worker), ``"cancel"``."""
+        if self.lost.is_set():
+            return "lost"
+        if self.cancel.is_set():
+            return "cancel"
+        return None
+
     def beat(self, session: Session, lease_seconds: float) -> bool:
         """Extend the lease and write the progress if it moved; whether a cancel
         was asked. A lost lease sets ``lost`` and raises ``StaleAttempt``."""
