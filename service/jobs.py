@@ -25,11 +25,11 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fitq.service import queue
+from fitq.service import paging, queue
 from fitq.service import spec as specs
 from fitq.service.datasets import service as datasets
 from fitq.service.datasets.shape import DataShape
@@ -46,6 +46,7 @@ from fitq.service.db.models import (
     utcnow,
 )
 from fitq.service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
+from fitq.service.paging import Page
 from fitq.service.store import ArtifactStore
 
 log = logging.getLogger("fitq.jobs")
@@ -218,42 +219,24 @@ def not_found(job_id: str) -> NotFound:
     return NotFound(f"no job with id {job_id!r}")
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list[Job]
-    next_cursor: str | None
-
-
 def list_page(
     session: Session, owner_id: str, *, status: str | None, cursor: str | None, limit: int
-) -> Page:
-    """The owner's jobs, newest first (keyset on ``(created_at, id)``)."""
+) -> Page[Job]:
+    """The owner's jobs, newest first (``paging.newest_first``; the cursor ``{"j": keyset}``)."""
     query = select(Job).where(Job.owner_id == owner_id)
     if status is not None:
         query = query.where(Job.status == status)
-    if cursor:
-        created, last_id = _decode_cursor(cursor)
-        query = query.where(
-            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < last_id))
-        )
-    rows = list(
-        session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
-    )
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        next_cursor = datasets._encode({"j": [last.created_at.isoformat(), last.id]})
-    return Page(rows, next_cursor)
+    after = _decode_cursor(cursor) if cursor else None
+    rows, more = paging.newest_first(session, query, Job, after, limit)
+    next_cursor = paging.encode_cursor({"j": paging.keyset_of(rows[-1])}) if more else None
+    return Page(items=rows, next_cursor=next_cursor)
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    data = datasets.decode_cursor_json(cursor)
-    try:
-        created, last_id = data["j"]
-        return datetime.fromisoformat(created), str(last_id)
-    except (TypeError, KeyError, ValueError):
-        raise InvalidInput("cursor is not one this API returned", loc=["query", "cursor"]) from None
+def _decode_cursor(cursor: str) -> paging.Keyset:
+    data = paging.decode_cursor(cursor)
+    if not isinstance(data, dict) or "j" not in data:
+        raise paging.bad_cursor()
+    return paging.parse_keyset(data["j"])
 
 
 # -- live state: status history and ETA ------------------------------------------

@@ -4,7 +4,7 @@ document says exactly what a client gets."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,21 +13,12 @@ from fitq.service.db.models import RUNNING, Dataset, Job, JobEpoch
 if TYPE_CHECKING:
     from fitq.service.jobs import Live
 
-T = TypeVar("T")
-
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 DB_INT_MAX = 2**31 - 1
 """The largest epoch or event id a column holds (PostgreSQL ``INTEGER``): a
 larger ``?after=`` or ``Last-Event-ID`` can match nothing, and PostgreSQL
 refuses to compare with it, so the API refuses it first (422)."""
-
-
-class Page(BaseModel, Generic[T]):
-    """Every list: one page of items and the cursor of the next (null on the last page)."""
-
-    items: list[T]
-    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
 
 
 class Error(BaseModel):

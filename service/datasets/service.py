@@ -15,23 +15,21 @@ name, every key can read them, and none can delete them (409).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy import delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from fitq.service import paging
 from fitq.service.datasets import builtin, ingest, npz
 from fitq.service.datasets.formats import client_name
 from fitq.service.datasets.shape import DataShape, TaskKind
 from fitq.service.db.models import TERMINAL_STATUSES, Dataset, Job, utcnow
 from fitq.service.errors import Conflict, InvalidInput, NotFound
+from fitq.service.paging import Page
 from fitq.service.store import ArtifactStore, keys
 
 log = logging.getLogger("fitq.datasets")
@@ -219,79 +217,39 @@ def shape_of(row: Dataset) -> DataShape:
 # -- list ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list[Dataset]
-    next_cursor: str | None
-
-
-def list_page(session: Session, owner_id: str, cursor: str | None, limit: int) -> Page:
+def list_page(session: Session, owner_id: str, cursor: str | None, limit: int) -> Page[Dataset]:
     """The built-ins (by name) first, then the owner's uploads, newest first.
 
-    The cursor is opaque: ``b:<n>`` inside the built-ins, ``u:<created_at>,<id>``
-    inside the uploads (keyset pagination, stable under inserts).
+    The cursor is opaque: ``{"b": n}`` inside the built-ins, ``{"u": keyset}``
+    inside the uploads (``paging.newest_first``; null: from the newest).
     """
     builtins = sorted(builtin.BUILTINS)
     phase, offset, after = _decode_cursor(cursor)
     items: list[Dataset] = []
     if phase == "b":
-        for name in builtins[offset : offset + limit]:
-            items.append(builtin_row(name))
+        items = [builtin_row(name) for name in builtins[offset : offset + limit]]
         if offset + limit < len(builtins):
-            return Page(items, _encode({"b": offset + limit}))
-    remaining = limit - len(items)
+            return Page(items=items, next_cursor=paging.encode_cursor({"b": offset + limit}))
     query = select(Dataset).where(Dataset.owner_id == owner_id)
-    if after is not None:
-        created, last_id = after
-        query = query.where(
-            or_(
-                Dataset.created_at < created,
-                and_(Dataset.created_at == created, Dataset.id < last_id),
-            )
-        )
-    rows = list(
-        session.scalars(
-            query.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(remaining + 1)
-        )
-    )
+    rows, more = paging.newest_first(session, query, Dataset, after, limit - len(items))
     next_cursor = None
-    if len(rows) > remaining:
-        rows = rows[:remaining]
-        last = rows[-1] if rows else None
-        if last is not None:
-            next_cursor = _encode({"u": [last.created_at.isoformat(), last.id]})
-        else:  # the page ended exactly at the built-ins' end
-            next_cursor = _encode({"u": None})
-    items.extend(rows)
-    return Page(items, next_cursor)
+    if more:  # rows is empty when the page ended exactly at the built-ins' end
+        next_cursor = paging.encode_cursor({"u": paging.keyset_of(rows[-1]) if rows else None})
+    return Page(items=[*items, *rows], next_cursor=next_cursor)
 
 
-def _encode(data: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
-
-
-def decode_cursor_json(cursor: str) -> Any:
-    """The JSON inside an opaque cursor; ``InvalidInput`` (loc query.cursor) when it is not one."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        return json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("cursor is not one this API returned", loc=["query", "cursor"]) from None
-
-
-def _decode_cursor(cursor: str | None) -> tuple[str, int, tuple[datetime, str] | None]:
+def _decode_cursor(cursor: str | None) -> tuple[str, int, paging.Keyset | None]:
     if not cursor:
         return "b", 0, None
-    data = decode_cursor_json(cursor)
+    data = paging.decode_cursor(cursor)
     try:
         if "b" in data:
             return "b", max(0, int(data["b"])), None
         if data["u"] is None:
             return "u", 0, None
-        created, last_id = data["u"]
-        return "u", 0, (datetime.fromisoformat(created), str(last_id))
+        return "u", 0, paging.parse_keyset(data["u"])
     except (TypeError, KeyError, ValueError):
-        raise InvalidInput("cursor is not one this API returned", loc=["query", "cursor"]) from None
+        raise paging.bad_cursor() from None
 
 
 # -- delete -------------------------------------------------------------------

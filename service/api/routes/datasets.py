@@ -9,9 +9,10 @@ from starlette.concurrency import run_in_threadpool
 
 from fitq.service.api.deps import DatasetDep, OwnerDep, SessionDep, SettingsDep, StoreDep
 from fitq.service.api.responses import errors
-from fitq.service.api.schemas import DatasetPublic, Page
+from fitq.service.api.schemas import DatasetPublic
 from fitq.service.api.upload import FILE_FIELD, receive_upload
 from fitq.service.datasets import service as datasets
+from fitq.service.paging import Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -94,8 +95,7 @@ def list_datasets(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> Page[DatasetPublic]:
     """The built-in datasets, then yours, newest first."""
-    page = datasets.list_page(session, owner.id, cursor, limit)
-    return Page(items=[DatasetPublic.of(r) for r in page.items], next_cursor=page.next_cursor)
+    return datasets.list_page(session, owner.id, cursor, limit).map(DatasetPublic.of)
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=errors(401, 404))

@@ -25,10 +25,10 @@ from fitq.service.api.schemas import (
     History,
     JobPublic,
     JobStatus,
-    Page,
     Prediction,
     PredictRequest,
 )
+from fitq.service.paging import Page
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -87,9 +87,7 @@ def list_jobs(
     """Your jobs, newest first."""
     page = jobs.list_page(session, owner.id, status=status, cursor=cursor, limit=limit)
     live = jobs.live(session, page.items)
-    return Page(
-        items=[JobPublic.of(j, live[j.id]) for j in page.items], next_cursor=page.next_cursor
-    )
+    return page.map(lambda j: JobPublic.of(j, live[j.id]))
 
 
 @router.get(
