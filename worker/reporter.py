@@ -113,6 +113,7 @@ class Reporter:
         self.lost = threading.Event()
         self.progress: Progress | None = None
         self._progress_written: Progress | None = None
+        self._progress_beaten: Progress | None = None
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -193,28 +194,35 @@ class Reporter:
         return None
 
     def beat(self, session: Session, lease_seconds: float) -> bool:
-        """Extend the lease and write the progress if it moved; whether a cancel
-        was asked. A lost lease sets ``lost`` and raises ``StaleAttempt``."""
+        """Extend the lease and write the progress if it moved, in ``session``;
+        whether a cancel was asked. A lost lease sets ``lost`` and raises
+        ``StaleAttempt``. :meth:`beaten` follows once ``session`` committed."""
         claim = self.claim
         try:
             cancel = queue.heartbeat(session, claim.job_id, claim.attempt, lease_seconds)
         except StaleAttempt:
             self.lost.set()
             raise
-        progress = self.progress
+        progress = self._progress_beaten = self.progress
         if progress is not None and progress != self._progress_written:
             epoch, step, steps = progress
             queue.record_progress(
                 session, claim.job_id, claim.attempt, epoch=epoch, step=step, steps=steps
             )
-            self._progress_written = progress
         return cancel
+
+    def beaten(self, cancel: bool) -> None:
+        """The beat committed: its progress is written, its cancel request heard."""
+        self._progress_written = self._progress_beaten
+        if cancel:
+            self.cancel.set()
 
 
 class Heartbeat:
     """The thread that beats ``reporters`` until the block ends, in one
-    transaction a tick. A reporter whose lease was lost is beaten no more; the
-    thread ends when none is left. Any other error (the database briefly
+    transaction a tick. A reporter whose lease was lost is beaten no more (its
+    tick's transaction rolls back: the others are beaten again at the next);
+    the thread ends when none is left. Any other error (the database briefly
     away) is logged and the next tick tries again."""
 
     def __init__(self, db: Database, reporters: list[Reporter], lease_seconds: float):
@@ -239,10 +247,10 @@ class Heartbeat:
         while live and not self._done.wait(interval):
             try:
                 with self.db.transaction() as session:
-                    asked = [r for r in live if r.beat(session, self.lease_seconds)]
-                for reporter in asked:
-                    reporter.cancel.set()
-            except StaleAttempt:
+                    beats = [(r, r.beat(session, self.lease_seconds)) for r in live]
+                for reporter, cancel in beats:
+                    reporter.beaten(cancel)
+            except StaleAttempt:  # that reporter is lost: it leaves `live` below
                 pass
             except Exception as exc:  # the database may be briefly away; keep beating
                 for reporter in live:

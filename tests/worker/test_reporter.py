@@ -1,0 +1,52 @@
+"""The heartbeat over several claims in one transaction a tick (what a pack of
+jobs trained together needs): each lease is extended and each progress
+written; a claim whose lease was lost is dropped without costing the others
+their progress; a cancel request reaches its own reporter only."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from fitq.service import queue
+from fitq.service.db.engine import transaction
+from fitq.service.db.models import RUNNING, Job, utcnow
+from fitq.worker.reporter import Database, Heartbeat, Reporter
+from tests.support.rows import job_row
+from tests.support.waits import wait_for
+
+LEASE_SECONDS = 0.6
+"""A beat every 0.2 s."""
+FAR = timedelta(minutes=10)
+
+
+def reporter_of(db: Database, job: Job) -> Reporter:
+    claim = queue.Claim(job_id=job.id, attempt=job.attempt, spec=job.spec, checkpoint_key=None)
+    return Reporter(db, claim, worker_id="w")
+
+
+def test_one_heartbeat_beats_each_claim_and_drops_a_lost_one(
+    database_url: str, job_factory: Callable[..., Job]
+) -> None:
+    kept, lost = (
+        job_factory(status=RUNNING, attempt=1, lease_expires_at=utcnow() + FAR) for _ in range(2)
+    )
+    db = Database(database_url, threading.Event())
+    first, second = reporter_of(db, kept), reporter_of(db, lost)
+    with transaction(database_url) as session:  # the second's lease went to another attempt
+        session.get(Job, lost.id).attempt = 2  # type: ignore[union-attr]
+    first.progress = (1, 5, 10)
+
+    with Heartbeat(db, [first, second], LEASE_SECONDS).running():
+        wait_for(second.lost.is_set, "the lost claim to be noticed")
+        wait_for(lambda: job_row(database_url, kept.id).step == 5, "the kept claim's progress")
+        with transaction(database_url) as session:
+            queue.request_cancel(session, kept.id)
+        wait_for(first.cancel.is_set, "the cancel request")
+
+    row = job_row(database_url, kept.id)
+    assert row.lease_expires_at is not None and row.lease_expires_at < utcnow() + FAR / 2
+    assert not first.lost.is_set() and not second.cancel.is_set()
+    assert (first.stop_asked(), second.stop_asked()) == ("cancel", "lost")
+    assert job_row(database_url, lost.id).step == 0
