@@ -1,8 +1,9 @@
 """Jobs as the API sees them: submit (with ``Idempotency-Key``), read, list,
 epoch history, the trained model and predictions.
 
-Status is never written here: a submission inserts a queued row, and cancel
-goes through ``queue.request_cancel``; everything else in ``service/queue.py``.
+Status is never written here: a submission's queued row is written by
+``queue.enqueue`` and a cancel by ``queue.request_cancel``; every status
+change is in ``service/queue.py``.
 
 Idempotency. The request hash is the sha256 of the body as canonical JSON
 (sorted keys, no spaces), taken before any validation. The same key with the
@@ -105,7 +106,6 @@ def submit(
     job = Job(
         owner_id=owner_id,
         name=normalized.get("name"),
-        status=QUEUED,
         priority=int(normalized.get("priority") or 0),
         spec=normalized,
         dataset_id=normalized["dataset_id"],
@@ -119,18 +119,17 @@ def submit(
         updated_at=utcnow(),
     )
     if idempotency_key is None:
-        _insert(session, job)
+        queue.enqueue(session, job)
     else:
         try:
             with session.begin_nested():
-                _insert(session, job)
+                queue.enqueue(session, job)
         except IntegrityError:
             # Another request with this key committed first: theirs is the job.
             existing = _by_idempotency_key(session, owner_id, idempotency_key)
             if existing is None:
                 raise
             return _replay(existing, idempotency_key, digest), False
-    queue.notify_new_job(session)  # idle workers wake when this transaction commits
     log.info("job submitted", extra={"action": "submit", "job_id": job.id, "owner_id": owner_id})
     return job, True
 
@@ -150,21 +149,6 @@ def _check_queue_quota(session: Session, owner_id: str, limit: int) -> None:
             "or cancel one",
             retry_after_seconds=QUEUE_FULL_RETRY_AFTER_SECONDS,
         )
-
-
-def _insert(session: Session, job: Job) -> None:
-    """The queued row and its first event (the status history starts here)."""
-    session.add(job)
-    session.flush()
-    session.add(
-        JobEvent(
-            job_id=job.id,
-            kind=EVENT_STATUS,
-            data={"status": QUEUED, "attempt": 0},
-            created_at=job.created_at,
-        )
-    )
-    session.flush()
 
 
 def _by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | None:

@@ -10,7 +10,7 @@ The claim is one UPDATE over a ``SELECT … FOR UPDATE SKIP LOCKED`` subquery on
 PostgreSQL; on SQLite the same statement runs inside a ``BEGIN IMMEDIATE``
 transaction, which serializes writers.
 
-New work is announced with ``NOTIFY fitq_jobs`` on PostgreSQL (on submit, in
+New work is announced with ``NOTIFY fitq_jobs`` on PostgreSQL (on enqueue, in
 the submitting transaction, and on hand-back), so an idle worker listening on
 that channel claims within milliseconds; polling remains the fallback, and the
 only way on SQLite. The guarantees are written down in docs/reliability.md.
@@ -75,13 +75,28 @@ class Claim:
     checkpoint_key: str | None
 
 
-def _event(session: Session, job_id: str, kind: str, data: dict[str, Any]) -> None:
+def _event(
+    session: Session, job_id: str, kind: str, data: dict[str, Any], at: datetime | None = None
+) -> None:
     """What watchers of the job see (``GET /v1/jobs/{id}/events``), in the
     caller's transaction. Called after the guarded UPDATE, which holds the
     job's row lock to the commit, so a job's event ids follow its history."""
     session.execute(
-        insert(JobEvent).values(job_id=job_id, kind=kind, data=data, created_at=utcnow())
+        insert(JobEvent).values(job_id=job_id, kind=kind, data=data, created_at=at or utcnow())
     )
+
+
+def enqueue(session: Session, job: Job) -> None:
+    """Write a new job's ``queued`` row and the first entry of its status
+    history, in the caller's transaction; idle workers hear of it when that
+    commits. Raises ``IntegrityError`` (at the flush) when the row breaks a
+    unique constraint (an ``Idempotency-Key`` already used)."""
+    job.status = QUEUED
+    session.add(job)
+    session.flush()
+    _event(session, job.id, EVENT_STATUS, {"status": QUEUED, "attempt": 0}, at=job.created_at)
+    notify_new_job(session)
+    log.info("enqueued", extra={"action": "enqueue", "job_id": job.id})
 
 
 def _rescuable(now: datetime) -> Any:

@@ -35,7 +35,7 @@ NAMING_CONVENTION = {
 }
 
 # Job states. Who enters each, and who leaves it:
-QUEUED = "queued"  # entered on submit, or on requeue (worker hand-back); left by claim or cancel
+QUEUED = "queued"  # entered on enqueue (submit) or requeue (hand-back); left by claim or cancel
 RUNNING = (
     "running"  # entered by claim; left by finish/fail/cancel/requeue, or rescue on lease expiry
 )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,11 +16,21 @@ from sqlalchemy.engine import make_url
 
 from fitq.service import queue
 from fitq.service.db.engine import session_factory, transaction
-from fitq.service.db.models import ExecutionLog, Job, JobEpoch, utcnow
+from fitq.service.db.models import (
+    EVENT_STATUS,
+    QUEUED,
+    ExecutionLog,
+    Job,
+    JobEpoch,
+    JobEvent,
+    utcnow,
+)
 from fitq.service.errors import StaleAttempt
 
 LEASE = 30.0
 SPEC = {"dataset_id": "iris"}
+SERVICE = Path(__file__).resolve().parents[2] / "service"
+WORKER = SERVICE.parent / "worker"
 
 
 def add_jobs(url: str, owner_id: str, priorities: list[int], **fields: object) -> list[str]:
@@ -61,6 +73,63 @@ def owner(database_url: str, make_key) -> str:  # type: ignore[no-untyped-def]
 
     with session_factory(database_url)() as session:
         return session.scalar(select(ApiKey.id).where(ApiKey.name == "queue-owner"))  # type: ignore[return-value]
+
+
+def new_job(owner_id: str) -> Job:
+    now = utcnow()
+    return Job(
+        owner_id=owner_id, spec=SPEC, dataset_id="iris", epochs=1, created_at=now, updated_at=now
+    )
+
+
+class TestEnqueue:
+    def test_writes_the_queued_row_and_the_first_status_event(
+        self, database_url: str, owner: str
+    ) -> None:
+        with transaction(database_url) as session:
+            job = new_job(owner)
+            queue.enqueue(session, job)
+        with session_factory(database_url)() as session:
+            assert session.get(Job, job.id).status == QUEUED  # type: ignore[union-attr]
+            events = session.scalars(select(JobEvent).where(JobEvent.job_id == job.id)).all()
+        assert [(e.kind, e.data) for e in events] == [
+            (EVENT_STATUS, {"status": QUEUED, "attempt": 0})
+        ]
+        assert events[0].created_at == job.created_at
+        assert claim(database_url) is not None
+
+    def test_nothing_but_the_queue_writes_a_job_status(self) -> None:
+        """Every status write is in ``service/queue.py``: no other module of the
+        service or the worker passes ``status=`` to a Job or an UPDATE's values,
+        nor assigns ``.status``."""
+        modules = sorted([*SERVICE.rglob("*.py"), *WORKER.rglob("*.py")])
+        writes = [
+            f"{path.relative_to(SERVICE.parent)}:{line}"
+            for path in modules
+            if path != SERVICE / "queue.py"
+            for line in status_writes(path.read_text())
+        ]
+        assert writes == []
+
+    def test_the_check_sees_each_kind_of_status_write(self) -> None:
+        source = "Job(status=QUEUED)\nupdate(Job).values(status=FAILED)\njob.status = 'x'\n"
+        assert status_writes(source) == [1, 2, 3]
+
+
+def status_writes(source: str) -> list[int]:
+    """The lines of ``source`` that write a job's status."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if name in ("Job", "values") and any(k.arg == "status" for k in node.keywords):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Attribute) and t.attr == "status" for t in node.targets
+        ):
+            lines.append(node.lineno)
+    return sorted(lines)
 
 
 class TestClaim:
@@ -301,9 +370,10 @@ class TestNotify:
                 queue.notify_new_job(session)
                 raise RuntimeError("rolled back")
             assert heard(0.2) == 0
-            [job_id] = add_jobs(postgres_url, owner_id, [0])
             with transaction(postgres_url) as session:
-                queue.notify_new_job(session)
+                job = new_job(owner_id)
+                queue.enqueue(session, job)
+                job_id = job.id
             assert heard(5) == 1
             got = claim(postgres_url)
             assert got is not None
