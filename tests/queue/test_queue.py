@@ -112,24 +112,50 @@ class TestEnqueue:
         assert writes == []
 
     def test_the_check_sees_each_kind_of_status_write(self) -> None:
-        source = "Job(status=QUEUED)\nupdate(Job).values(status=FAILED)\njob.status = 'x'\n"
+        source = (
+            "Job(status=QUEUED)\n"
+            "update(Job).where(Job.id == i).values(status=FAILED)\n"
+            "job.status = 'x'\n"
+            "update(Sweep).values(status=DONE)\n"
+            "sweep.status = 'y'\n"
+        )
         assert status_writes(source) == [1, 2, 3]
 
 
 def status_writes(source: str) -> list[int]:
-    """The lines of ``source`` that write a job's status."""
+    """The lines of ``source`` that write a job's status: ``Job(status=…)``,
+    ``update(Job)….values(status=…)``, ``job.status = …``."""
     lines = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Call):
-            func = node.func
-            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-            if name in ("Job", "values") and any(k.arg == "status" for k in node.keywords):
+        if isinstance(node, ast.Call) and any(k.arg == "status" for k in node.keywords):
+            called = _names(node.func)
+            if called == ["Job"] or (called[-1:] == ["values"] and _on_job(node)):
                 lines.append(node.lineno)
         elif isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Attribute) and t.attr == "status" for t in node.targets
+            isinstance(t, ast.Attribute) and t.attr == "status" and "job" in _names(t.value)[-1:]
+            for t in node.targets
         ):
             lines.append(node.lineno)
     return sorted(lines)
+
+
+def _names(node: ast.expr) -> list[str]:
+    """``a.b.c`` → ``["a", "b", "c"]`` (calls in the chain skipped)."""
+    if isinstance(node, ast.Call):
+        return _names(node.func)
+    if isinstance(node, ast.Attribute):
+        return [*_names(node.value), node.attr]
+    return [node.id] if isinstance(node, ast.Name) else []
+
+
+def _on_job(call: ast.Call) -> bool:
+    """Whether a ``….values(…)`` chain starts from ``update(Job)`` or ``insert(Job)``."""
+    node: ast.expr = call.func
+    while isinstance(node, ast.Attribute | ast.Call):
+        if isinstance(node, ast.Call) and _names(node.func)[-1:] in (["update"], ["insert"]):
+            return any(isinstance(a, ast.Name) and a.id == "Job" for a in node.args)
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return False
 
 
 class TestClaim:
