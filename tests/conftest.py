@@ -32,24 +32,9 @@ from fitq.service.db.models import RUNNING, Base, Dataset, Job, utcnow
 from fitq.service.settings import Settings
 from fitq.service.store import ArtifactStore
 from tests.databases import fresh_postgres_database, postgres_unreachable
+from tests.support.specs import spec_factory
 
-SPEC = {
-    "model": {
-        "input_dim": 4,
-        "layers": [
-            {"type": "dense", "units": 8, "activation": "relu"},
-            {"type": "dense", "units": 3, "activation": "softmax"},
-        ],
-    },
-    "compile": {
-        "optimizer": "adam",
-        "loss": "sparse_categorical_crossentropy",
-        "metrics": ["accuracy"],
-    },
-    "fit": {"epochs": 3, "batch_size": 16},
-    "seed": 0,
-    "dataset_id": "iris",
-}
+SPEC = spec_factory()
 """A small valid spec for the ``iris`` built-in (raw, as a client sends it)."""
 
 

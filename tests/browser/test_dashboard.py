@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from fitq.service.client import Client
-from tests.events.live import DIGITS_SPEC, Live, fitq_up
+from tests.support.specs import DIGITS_SPEC
+from tests.support.stack import Stack, fitq_up
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,7 @@ SLOW_SPEC: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not CHROMIUM.exists():
         message = f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)"
         if os.environ.get("CI"):
@@ -81,7 +82,7 @@ def points(page: Any) -> int:
     return int(page.get_attribute("#loss-chart", "data-points") or 0)
 
 
-def test_watch_a_job_train_live_then_cancel_it_from_the_page(live: Live, page: Any) -> None:
+def test_watch_a_job_train_live_then_cancel_it_from_the_page(live: Stack, page: Any) -> None:
     with Client(live.url, live.key) as client:
         job = client.submit(SLOW_SPEC)
 

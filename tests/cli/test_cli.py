@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load_file
 
-from tests.e2e.processes import FITQ, fitq_env, free_port
-from tests.events.live import DIGITS_SPEC, Live, fitq_up
+from tests.support.processes import FITQ, fitq_env, free_port
+from tests.support.specs import DIGITS_SPEC
+from tests.support.stack import Stack, fitq_up
 
 pytestmark = pytest.mark.slow
 
@@ -21,13 +22,13 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with fitq_up(tmp_path_factory.mktemp("cli")) as running:
         yield running
 
 
 def fitq(
-    live: Live, *args: str, env: dict[str, str] | None = None
+    live: Stack, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*FITQ, *args], env=env or live.env, capture_output=True, text=True, timeout=180
@@ -41,7 +42,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def test_datasets_upload_list_show_delete(live: Live, tmp_path: Path) -> None:
+def test_datasets_upload_list_show_delete(live: Stack, tmp_path: Path) -> None:
     up = fitq(
         live, "datasets", "upload", str(EXAMPLES / "digits.csv"), "--label", "digit", "--json"
     )
@@ -57,7 +58,7 @@ def test_datasets_upload_list_show_delete(live: Live, tmp_path: Path) -> None:
     assert gone.returncode == 1 and "404" in one_line_error(gone)
 
 
-def test_submit_follow_to_the_end_then_show_download_predict(live: Live, tmp_path: Path) -> None:
+def test_submit_follow_to_the_end_then_show_download_predict(live: Stack, tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(json.dumps({k: v for k, v in DIGITS_SPEC.items() if k != "dataset_id"}))
     run = fitq(live, "submit", str(spec), "--data", str(EXAMPLES / "digits.csv"), "--follow")
@@ -91,7 +92,7 @@ def test_submit_follow_to_the_end_then_show_download_predict(live: Live, tmp_pat
     assert kinds.count("epoch") == DIGITS_SPEC["fit"]["epochs"] and kinds[-1] == "status"
 
 
-def test_a_bad_spec_is_one_line_and_exit_1(live: Live, tmp_path: Path) -> None:
+def test_a_bad_spec_is_one_line_and_exit_1(live: Stack, tmp_path: Path) -> None:
     bad = json.loads(json.dumps(DIGITS_SPEC))
     bad["model"]["layers"][0]["activation"] = "relux"
     spec = tmp_path / "bad.json"
@@ -102,7 +103,7 @@ def test_a_bad_spec_is_one_line_and_exit_1(live: Live, tmp_path: Path) -> None:
     assert "422" in line and "relux" in line
 
 
-def test_usage_errors_exit_2_and_an_unreachable_api_exits_3(live: Live, tmp_path: Path) -> None:
+def test_usage_errors_exit_2_and_an_unreachable_api_exits_3(live: Stack, tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     result = fitq(live, "submit", str(broken))
@@ -116,7 +117,7 @@ def test_usage_errors_exit_2_and_an_unreachable_api_exits_3(live: Live, tmp_path
     assert result.returncode == 3 and "cannot reach fitq" in one_line_error(result)
 
 
-def test_cancel_then_watch_exits_5(live: Live, tmp_path: Path) -> None:
+def test_cancel_then_watch_exits_5(live: Stack, tmp_path: Path) -> None:
     spec = tmp_path / "long.json"
     spec.write_text(json.dumps({**DIGITS_SPEC, "fit": {**DIGITS_SPEC["fit"], "epochs": 2000}}))
     submitted = fitq(live, "submit", str(spec))

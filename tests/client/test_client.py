@@ -16,7 +16,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from fitq.service.client import Client, History, JobFailed
-from tests.events.live import Live, fitq_up
+from tests.support.stack import Stack, fitq_up
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +38,12 @@ SPEC = {
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with fitq_up(tmp_path_factory.mktemp("client")) as running:
         yield running
 
 
-def test_fit_on_digits_returns_the_history_the_api_reports(live: Live) -> None:
+def test_fit_on_digits_returns_the_history_the_api_reports(live: Stack) -> None:
     digits = load_digits()
     x_train, x_test, y_train, y_test = train_test_split(
         digits.data, digits.target, test_size=0.2, stratify=digits.target, random_state=0
@@ -85,7 +85,7 @@ def test_fit_on_digits_returns_the_history_the_api_reports(live: Live) -> None:
 
 
 def test_upload_a_file_submit_on_a_dataset_and_a_cancelled_fit_raises(
-    live: Live, tmp_path: Path
+    live: Stack, tmp_path: Path
 ) -> None:
     rng = np.random.default_rng(0)
     path = tmp_path / "blobs.csv"

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -17,28 +16,13 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from fitq.service.client import Client
-from tests.e2e.processes import fitq_env, fitq_process, free_port, wait_healthy
+from tests.support.specs import digits_spec
+from tests.support.stack import fitq_up
 
 pytestmark = pytest.mark.slow
 
-REFERENCE_SPEC: dict[str, Any] = {
-    "name": "digits-mlp",
-    "model": {
-        "input_dim": 64,
-        "layers": [
-            {"type": "dense", "units": 128, "activation": "relu"},
-            {"type": "dense", "units": 64, "activation": "relu"},
-            {"type": "dense", "units": 10, "activation": "softmax"},
-        ],
-    },
-    "compile": {
-        "optimizer": "adam",
-        "loss": "sparse_categorical_crossentropy",
-        "metrics": ["accuracy"],
-    },
-    "fit": {"epochs": 10, "batch_size": 32, "validation_split": 0.1, "normalize": True},
-    "seed": 0,
-}
+REFERENCE_SPEC = digits_spec(hidden=(128, 64), fit={"epochs": 10})
+"""The reference model: 64 → 128 relu → 64 relu → 10 softmax, on the uploaded CSV."""
 
 
 def write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
@@ -64,15 +48,9 @@ def test_fitq_up_trains_the_reference_model_end_to_end(tmp_path: Path) -> None:
     )
     train_csv = write_csv(tmp_path / "train.csv", x_train, y_train)
     test_csv = write_csv(tmp_path / "test.csv", x_test, y_test)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = fitq_env(tmp_path / "home")
-    log = tmp_path / "fitq-up.log"
-
-    with fitq_process(["up", "--port", str(port)], env, log) as proc:
-        wait_healthy(url, proc, log)
-        key = (tmp_path / "home" / "api_key").read_text().strip()
-        with Client(url, key) as client:
+    with fitq_up(tmp_path) as live:
+        log = live.apis[0].log
+        with Client(live.url, live.key) as client:
             train = client.upload_dataset(train_csv, name="digits-train")
             test = client.upload_dataset(test_csv, name="digits-test")
             assert (train["n_rows"], train["n_features"]) == (len(x_train), 64)
@@ -111,10 +89,8 @@ def children_of(pid: int) -> list[int]:
 
 
 def test_sigterm_to_fitq_up_stops_its_worker_too(tmp_path: Path) -> None:
-    port = free_port()
-    log = tmp_path / "fitq-up.log"
-    with fitq_process(["up", "--port", str(port)], fitq_env(tmp_path / "home"), log) as proc:
-        wait_healthy(f"http://127.0.0.1:{port}", proc, log)
+    with fitq_up(tmp_path) as live:
+        proc = live.apis[0].proc
         [worker] = children_of(proc.pid)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

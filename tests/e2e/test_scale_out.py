@@ -12,14 +12,8 @@ from sqlalchemy import select
 from fitq.service.client import Client
 from fitq.service.db.engine import session_factory
 from fitq.service.db.models import ExecutionLog, JobEpoch
-from tests.e2e.processes import (
-    fitq_env,
-    fitq_process,
-    free_port,
-    run_fitq,
-    wait_for_line,
-    wait_healthy,
-)
+from tests.support.specs import spec_factory
+from tests.support.stack import live_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -28,47 +22,16 @@ EPOCHS = 4
 
 
 def spec(seed: int) -> dict[str, object]:
-    return {
-        "model": {
-            "input_dim": 4,
-            "layers": [
-                {"type": "dense", "units": 32, "activation": "relu"},
-                {"type": "dense", "units": 3, "activation": "softmax"},
-            ],
-        },
-        "compile": {
-            "optimizer": "adam",
-            "loss": "sparse_categorical_crossentropy",
-            "metrics": ["accuracy"],
-        },
-        "fit": {"epochs": EPOCHS, "batch_size": 8},
-        "seed": seed,
-        "dataset_id": "iris",
-    }
+    return spec_factory(hidden=(32,), fit={"epochs": EPOCHS, "batch_size": 8}, seed=seed)
 
 
 def test_two_workers_share_one_postgres_queue(tmp_path: Path, postgres_url: str) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = fitq_env(tmp_path / "home", FITQ_DATABASE_URL=postgres_url)
-    assert run_fitq(["db", "upgrade"], env).returncode == 0
-    created = run_fitq(["keys", "create", "scale-out"], env)
-    assert created.returncode == 0, created.stderr
-    key = created.stdout.strip()
-    assert key.startswith("fitq_") and "\n" not in key
-
-    logs = [tmp_path / name for name in ("api.log", "worker1.log", "worker2.log")]
     with (
-        fitq_process(["api", "--port", str(port)], env, logs[0]) as api,
-        fitq_process(["worker"], env, logs[1]),
-        fitq_process(["worker"], env, logs[2]),
+        live_stack(tmp_path, database_url=postgres_url, workers=2) as live,
+        Client(live.url, live.key) as client,
     ):
-        wait_healthy(url, api, logs[0])
-        for log in logs[1:]:
-            wait_for_line(log, "worker started")
-        with Client(url, key) as client:
-            ids = [client.submit(spec(seed))["id"] for seed in range(JOBS)]
-            finals = [client.wait(job_id, timeout=300) for job_id in ids]
+        ids = [client.submit(spec(seed))["id"] for seed in range(JOBS)]
+        finals = [client.wait(job_id, timeout=300) for job_id in ids]
     assert [job["status"] for job in finals] == ["succeeded"] * JOBS
     assert len({job["worker_id"] for job in finals}) == 2, "both workers should have trained"
 

@@ -14,33 +14,24 @@ import httpx
 import pytest
 
 from fitq.service.client import Client, ServerEvent, parse_sse
-from tests.events.live import DIGITS_SPEC, Live, fitq_postgres, fitq_up
+from tests.support.specs import digits_spec
+from tests.support.stack import Stack, fitq_up, live_stack
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 8
-SPEC = {
-    **DIGITS_SPEC,
-    "model": {
-        **DIGITS_SPEC["model"],
-        "layers": [
-            {"type": "dense", "units": 128, "activation": "relu"},
-            {"type": "dense", "units": 10, "activation": "softmax"},
-        ],
-    },
-    "fit": {**DIGITS_SPEC["fit"], "epochs": EPOCHS, "batch_size": 8},
-}
+SPEC = digits_spec(hidden=(128,), fit={"epochs": EPOCHS, "batch_size": 8})
 """A second or so per epoch: the first connection leaves while it trains."""
 
 
 @contextmanager
-def live_fitq(backend: str, tmp: Path, request: pytest.FixtureRequest) -> Iterator[Live]:
+def live_fitq(backend: str, tmp: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
     if backend == "sqlite":
         with fitq_up(tmp) as live:  # one API: the reconnect goes to the same process
             yield live
     else:
         url = str(request.getfixturevalue("postgres_url"))
-        with fitq_postgres(tmp, url, apis=2) as live:
+        with live_stack(tmp, database_url=url, apis=2, FITQ_LEASE_SECONDS="10") as live:
             yield live
 
 

@@ -18,7 +18,8 @@ import pytest
 
 from fitq.service.db.engine import engine_for
 from tests.outage.cluster import Cluster, exclusive, missing_tool
-from tests.outage.stack import Stack, start_stack
+from tests.outage.stack import start_stack
+from tests.support.stack import Stack
 
 
 @pytest.fixture(scope="package")

@@ -13,7 +13,7 @@ import pytest
 from fitq.service.api.app import create_app
 from fitq.service.settings import Settings
 from tests.conftest import SPEC
-from tests.e2e.processes import free_port
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.anyio
 

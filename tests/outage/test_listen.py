@@ -8,7 +8,9 @@ import time
 import pytest
 
 from tests.outage.cluster import Cluster
-from tests.outage.stack import WAIT_SECONDS, WORKERS, Stack, assert_ended_once, wait_until
+from tests.outage.stack import WORKERS, assert_ended_once, submit, wait
+from tests.support.rows import job_row
+from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -20,13 +22,13 @@ def test_a_killed_listen_connection_is_reopened_and_jobs_still_run(
         pids = outage_cluster.backends(database, listening=True)
         return pids if len(pids) == WORKERS else []
 
-    before = wait_until(listeners, "every worker listening", WAIT_SECONDS)
+    before = wait(stack, listeners, "every worker listening")
     killed = outage_cluster.terminate(database, listening=True)
     assert killed == before
 
     killed_at = time.monotonic()
-    ids = stack.submit(1, seed=40)
-    wait_until(lambda: stack.jobs(ids)[ids[0]].attempt == 1, "the job claimed", WAIT_SECONDS)
+    ids = submit(stack, 1, seed=40)
+    wait(stack, lambda: job_row(stack.database_url, ids[0]).attempt == 1, "the job claimed")
     claimed_seconds = time.monotonic() - killed_at
     figures = assert_ended_once(stack, ids)
 
@@ -34,8 +36,8 @@ def test_a_killed_listen_connection_is_reopened_and_jobs_still_run(
         pids = listeners()
         return pids if pids and not set(pids) & set(killed) else []
 
-    wait_until(reopened, "new LISTEN connections", WAIT_SECONDS, stack.log_text)
-    assert stack.log_text().count("listen connection lost") >= WORKERS
+    wait(stack, reopened, "new LISTEN connections")
+    assert stack.workers.log_text().count("listen connection lost") >= WORKERS
     stack.assert_alive()
     print(
         f"\nlisten: {len(killed)} LISTEN backends terminated, the next job claimed "

@@ -10,7 +10,15 @@ import time
 import pytest
 
 from tests.outage.cluster import Cluster
-from tests.outage.stack import Stack, assert_ended_once, utc_now
+from tests.outage.stack import (
+    assert_ended_once,
+    submit,
+    utc_now,
+    wait_heartbeats,
+    wait_ready,
+    wait_training,
+)
+from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -51,8 +59,8 @@ def probe(stack: Stack, job_id: str) -> tuple[int, set[str]]:
 def test_a_restart_mid_training_costs_no_job_and_no_attempt(
     stack: Stack, outage_cluster: Cluster
 ) -> None:
-    ids = stack.submit(3, seed=10)
-    running = stack.wait_training(ids, epochs=1, running=2)
+    ids = submit(stack, 3, seed=10)
+    running = wait_training(stack, ids, epochs=1, running=2)
 
     down_at = time.monotonic()
     outage_cluster.stop()
@@ -65,9 +73,9 @@ def test_a_restart_mid_training_costs_no_job_and_no_attempt(
     if problems:
         print("\n".join(["", "wrong answers while down:", *sorted(problems)]))
 
-    api_seconds = stack.wait_ready()
-    worker_seconds = stack.wait_heartbeats(running, since=back)
-    ids += stack.submit(1, seed=20)  # the API writes again too
+    api_seconds = wait_ready(stack)
+    worker_seconds = wait_heartbeats(stack, running, since=back)
+    ids += submit(stack, 1, seed=20)  # the API writes again too
     figures = assert_ended_once(stack, ids)
     stack.assert_alive()
     assert not problems, "wrong answers while the database was down (printed above)"

@@ -11,7 +11,15 @@ from collections import Counter
 import pytest
 
 from tests.outage.cluster import Cluster
-from tests.outage.stack import Stack, assert_ended_once, utc_now
+from tests.outage.stack import (
+    assert_ended_once,
+    submit,
+    utc_now,
+    wait_heartbeats,
+    wait_ready,
+    wait_training,
+)
+from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -23,8 +31,8 @@ READS = ("/readyz", "/v1/jobs", "/v1/datasets")
 def test_terminated_backends_cost_no_job_and_no_attempt(
     stack: Stack, outage_cluster: Cluster, database: str
 ) -> None:
-    ids = stack.submit(3, seed=30)
-    running = stack.wait_training(ids, epochs=1, running=2)
+    ids = submit(stack, 3, seed=30)
+    running = wait_training(stack, ids, epochs=1, running=2)
 
     terminated, rounds, answers = 0, 0, Counter[int]()
     started = time.monotonic()
@@ -39,8 +47,8 @@ def test_terminated_backends_cost_no_job_and_no_attempt(
     back = utc_now()
     assert terminated >= rounds, "the processes' connections were not terminated"
 
-    api_seconds = stack.wait_ready()
-    worker_seconds = stack.wait_heartbeats(running, since=back)
+    api_seconds = wait_ready(stack)
+    worker_seconds = wait_heartbeats(stack, running, since=back)
     figures = assert_ended_once(stack, ids)
     stack.assert_alive()
     print(

@@ -159,7 +159,7 @@ def test_real_processes_show_a_key_once_and_never_log_it(tmp_path: Path, log_for
     """``fitq keys create`` prints the key alone on stdout, once; ``fitq api``
     (uvicorn, access log on) serves a flow with it, a ``FITQ_API_KEY`` and a
     wrong key, and its whole output holds none of them."""
-    from tests.e2e.processes import fitq_env, fitq_process, free_port, run_fitq, wait_healthy
+    from tests.support.processes import fitq_env, fitq_process, free_port, run_fitq, wait_healthy
 
     env_key = auth.generate_key()
     env = fitq_env(tmp_path / "home", FITQ_API_KEY=env_key, FITQ_LOG_FORMAT=log_format)
