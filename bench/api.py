@@ -12,7 +12,7 @@ cores: their figures are a floor). Besides requests/s and latency, the table
 gives the API's own CPU time per request (all its processes, from /proc),
 which depends far less on what else the machine is doing.
 
-    .venv/bin/python bench/api.py [--clients 32] [--seconds 10] [--processes 2]
+    .venv/bin/python -m bench.api [--clients 32] [--seconds 10] [--processes 2]
         [--load auto|wrk|httpx] [--postgres URL]
 """
 
@@ -26,7 +26,6 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,28 +33,12 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.stats import pct
+from tests.databases import admin_url, fresh_postgres_database
+from tests.support.specs import spec_factory
+from tests.support.stack import live_stack
 
-from bench.stack import fresh_database, pct, serve_api  # noqa: E402
-from tests.e2e.processes import fitq_process, wait_for_line  # noqa: E402
-
-SPEC = {
-    "model": {
-        "input_dim": 4,
-        "layers": [
-            {"type": "dense", "units": 16, "activation": "relu"},
-            {"type": "dense", "units": 3, "activation": "softmax"},
-        ],
-    },
-    "compile": {
-        "optimizer": "adam",
-        "loss": "sparse_categorical_crossentropy",
-        "metrics": ["accuracy"],
-    },
-    "fit": {"epochs": 5, "batch_size": 16},
-    "dataset_id": "iris",
-}
+SPEC = spec_factory(hidden=(16,), fit={"epochs": 5})
 
 
 @dataclass(frozen=True)
@@ -199,29 +182,27 @@ def main() -> None:
         help="also measure each route with the clients paced to about this many requests/s "
         "(0: only flat out)",
     )
-    parser.add_argument(
-        "--postgres",
-        default=os.environ.get(
-            "FITQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-        ),
-    )
+    parser.add_argument("--postgres", default=admin_url(), help="the admin URL of PostgreSQL")
     args = parser.parse_args()
     if args.load == "auto":
         args.load = "wrk" if shutil.which("wrk") else "httpx"
 
-    with fresh_database(args.postgres) as db_url, tempfile.TemporaryDirectory() as tmp:
+    with (
+        fresh_postgres_database(args.postgres, prefix="fitq_bench") as db_url,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         run(Path(tmp), db_url, args)
 
 
 def run(tmp: Path, db_url: str, args: argparse.Namespace) -> None:
-    with (
-        serve_api(
-            tmp, db_url, FITQ_POLL_SECONDS="0.5", FITQ_API_PROCESSES=str(args.processes)
-        ) as api,
-        fitq_process(["worker"], api.env, tmp / "worker.log"),
-    ):
-        url, key, env = api.url, api.key, api.env
-        wait_for_line(tmp / "worker.log", "worker started")
+    with live_stack(
+        tmp,
+        database_url=db_url,
+        storage_url=(tmp / "store").as_uri(),
+        FITQ_POLL_SECONDS="0.5",
+        FITQ_API_PROCESSES=str(args.processes),
+    ) as stack:
+        url, key, env, api_pid = stack.url, stack.key, stack.env, stack.apis[0].pid
         with httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30
         ) as client:
@@ -234,9 +215,9 @@ def run(tmp: Path, db_url: str, args: argparse.Namespace) -> None:
             ("GET /v1/jobs/{id}", f"/v1/jobs/{job_id}"),
             ("GET /v1/jobs/{id}/metrics", f"/v1/jobs/{job_id}/metrics"),
         ):
-            cpu_before = tree_cpu_seconds(api.pid)
+            cpu_before = tree_cpu_seconds(api_pid)
             load = run_load(args, url, key, path)
-            cpu_ms = (tree_cpu_seconds(api.pid) - cpu_before) * 1000 / max(load.requests, 1)
+            cpu_ms = (tree_cpu_seconds(api_pid) - cpu_before) * 1000 / max(load.requests, 1)
             rows.append((label, "flat out", load, cpu_ms))
             if args.rate:
                 paced = paced_load(args, url, key, path)

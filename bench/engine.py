@@ -1,6 +1,6 @@
 """Training speed: fitq's engine against PyTorch, on SPEC's opening Keras model.
 
-    .venv/bin/python bench/engine.py [--quick] [--device cpu|cuda] [--threads N]
+    .venv/bin/python -m bench.engine [--quick] [--device cpu|cuda] [--threads N]
 
 The model is 784 → 128 relu → 64 relu → 10 softmax, Adam (Keras defaults), sparse
 categorical cross-entropy, on synthetic MNIST-shaped data (60,000 × 784 float32,
@@ -34,7 +34,6 @@ import contextlib
 import multiprocessing as mp
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,32 +42,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fitq.worker.engine import Trainer  # noqa: E402
+from fitq.service.spec import parse_spec
+from fitq.worker.engine import Trainer
+from tests.support.specs import spec_factory
 
 FEATURES, HIDDEN1, HIDDEN2, CLASSES = 784, 128, 64, 10
 BATCH_SIZES = (32, 128, 1024)
 
 
 def model_spec(batch_size: int, epochs: int) -> dict:
-    return {
-        "model": {
-            "input_dim": FEATURES,
-            "layers": [
-                {"type": "dense", "units": HIDDEN1, "activation": "relu"},
-                {"type": "dense", "units": HIDDEN2, "activation": "relu"},
-                {"type": "dense", "units": CLASSES, "activation": "softmax"},
-            ],
-        },
-        "compile": {
-            "optimizer": "adam",
-            "loss": "sparse_categorical_crossentropy",
-            "metrics": ["accuracy"],
-        },
-        "fit": {"epochs": epochs, "batch_size": batch_size, "shuffle": True},
-        "seed": 0,
-    }
+    """The Trainer's arguments (model, compile, fit, seed) of the benchmark's model,
+    normalized as the service stores them (the engine takes nothing else)."""
+    spec = parse_spec(
+        spec_factory(
+            input_dim=FEATURES,
+            hidden=(HIDDEN1, HIDDEN2),
+            classes=CLASSES,
+            fit={"epochs": epochs, "batch_size": batch_size, "shuffle": True},
+        )
+    ).model_dump(mode="json")
+    return {key: spec[key] for key in ("model", "compile", "fit", "seed")}
 
 
 # -------------------------------------------------------------------------- memory

@@ -1,6 +1,6 @@
 """Where one fitq training step spends its time, section by section (CPU).
 
-    .venv/bin/python bench/engine_profile.py [--batch 32] [--threads 2] [--steps 100]
+    .venv/bin/python -m bench.engine_profile [--batch 32] [--threads 2] [--steps 100]
 
 Runs the engine's step on the benchmark's model (784 → 128 → 64 → 10, Adam) and prints
 the median time of each part: gathering the batch, forward, loss (value and gradient),
@@ -12,19 +12,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from engine import model_spec  # noqa: E402
-
-from fitq.worker.engine import Trainer  # noqa: E402
+from bench.engine import model_spec
+from fitq.worker.engine import Trainer
 
 
 def main() -> None:

@@ -21,6 +21,6 @@ timeout 240 "$PY" -m pytest tests/engine -q -m "cuda or not cuda" -p no:cachepro
 echo "pytest exit: $?" | tee -a "$OUT/pytest.txt"
 tail -n 25 "$OUT/pytest.txt"
 
-timeout 200 "$PY" bench/engine.py --device cuda --quick >"$OUT/bench.txt" 2>&1
+timeout 200 "$PY" -m bench.engine --device cuda --quick >"$OUT/bench.txt" 2>&1
 echo "bench exit: $?" | tee -a "$OUT/bench.txt"
 cat "$OUT/bench.txt"

@@ -15,7 +15,7 @@ Prints a table per request kind (count, requests/s, p50, p99, errors) and every
 error by status; exits 1 when there was any (a non-2xx answer or a transport
 error). Nothing is asserted about speed.
 
-    .venv/bin/python bench/load.py [--duration 30] [--clients 64] [--max-requests 100000]
+    .venv/bin/python -m bench.load [--duration 30] [--clients 64] [--max-requests 100000]
 """
 
 from __future__ import annotations
@@ -36,20 +36,10 @@ from typing import Any
 import httpx
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: `python bench/load.py`
-    sys.path.insert(0, str(ROOT))
-
-from bench.stack import (  # noqa: E402
-    DEFAULT_ADMIN_URL,
-    Api,
-    fresh_database,
-    libpq_dsn,
-    pct,
-    serve_api,
-)
-from tests.e2e.processes import fitq_process, wait_for_line  # noqa: E402
-from tests.worker.helpers import iris_spec  # noqa: E402
+from bench.stats import pct
+from tests.databases import admin_url, fresh_postgres_database, libpq_dsn
+from tests.support.specs import iris_spec
+from tests.support.stack import Stack, live_stack
 
 WORKERS = 2
 PREPARED_JOBS = 8
@@ -86,7 +76,7 @@ def job_spec(dataset_id: str, seed: int, epochs: int) -> dict[str, Any]:
     return spec
 
 
-def prepare(api: Api) -> tuple[list[str], str]:
+def prepare(api: Stack) -> tuple[list[str], str]:
     """A dataset uploaded and a few jobs trained on it and on iris: the ids to read."""
     with httpx.Client(base_url=api.url, headers=api.headers, timeout=HTTP_TIMEOUT_SECONDS) as c:
         upload = c.post(
@@ -111,7 +101,7 @@ def prepare(api: Api) -> tuple[list[str], str]:
 
 
 async def load(
-    api: Api, trained: list[str], dataset_id: str, args: argparse.Namespace
+    api: Stack, trained: list[str], dataset_id: str, args: argparse.Namespace
 ) -> tuple[dict[str, Kind], float]:
     """The clients, until the time or the request budget is spent."""
     kinds = {name: Kind() for name, _ in MIX}
@@ -212,19 +202,18 @@ def report(kinds: dict[str, Kind], seconds: float, args: argparse.Namespace, tra
 
 
 def run(workdir: Path, database_url: str, args: argparse.Namespace) -> int:
-    worker_env = {"FITQ_THREADS": "1", "FITQ_POLL_SECONDS": "0.5"}
-    api_env = {"FITQ_API_PROCESSES": str(args.processes)}
-    with serve_api(workdir, database_url, **worker_env, **api_env) as api:
-        logs = [workdir / f"worker-{i}.log" for i in range(WORKERS)]
-        with (
-            fitq_process(["worker"], api.env, logs[0]),
-            fitq_process(["worker"], api.env, logs[1]),
-        ):
-            for log in logs:
-                wait_for_line(log, "worker started")
-            trained, dataset_id = prepare(api)
-            kinds, seconds = asyncio.run(load(api, trained, dataset_id, args))
-            done = trained_during(database_url, seconds)
+    with live_stack(
+        workdir,
+        database_url=database_url,
+        storage_url=(workdir / "store").as_uri(),
+        workers=WORKERS,
+        FITQ_THREADS="1",
+        FITQ_POLL_SECONDS="0.5",
+        FITQ_API_PROCESSES=str(args.processes),
+    ) as stack:
+        trained, dataset_id = prepare(stack)
+        kinds, seconds = asyncio.run(load(stack, trained, dataset_id, args))
+        done = trained_during(database_url, seconds)
     return report(kinds, seconds, args, done)
 
 
@@ -240,13 +229,13 @@ def main() -> None:
     parser.add_argument(
         "--database-url", help="PostgreSQL to use as is (default: a fresh database, dropped)"
     )
-    parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
+    parser.add_argument("--admin-url", default=admin_url())
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fitq-load-") as tmp:
         if args.database_url:
             errors = run(Path(tmp), args.database_url, args)
         else:
-            with fresh_database(args.admin_url, prefix="fitq_load") as url:
+            with fresh_postgres_database(args.admin_url, prefix="fitq_load") as url:
                 errors = run(Path(tmp), url, args)
     sys.exit(1 if errors else 0)
 

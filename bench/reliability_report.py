@@ -1,7 +1,7 @@
 """Turn the fault-injection tests' figures into the table of docs/reliability.md.
 
     .venv/bin/pytest tests/reliability -q      # writes test-artifacts/reliability.json
-    .venv/bin/python bench/reliability_report.py [path]
+    .venv/bin/python -m bench.reliability_report [path]
 
 Prints a Markdown table, one row per scenario and backend. Latencies are what
 the run measured on its machine (reported, never asserted by the tests).

@@ -14,14 +14,16 @@ a tenth of the jobs cancelled, and the queue's invariants checked as it runs:
 Then submissions and kills stop and, after a bounded wait, every job must be
 terminal and none lost. ``run_soak`` is what tests/soak runs (2 minutes);
 
-    .venv/bin/python bench/soak.py --minutes 60 [--database-url URL] [--json PATH]
+    .venv/bin/python -m bench.soak --minutes 60 [--database-url URL] [--json PATH]
 
 runs it by hand (default: a fresh database on the local PostgreSQL, dropped
 at the end) and prints the table of docs/reliability.md ("Soak"). Exit 1 on
-any violation. Workers are forked from a warm parent (tests/reliability/zygote.py),
-each running the ``fitq worker`` command, so restarts cost little CPU; jobs
-are tiny and sleep between steps (``FITQ_TEST_STEP_DELAY_MS``), so the soak
-uses little of a shared machine.
+any violation. The API and the workers are tests/support's live stack; the
+workers are forked from a warm parent (tests/support/zygote.py), each running
+``fitq worker``'s own function, so restarts cost little CPU; jobs are tiny
+and the workers sleep between steps (a step delay installed through the
+worker's seam, tests/support/faults.py), so the soak uses little of a shared
+machine.
 """
 
 from __future__ import annotations
@@ -42,21 +44,13 @@ from typing import Any
 import httpx
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: `python bench/soak.py`
-    sys.path.insert(0, str(ROOT))
-
-from bench.stack import (  # noqa: E402
-    DEFAULT_ADMIN_URL,
-    Api,
-    fresh_database,
-    libpq_dsn,
-    serve_api,
-)
-from fitq.service.db.models import TERMINAL_STATUSES  # noqa: E402
-from tests.reliability.harness import Fleet, worker_pid  # noqa: E402
-from tests.reliability.zygote import Zygote  # noqa: E402
-from tests.worker.helpers import iris_spec  # noqa: E402
+from fitq.service.db.models import TERMINAL_STATUSES
+from tests.databases import admin_url, fresh_postgres_database, libpq_dsn
+from tests.support.faults import Faults
+from tests.support.fleet import worker_pid
+from tests.support.specs import iris_spec
+from tests.support.stack import Stack, live_stack
+from tests.support.zygote import Zygote
 
 MONITOR_APP = "fitq-soak"
 """application_name of the soak's own connection, left out of the connection count."""
@@ -182,20 +176,19 @@ class Soak:
 
     def __init__(
         self,
-        api: Api,
-        fleet: Fleet,
+        stack: Stack,
         monitor: psycopg.Connection[Any],
         config: SoakConfig,
         say: Callable[[str], None],
     ) -> None:
-        self.api = api
-        self.fleet = fleet
+        self.stack = stack
+        self.fleet = stack.workers
         self.db = monitor
         self.config = config
         self.say = say
         self.rng = random.Random(config.seed)
         self.http = httpx.Client(
-            base_url=api.url, headers=api.headers, timeout=HTTP_TIMEOUT_SECONDS
+            base_url=stack.url, headers=stack.headers, timeout=HTTP_TIMEOUT_SECONDS
         )
         self.result = SoakResult()
         self.jobs: list[str] = []
@@ -326,7 +319,7 @@ class Soak:
         sample = Sample(
             at=at,
             worker_rss_kib=[rss_kib(p.pid) for p in self.fleet.alive()],
-            api_rss_kib=rss_kib(self.api.pid),
+            api_rss_kib=rss_kib(self.stack.apis[0].pid),
             connections=int(connections),
         )
         self.result.samples.append(sample)
@@ -455,29 +448,26 @@ def run_soak(
 ) -> SoakResult:
     """The soak on ``database_url`` (PostgreSQL, any schema state), files under ``workdir``."""
     config = config or SoakConfig()
-    zygote = Zygote(ROOT)
+    zygote = Zygote()
     try:
-        with serve_api(workdir, database_url) as api:
-            fleet = Fleet(
-                workdir / "workers",
-                database_url,
-                (workdir / "store").as_uri(),
-                {
-                    "FITQ_TEST_STEP_DELAY_MS": str(config.step_delay_ms),
-                    "FITQ_CHECKPOINT_SECONDS": "2",
-                },
-                zygote,
-            )
-            try:
-                with psycopg.connect(
-                    libpq_dsn(database_url), autocommit=True, application_name=MONITOR_APP
-                ) as monitor:
-                    soak = Soak(api, fleet, monitor, config, say)
-                    for _ in range(2):
-                        soak.start_worker()
-                    return soak.run()
-            finally:
-                fleet.close()
+        with (
+            live_stack(
+                workdir,
+                database_url=database_url,
+                storage_url=(workdir / "store").as_uri(),
+                workers=0,
+                faults=Faults(step_delay_ms=config.step_delay_ms),
+                zygote=zygote,
+                FITQ_CHECKPOINT_SECONDS="2",
+            ) as stack,
+            psycopg.connect(
+                libpq_dsn(database_url), autocommit=True, application_name=MONITOR_APP
+            ) as monitor,
+        ):
+            soak = Soak(stack, monitor, config, say)
+            for _ in range(2):
+                soak.start_worker()
+            return soak.run()
     finally:
         zygote.close()
 
@@ -513,7 +503,7 @@ def main() -> None:
     parser.add_argument(
         "--database-url", help="PostgreSQL to use as is (default: a fresh database, dropped)"
     )
-    parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
+    parser.add_argument("--admin-url", default=admin_url())
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--workdir", type=Path, help="keep the logs and the store here")
     args = parser.parse_args()
@@ -532,7 +522,7 @@ def main() -> None:
         if args.database_url:
             result = run_soak(args.database_url, workdir, config, say)
         else:
-            with fresh_database(args.admin_url, prefix="fitq_soak") as url:
+            with fresh_postgres_database(args.admin_url, prefix="fitq_soak") as url:
                 result = run_soak(url, workdir, config, say)
     print_table(result, config)
     if args.json:
