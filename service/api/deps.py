@@ -12,10 +12,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from fitq.service import auth, jobs
+from fitq.service import auth
 from fitq.service.datasets import service as datasets
 from fitq.service.db.models import ApiKey, Dataset, Job
 from fitq.service.errors import InvalidInput, PayloadTooLarge
+from fitq.service.jobs import read
 from fitq.service.settings import Settings
 from fitq.service.store import ArtifactStore
 
@@ -130,7 +131,7 @@ def get_dataset(dataset_id: str, owner: OwnerDep, session: SessionDep) -> Datase
 
 def get_job(job_id: str, owner: OwnerDep, session: SessionDep) -> Job:
     """The job of the path, if it is the caller's."""
-    return jobs.get(session, owner.id, job_id)
+    return read.get(session, owner.id, job_id)
 
 
 DatasetDep = Annotated[Dataset, Depends(get_dataset)]

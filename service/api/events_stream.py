@@ -41,12 +41,12 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from fitq.service import jobs
 from fitq.service.db.models import TERMINAL_STATUSES, Job, JobEvent
+from fitq.service.jobs import read
 
 POLL_SECONDS = 0.25
 """How often a stream reads the table (seconds)."""
@@ -105,52 +105,41 @@ def _events_after(session: Session, query: Any, after: int, skip: set[int]) -> l
     ]
 
 
+_JOB_WITH_TIMING = select(Job, read.MEAN_EPOCH_SECONDS, read.EPOCHS_DONE).where(
+    Job.id == bindparam("job_id")
+)
+
+
 def job_reader(sessions: sessionmaker[Session], job_id: str) -> Callable[[int, set[int]], Tick]:
     """Polls of one job: its progress snapshot first, then its events.
 
     The job row is read before the events: when it is terminal, the terminal
     event committed with it and is in the events read after."""
 
-    def read(after: int, skip: set[int]) -> Tick:
+    def poll(after: int, skip: set[int]) -> Tick:
         with sessions() as session:
-            job = session.get(Job, job_id)
-            if job is None:  # deleted under the stream
+            found = session.execute(_JOB_WITH_TIMING, {"job_id": job_id}).one_or_none()
+            if found is None:  # deleted under the stream
                 return Tick([], None, True)
-            progress = progress_of(session, job)
+            job, mean_epoch_seconds, epochs_done = found
+            progress = read.progress(job, read.Timing.of(mean_epoch_seconds, epochs_done))
             query = select(JobEvent).where(JobEvent.job_id == job_id)
             events = _events_after(session, query, after, skip)
             terminal = job.status in TERMINAL_STATUSES and len(events) < BATCH
         return Tick(events, progress, terminal)
 
-    return read
+    return poll
 
 
 def owner_reader(sessions: sessionmaker[Session], owner_id: str) -> Callable[[int, set[int]], Tick]:
     """Polls of every job of one owner (the stream never ends by itself)."""
-    query = select(JobEvent).join(Job, Job.id == JobEvent.job_id).where(Job.owner_id == owner_id)
+    query = select(JobEvent).join(Job, Job.id == JobEvent.job_id).where(read.owned_by(owner_id))
 
-    def read(after: int, skip: set[int]) -> Tick:
+    def poll(after: int, skip: set[int]) -> Tick:
         with sessions() as session:
             return Tick(_events_after(session, query, after, skip))
 
-    return read
-
-
-def progress_of(session: Session, job: Job) -> dict[str, Any]:
-    """The snapshot a ``progress`` event carries."""
-    live = jobs.live(session, [job])[job.id]
-    return {
-        "job_id": job.id,
-        "status": job.status,
-        "phase": job.phase if job.status == "running" else None,
-        "attempt": job.attempt,
-        "device": job.device,
-        "epoch": job.epoch,
-        "epochs": job.epochs,
-        "step": job.step,
-        "steps": job.steps,
-        "eta_seconds": live.eta_seconds,
-    }
+    return poll
 
 
 @dataclass

@@ -4,9 +4,9 @@ Clients poll these, so each is the least work that still checks the key and
 the owner: one hop to a thread of their own small pool (``serve``), one
 connection without a transaction (``db.engine.reading``), Core statements
 instead of ORM objects, and the key check joined into the first statement.
-The answers are the same models the rest of the API uses (``JobPublic``,
-``History``) with the same errors: 401 for a bad key, 404 for another
-owner's job, word for word as ``jobs.get`` says it.
+They fetch with their own SQL and build nothing of their own: the shape, the
+owner check (``read.owned``) and the 404 are the read model's (``jobs/read.py``),
+so the answers are those of the rest of the API, word for word.
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from typing import Any
 import anyio.to_thread
 from fastapi import Request, Response
 from pydantic import BaseModel
-from sqlalchemy import BindParameter, Connection, Row, and_, bindparam, func, select
+from sqlalchemy import BindParameter, Connection, Row, and_, bindparam, select
 
-from fitq.service import auth, jobs
+from fitq.service import auth
 from fitq.service.api.responses import json_response
-from fitq.service.api.schemas import EpochMetrics, History, JobPublic
+from fitq.service.api.schemas import History, JobPublic
 from fitq.service.db.engine import reading
 from fitq.service.db.models import EVENT_STATUS, ApiKey, Job, JobEpoch, JobEvent
 from fitq.service.errors import Unauthorized
+from fitq.service.jobs import read
 
 _DIGEST: BindParameter[str] = bindparam("digest")
 _JOB_ID: BindParameter[str] = bindparam("job_id")
@@ -33,7 +34,7 @@ _KEY_COLUMNS = (
     ApiKey.key_hash.label("key_hash_"),
     ApiKey.revoked_at.label("key_revoked_at_"),
 )
-_OWNED_JOB = and_(Job.id == _JOB_ID, Job.owner_id == ApiKey.id)
+_OWNED_JOB = read.owned(_JOB_ID, ApiKey.id)
 
 # Built once: a statement object memoizes its cache key, so each request only
 # binds its parameters (building the statement per request cost more than running it).
@@ -41,14 +42,8 @@ _JOB = (
     select(
         *_KEY_COLUMNS,
         *Job.__table__.columns,
-        select(func.avg(JobEpoch.seconds))
-        .where(JobEpoch.job_id == Job.id)
-        .scalar_subquery()
-        .label("mean_epoch_seconds_"),
-        select(func.max(JobEpoch.epoch))
-        .where(JobEpoch.job_id == Job.id)
-        .scalar_subquery()
-        .label("epochs_done_"),
+        read.MEAN_EPOCH_SECONDS,
+        read.EPOCHS_DONE,
     )
     .select_from(ApiKey)
     .outerjoin(Job, _OWNED_JOB)
@@ -70,8 +65,10 @@ _HISTORY = (
 )
 
 
-async def serve(request: Request, read: Callable[[Connection, str | None], BaseModel]) -> Response:
-    """``read(connection, authorization header)`` as a JSON response, run in one
+async def serve(
+    request: Request, reader: Callable[[Connection, str | None], BaseModel]
+) -> Response:
+    """``reader(connection, authorization header)`` as a JSON response, run in one
     of the read threads (``FITQ_API_READ_THREADS`` per process, apart from the
     threads of the other routes; one by default).
 
@@ -83,7 +80,7 @@ async def serve(request: Request, read: Callable[[Connection, str | None], BaseM
 
     def run() -> Response:
         with reading(request.app.state.engine) as conn:
-            return json_response(read(conn, request.headers.get("authorization")))
+            return json_response(reader(conn, request.headers.get("authorization")))
 
     limiter: anyio.CapacityLimiter = request.app.state.read_limiter
     return await anyio.to_thread.run_sync(run, limiter=limiter)
@@ -95,9 +92,8 @@ def job(conn: Connection, authorization: str | None, job_id: str) -> JobPublic:
     row = conn.execute(_JOB, {"digest": digest, "job_id": job_id}).one_or_none()
     row = _checked(row, digest, job_id)
     events = conn.execute(_STATUS_HISTORY, {"job_id": job_id})
-    history = [jobs.status_change(data, at) for data, at in events]
-    eta = jobs.eta_seconds(row, row.mean_epoch_seconds_, row.epochs_done_ or 0)  # type: ignore[arg-type]
-    return JobPublic.of(row, jobs.Live(history, eta))  # type: ignore[arg-type]
+    timing = read.Timing.of(row.mean_epoch_seconds, row.epochs_done)
+    return read.public(row, timing, events)  # type: ignore[arg-type]
 
 
 def history(conn: Connection, authorization: str | None, job_id: str, after: int | None) -> History:
@@ -107,7 +103,7 @@ def history(conn: Connection, authorization: str | None, job_id: str, after: int
         _HISTORY, {"digest": digest, "job_id": job_id, "after": -1 if after is None else after}
     ).all()
     _checked(rows[0] if rows else None, digest, job_id)  # type: ignore[arg-type]
-    return History(epochs=[EpochMetrics.of(r) for r in rows if r.epoch is not None])  # type: ignore[arg-type]
+    return read.history(r for r in rows if r.epoch is not None)
 
 
 def _checked(row: Row[Any] | None, digest: str, job_id: str) -> Row[Any]:
@@ -116,5 +112,5 @@ def _checked(row: Row[Any] | None, digest: str, job_id: str) -> Row[Any]:
         raise Unauthorized()
     auth.require_active(digest, row.key_hash_, row.key_revoked_at_)
     if row.id is None:
-        raise jobs.not_found(job_id)
+        raise read.not_found(job_id)
     return row

@@ -4,14 +4,11 @@ document says exactly what a client gets."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fitq.service.db.models import RUNNING, Dataset, Job, JobEpoch
-
-if TYPE_CHECKING:
-    from fitq.service.jobs import Live
+from fitq.service.db.models import Dataset
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -147,37 +144,6 @@ class JobPublic(BaseModel):
     finished_at: datetime | None
     spec: dict[str, Any] = Field(description="The normalized spec, every default filled in.")
 
-    @classmethod
-    def of(cls, job: Job, live: Live | None = None) -> JobPublic:
-        return cls(
-            id=job.id,
-            name=job.name,
-            status=job.status,  # type: ignore[arg-type]
-            priority=job.priority,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            cancel_requested=job.cancel_requested,
-            progress=Progress(epoch=job.epoch, epochs=job.epochs, step=job.step, steps=job.steps),
-            phase=job.phase if job.status == RUNNING else None,  # type: ignore[arg-type]
-            eta_seconds=live.eta_seconds if live else None,
-            status_history=[
-                StatusChange.model_validate(change)
-                for change in (live.status_history if live else [])
-            ],
-            metrics=job.metrics,
-            test_metrics=job.test_metrics,
-            error=job.error,
-            worker_id=job.worker_id,
-            device=job.device,
-            dataset_id=job.dataset_id,
-            validation_dataset_id=job.validation_dataset_id,
-            test_dataset_id=job.test_dataset_id,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            spec=job.spec,
-        )
-
 
 class EpochMetrics(BaseModel):
     """One epoch of the Keras History: ``loss``, ``accuracy``, ``val_*``, … as trained."""
@@ -191,17 +157,6 @@ class EpochMetrics(BaseModel):
     val_accuracy: float | None = None
     seconds: float
     samples_per_second: float
-
-    @classmethod
-    def of(cls, row: JobEpoch) -> EpochMetrics:
-        return cls.model_validate(
-            {
-                **row.metrics,
-                "epoch": row.epoch,
-                "seconds": row.seconds,
-                "samples_per_second": row.samples_per_second,
-            }
-        )
 
 
 class History(BaseModel):

@@ -6,15 +6,15 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from fitq.service import jobs
 from fitq.service.db.engine import session_factory, transaction
 from fitq.service.db.models import ExecutionLog, Job, JobEpoch
+from fitq.service.jobs import submission
 
 
 def submit(url: str, owner_id: str, spec: dict[str, Any]) -> str:
     """Queue ``spec`` through the API's own submission path (validation included)."""
     with transaction(url) as session:
-        job, _ = jobs.submit(session, owner_id, spec)
+        job, _ = submission.submit(session, owner_id, spec)
         return job.id
 
 

@@ -10,8 +10,9 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from fitq.service import auth, jobs, queue
+from fitq.service import auth, queue
 from fitq.service.db.engine import transaction
+from fitq.service.jobs import submission
 from fitq.service.settings import Settings
 from fitq.worker.runner import Worker
 from tests.worker.helpers import WAIT_SECONDS, iris_spec, job_row, start, wait_for
@@ -43,7 +44,7 @@ def terminate(url: str, pid: int) -> None:
 
 def submit_and_time_pickup(url: str, owner_id: str) -> float:
     with transaction(url) as session:
-        job, _ = jobs.submit(session, owner_id, iris_spec(epochs=1))
+        job, _ = submission.submit(session, owner_id, iris_spec(epochs=1))
     committed = time.monotonic()
     deadline = committed + PICKUP_DEADLINE_SECONDS
     while job_row(url, job.id).status == "queued":

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from fitq.service import jobs
+from fitq.service import queue
 from fitq.service.api import reads
 from fitq.service.api.deps import (
     BEARER_SECURITY,
@@ -28,6 +28,7 @@ from fitq.service.api.schemas import (
     Prediction,
     PredictRequest,
 )
+from fitq.service.jobs import prediction, read, submission
 from fitq.service.paging import Page
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -62,7 +63,7 @@ def submit_job(
     ] = None,
 ) -> JobPublic:
     """Validate a spec against its datasets and queue it."""
-    job, created = jobs.submit(
+    job, created = submission.submit(
         session,
         owner.id,
         body,
@@ -73,7 +74,7 @@ def submit_job(
     )
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return committed(session, JobPublic.of(job, jobs.live(session, [job])[job.id]))
+    return committed(session, read.publics(session, [job])[0])
 
 
 @router.get("", response_model=Page[JobPublic], responses=errors(401, 422))
@@ -85,9 +86,8 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> Page[JobPublic]:
     """Your jobs, newest first."""
-    page = jobs.list_page(session, owner.id, status=status, cursor=cursor, limit=limit)
-    live = jobs.live(session, page.items)
-    return page.map(lambda j: JobPublic.of(j, live[j.id]))
+    page = read.list_page(session, owner.id, status=status, cursor=cursor, limit=limit)
+    return Page(items=read.publics(session, page.items), next_cursor=page.next_cursor)
 
 
 @router.get(
@@ -127,8 +127,9 @@ async def job_history(
 )
 def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
     """Cancel: a queued job at once, a running one at its next step (idempotent)."""
-    job = jobs.cancel(session, job)
-    return committed(session, JobPublic.of(job, jobs.live(session, [job])[job.id]))
+    queue.request_cancel(session, job.id)
+    session.refresh(job)
+    return committed(session, read.publics(session, [job])[0])
 
 
 @router.get(
@@ -145,7 +146,7 @@ def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
 )
 def download_model(job: JobDep, store: StoreDep) -> Response:
     """The trained model (409 until the job succeeded)."""
-    data = jobs.model_bytes(store, job)
+    data = prediction.model_bytes(store, job)
     filename = _safe_filename(job.name or f"job-{job.id}") + ".safetensors"
     return Response(
         content=data,
@@ -163,7 +164,7 @@ def predict(
     body: PredictRequest, job: JobDep, store: StoreDep, settings: SettingsDep
 ) -> Prediction:
     """Apply the trained model to rows of features."""
-    result = jobs.predict(store, job, body.inputs, max_rows=settings.max_predict_rows)
+    result = prediction.predict(store, job, body.inputs, max_rows=settings.max_predict_rows)
     return Prediction(**result)
 
 

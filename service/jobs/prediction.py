@@ -1,0 +1,159 @@
+"""A succeeded job's trained model: its file (``GET /v1/jobs/{id}/model``) and
+its predictions (``POST /v1/jobs/{id}/predict``), from a small per-process
+cache of loaded models. torch is imported only when a prediction is asked."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from fitq.service.db.models import SUCCEEDED, Job
+from fitq.service.errors import Conflict, InvalidInput, PayloadTooLarge
+from fitq.service.store import ArtifactStore
+
+PREDICTOR_CACHE_SIZE = 8
+"""Loaded models kept in memory for predict (per API process)."""
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""The largest predict input the model's float32 holds."""
+
+
+def _require_succeeded(job: Job) -> str:
+    if job.status != SUCCEEDED or not job.model_key:
+        raise Conflict(f"job {job.id} has no trained model: it is {job.status}")
+    return job.model_key
+
+
+def model_bytes(store: ArtifactStore, job: Job) -> bytes:
+    """The safetensors file of a succeeded job (409 before it succeeded)."""
+    key = _require_succeeded(job)
+    try:
+        return store.get_bytes(key)
+    except FileNotFoundError:
+        raise Conflict(f"job {job.id}'s model file is missing from the store") from None
+
+
+class _PredictorCache:
+    """A small LRU of loaded models by (job id, model key); thread-safe."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str], load: Any) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = load()
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
+_predictors = _PredictorCache(PREDICTOR_CACHE_SIZE)
+
+
+def predict(
+    store: ArtifactStore, job: Job, inputs: list[list[float]], *, max_rows: int
+) -> dict[str, Any]:
+    """Apply a succeeded job's model to ``inputs``: class indices and
+    probabilities for classification, values for regression."""
+    key = _require_succeeded(job)
+    spec = job.spec
+    n_features = int(spec["model"]["input_dim"])
+    x = _input_matrix(inputs, n_features, max_rows)
+
+    def load() -> Any:
+        from fitq.worker.engine import load_predictor  # torch only when a prediction is asked
+
+        return load_predictor(spec["model"], model_bytes(store, job), device="cpu")
+
+    predictor = _predictors.get((job.id, key), load)
+    out = np.asarray(predictor.predict(x), dtype=np.float64)
+    if out.ndim == 1:
+        out = out[:, None]
+    overflowed = np.flatnonzero(~np.isfinite(out).all(axis=1))
+    if overflowed.size:
+        i = int(overflowed[0])
+        raise InvalidInput(
+            f"inputs[{i}] is too large for this model: its outputs overflow float32",
+            loc=["body", "inputs", i],
+        )
+    return _interpret(out, spec["compile"]["loss"])
+
+
+def _input_matrix(inputs: list[list[float]], n_features: int, max_rows: int) -> np.ndarray:
+    if len(inputs) > max_rows:
+        raise PayloadTooLarge(
+            f"inputs has {len(inputs)} rows, over the limit of {max_rows} per call "
+            "(FITQ_MAX_PREDICT_ROWS)"
+        )
+    if not inputs:
+        raise InvalidInput("inputs is empty: give at least one row", loc=["body", "inputs"])
+    for i, row in enumerate(inputs):
+        if len(row) != n_features:
+            raise InvalidInput(
+                f"inputs[{i}] has {len(row)} values; the model takes {n_features} features",
+                loc=["body", "inputs", i],
+            )
+        for j, value in enumerate(row):
+            if not math.isfinite(value):
+                raise InvalidInput(
+                    f"inputs[{i}][{j}] is {value}; every input must be a finite number",
+                    loc=["body", "inputs", i, j],
+                )
+            if abs(value) > FLOAT32_MAX:
+                raise InvalidInput(
+                    f"inputs[{i}][{j}] is {value}; past ±{FLOAT32_MAX:.4g}, the float32 the "
+                    "model computes in cannot hold it",
+                    loc=["body", "inputs", i, j],
+                )
+    return np.asarray(inputs, dtype=np.float32)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _interpret(out: np.ndarray, loss: dict[str, Any]) -> dict[str, Any]:
+    """Model outputs → the predict response, by the loss the model was trained with.
+
+    - categorical losses: probabilities (softmax of logits when ``from_logits``),
+      predictions = argmax;
+    - binary cross-entropy, one unit: p = P(class 1) (sigmoid of the logit when
+      ``from_logits``), predictions = ``p >= 0.5``, probabilities ``[1 - p, p]``;
+      several units (multi-label): a 0/1 list and a probability per unit;
+    - anything else is regression: values (a number per row for one output).
+    """
+    name = loss.get("name", "")
+    logits = bool(loss.get("from_logits", False))
+    if name in ("sparse_categorical_crossentropy", "categorical_crossentropy"):
+        probs = _softmax(out) if logits else out
+        return {
+            "predictions": probs.argmax(axis=1).tolist(),
+            "probabilities": probs.tolist(),
+        }
+    if name == "binary_crossentropy":
+        p = _sigmoid(out) if logits else out
+        if p.shape[1] == 1:
+            p1 = p[:, 0]
+            return {
+                "predictions": (p1 >= 0.5).astype(int).tolist(),
+                "probabilities": np.stack([1.0 - p1, p1], axis=1).tolist(),
+            }
+        return {"predictions": (p >= 0.5).astype(int).tolist(), "probabilities": p.tolist()}
+    values = out[:, 0] if out.shape[1] == 1 else out
+    return {"predictions": values.tolist(), "probabilities": None}

@@ -1,0 +1,159 @@
+"""Submitting a job: validate the body fully, check it against its datasets and
+the owner's queued-jobs quota, and queue it (``queue.enqueue``).
+
+Idempotency. The request hash is the sha256 of the body as canonical JSON
+(sorted keys, no spaces), taken before any validation. The same key with the
+same hash returns the job it created (``created`` is False: the API answers
+200 instead of 201); the same key with another hash is a 409. The unique
+constraint ``(owner_id, idempotency_key)`` decides races: the insert runs in a
+savepoint, and the loser of a race reads the winner's row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from fitq.service import queue
+from fitq.service import spec as specs
+from fitq.service.datasets import service as datasets
+from fitq.service.datasets.shape import DataShape
+from fitq.service.db.models import QUEUED, ApiKey, Dataset, Job, utcnow
+from fitq.service.errors import Conflict, NotFound, TooManyRequests
+
+log = logging.getLogger("fitq.jobs")
+
+DATASET_FIELDS = ("dataset_id", "validation_dataset_id", "test_dataset_id")
+QUEUE_FULL_RETRY_AFTER_SECONDS = 10
+"""``Retry-After`` of a submission refused by the queued-jobs quota (seconds)."""
+
+
+def request_hash(body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def submit(
+    session: Session,
+    owner_id: str,
+    body: Any,
+    *,
+    idempotency_key: str | None = None,
+    max_epochs: int | None = None,
+    max_parameters: int | None = None,
+    max_queued_jobs: int | None = None,
+) -> tuple[Job, bool]:
+    """Validate ``body`` fully and queue it; return ``(job, created)``.
+
+    ``max_epochs`` and ``max_parameters`` bound the spec (422); ``max_queued_jobs``
+    bounds the owner's queued jobs (429 with ``Retry-After``); None: no service limit.
+    """
+    digest = request_hash(body)
+    if idempotency_key is not None:
+        existing = _by_idempotency_key(session, owner_id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, idempotency_key, digest), False
+
+    given = {"max_epochs": max_epochs, "max_parameters": max_parameters}
+    limits = replace(specs.DEFAULT_LIMITS, **{k: v for k, v in given.items() if v is not None})
+    spec = specs.parse_spec(body, limits=limits)
+    normalized: dict[str, Any] = spec.model_dump(mode="json")
+    shapes = _dataset_shapes(session, owner_id, normalized)
+    specs.check_against_data(
+        spec,
+        shapes["dataset_id"],  # type: ignore[arg-type]
+        validation=shapes["validation_dataset_id"],
+        test=shapes["test_dataset_id"],
+    )
+    if max_queued_jobs is not None:
+        _check_queue_quota(session, owner_id, max_queued_jobs)
+    job = Job(
+        owner_id=owner_id,
+        name=normalized.get("name"),
+        priority=int(normalized.get("priority") or 0),
+        spec=normalized,
+        dataset_id=normalized["dataset_id"],
+        validation_dataset_id=normalized.get("validation_dataset_id"),
+        test_dataset_id=normalized.get("test_dataset_id"),
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+        epochs=int(normalized["fit"]["epochs"]),
+        max_attempts=int(normalized.get("max_attempts") or 3),
+        created_at=utcnow(),
+        updated_at=utcnow(),
+    )
+    if idempotency_key is None:
+        queue.enqueue(session, job)
+    else:
+        try:
+            with session.begin_nested():
+                queue.enqueue(session, job)
+        except IntegrityError:
+            # Another request with this key committed first: theirs is the job.
+            existing = _by_idempotency_key(session, owner_id, idempotency_key)
+            if existing is None:
+                raise
+            return _replay(existing, idempotency_key, digest), False
+    log.info("job submitted", extra={"action": "submit", "job_id": job.id, "owner_id": owner_id})
+    return job, True
+
+
+def _check_queue_quota(session: Session, owner_id: str, limit: int) -> None:
+    """429 when the owner already has ``limit`` jobs queued. The owner's key row
+    is locked first (PostgreSQL; SQLite's writers are serialized anyway), so
+    concurrent submissions of one key count one after the other."""
+    session.execute(select(ApiKey.id).where(ApiKey.id == owner_id).with_for_update())
+    queued = session.scalar(
+        select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.status == QUEUED)
+    )
+    if (queued or 0) >= limit:
+        raise TooManyRequests(
+            f"this key has {queued} jobs queued, the limit of {limit} "
+            "(FITQ_MAX_QUEUED_JOBS_PER_KEY); submit again when one has started, "
+            "or cancel one",
+            retry_after_seconds=QUEUE_FULL_RETRY_AFTER_SECONDS,
+        )
+
+
+def _by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+
+
+def _replay(job: Job, key: str, digest: str) -> Job:
+    if job.request_hash != digest:
+        raise Conflict(
+            f"Idempotency-Key {key!r} was already used with a different body (job {job.id}); "
+            "use a new key for a new job"
+        )
+    return job
+
+
+def _dataset_shapes(
+    session: Session, owner_id: str, normalized: dict[str, Any]
+) -> dict[str, DataShape | None]:
+    """Each dataset id of the spec resolved through the owner check (404
+    naming the field), the rows held ``FOR SHARE`` against a concurrent delete."""
+    shapes: dict[str, DataShape | None] = {}
+    for field in DATASET_FIELDS:
+        dataset_id = normalized.get(field)
+        if dataset_id is None:
+            shapes[field] = None
+            continue
+        loc = ["body", field]
+        if dataset_id in datasets.builtin_ids():
+            shapes[field] = datasets.shape_of(datasets.builtin_row(dataset_id))
+            continue
+        row = session.scalar(
+            select(Dataset).where(Dataset.id == dataset_id).with_for_update(read=True)
+        )
+        if row is None or row.owner_id != owner_id:
+            raise NotFound(f"{field}: no dataset with id {dataset_id!r}", loc=loc)
+        shapes[field] = datasets.shape_of(row)
+    return shapes
