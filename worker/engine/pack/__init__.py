@@ -1,0 +1,55 @@
+"""Packed training: K compatible jobs trained as one computation on one device.
+
+Members of a pack share a structure (`compatibility_key`) and differ in everything
+else: seed, every optimizer hyperparameter, dataset and its size, epochs, validation,
+early stopping, normalization. Each computes its solo run's math (same initial
+weights, data order, update rule, dropout masks, History), with weights [K, in, out]
+and batched GEMMs, all members' parameters in one flat buffer [K, P] and every
+hyperparameter a [K, 1] column. No autograd: `torch.no_grad()` throughout.
+
+    from fitq.worker.engine.pack import Pack, compatibility_key
+
+    pack = Pack(device="cuda", dtype=torch.float32)
+    pack.add("job-1", spec, x, y, validation=None,       # the solo trainer's data
+             checkpoint=None,                            # a solo-format checkpoint to resume
+             dataset_key="ds-7")                         # members naming it share its rows
+    results = pack.run_epoch(on_step=None)               # (step, steps) of the round, 1-based
+    for member_id, r in results.items():                 # EpochResult
+        r.epoch, r.logs, r.status, r.error               # status: MemberStatus
+        if r.done:                                       # finished, early_stopped, failed
+            ...pack.checkpoint(member_id), pack.export(member_id, {...})
+            pack.remove(member_id)
+    pack.members, pack.status(id), pack.history(id), pack.progress(id)
+    pack.evaluate(id, x, y), pack.predictor(id)          # through the solo path
+
+- A round (`run_epoch`) takes each training member through (the rest of) its epoch; a
+  member with fewer steps sits out the round's last steps. Members join and leave
+  between rounds; `remove` inside `on_step` stops a member at once, the others go on.
+- A NaN/Inf loss fails that member alone (its EpochResult carries a TrainingError with
+  epoch and step, the solo message); a failing step (e.g. out of memory) raises
+  TrainingError for the pack.
+- `checkpoint(id)` is the solo trainer's format at the member's step (mid-epoch from
+  `on_step` too): it resumes solo, or in any pack (`add(..., checkpoint=…)`); resumed
+  into a pack of the same members it continues bit for bit on the CPU.
+- `export(id)` is the solo safetensors layout (`layers.{i}.kernel` [in, out], …).
+
+On the CPU a member's results do not depend on which other members share its pack
+(nor on its row) as long as the pack has two or more members: MKL's batched GEMM
+computes each matrix alone. A pack of one goes through MKL's single-matrix path and
+may differ from it in the last bits.
+
+TODO(cuda-graph): capture a pack step in a CUDA graph (per pack shape: K, B) as the solo
+trainer does (`_StepGraph`). What it needs: the step's gathers read `plan.idx[s]`, Adam's
+coefficients `step_coefs[...][s]` and the stats row `stats[s]` through static buffers
+copied before each replay; steps where some member sits out and packs with dropout stay
+eager. Not done: untested without a GPU.
+
+Not packed: `batch_normalization` (its batch statistics would see a short batch's
+padding); such a spec's key is None and it trains solo.
+"""
+
+from fitq.worker.engine.pack.compat import compatibility_key
+from fitq.worker.engine.pack.member import EpochResult, MemberStatus
+from fitq.worker.engine.pack.pack import Pack
+
+__all__ = ["EpochResult", "MemberStatus", "Pack", "compatibility_key"]
