@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 from pydantic import (
     AliasChoices,
     BaseModel,
     ConfigDict,
+    Field,
     PlainSerializer,
     SerializationInfo,
     ValidationError,
@@ -64,6 +65,18 @@ def name_key(name: str) -> str:
     """
     return re.sub(r"[\s_\-]", "", name).lower()
 
+
+# ---------------------------------------------------------------- numbers
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest float32. The engine computes in float32 and torch refuses a scalar that
+does not fit, so every real hyperparameter it uses lies within ±FLOAT32_MAX."""
+
+Real = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+NonNegative = Annotated[float, Field(ge=0, le=FLOAT32_MAX)]
+Positive = Annotated[float, Field(gt=0, le=FLOAT32_MAX)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+"""[0, 1): a momentum, a β, a decay rate, a dropout rate; at 1 an average never forgets."""
 
 # ---------------------------------------------------------------- models
 

@@ -10,12 +10,21 @@ import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, Field, PlainValidator, model_validator
+from pydantic import BaseModel, PlainValidator, model_validator
 from pydantic_core import PydanticCustomError
 
 from fitq.service.errors import InvalidSpec
 from fitq.service.spec import keras
-from fitq.service.spec.base import AS_ITSELF, Strict, dispatch, fail, name_key
+from fitq.service.spec.base import (
+    AS_ITSELF,
+    FLOAT32_MAX,
+    NonNegative,
+    Real,
+    Strict,
+    dispatch,
+    fail,
+    name_key,
+)
 from fitq.service.spec.names import Names, keras_config
 
 InitializerName = Literal[
@@ -30,30 +39,37 @@ class NamedInitializer(Strict):
 
 class ConstantInitializer(Strict):
     name: Literal["constant"]
-    value: float = 0.0
+    value: Real = 0.0
 
 
 class RandomNormalInitializer(Strict):
     name: Literal["random_normal"]
-    mean: float = 0.0
-    stddev: float = Field(default=0.05, ge=0)
+    mean: Real = 0.0
+    stddev: NonNegative = 0.05
 
 
 class TruncatedNormalInitializer(Strict):
     name: Literal["truncated_normal"]
-    mean: float = 0.0
-    stddev: float = Field(default=0.05, ge=0)
+    mean: Real = 0.0
+    stddev: NonNegative = 0.05
 
 
 class RandomUniformInitializer(Strict):
     name: Literal["random_uniform"]
-    minval: float = -0.05
-    maxval: float = 0.05
+    minval: Real = -0.05
+    maxval: Real = 0.05
 
     @model_validator(mode="after")
     def _ordered(self) -> RandomUniformInitializer:
         if self.minval > self.maxval:
             fail(("maxval",), "range", f"must be ≥ minval ({self.minval}), got {self.maxval}")
+        if self.maxval - self.minval > FLOAT32_MAX:
+            fail(
+                ("maxval",),
+                "range",
+                f"maxval − minval must be ≤ {FLOAT32_MAX:.8g} (the largest float32), got "
+                f"{self.maxval - self.minval:.8g}",
+            )
         return self
 
 

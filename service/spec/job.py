@@ -26,7 +26,7 @@ from pydantic_core import PydanticCustomError
 
 from fitq.service.errors import InvalidSpec
 from fitq.service.spec import keras
-from fitq.service.spec.base import Strict, fail, is_neutral, limits_of, name_key
+from fitq.service.spec.base import Fraction, Strict, fail, is_neutral, limits_of, name_key
 from fitq.service.spec.losses import Loss
 from fitq.service.spec.metrics import METRICS, MetricName, metric_name
 from fitq.service.spec.model import ModelSpec
@@ -109,7 +109,7 @@ class FitSpec(Strict):
 
     epochs: int = Field(default=1, ge=1)
     batch_size: int | None = Field(default=32, ge=1)
-    validation_split: float = Field(default=0.0, ge=0, lt=1)
+    validation_split: Fraction = 0.0
     shuffle: bool = True
     early_stopping: EarlyStopping | None = None
     normalize: bool = False

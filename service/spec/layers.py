@@ -11,7 +11,16 @@ from pydantic_core import PydanticCustomError
 
 from fitq.service.errors import InvalidSpec
 from fitq.service.spec import keras
-from fitq.service.spec.base import AS_ITSELF, Strict, dispatch, fail, name_key
+from fitq.service.spec.base import (
+    AS_ITSELF,
+    Fraction,
+    NonNegative,
+    Positive,
+    Strict,
+    dispatch,
+    fail,
+    name_key,
+)
 from fitq.service.spec.initializers import Initializer, NamedInitializer
 from fitq.service.spec.names import Names
 
@@ -34,8 +43,8 @@ Activation = Annotated[ActivationName, BeforeValidator(_activation)]
 class Regularizer(Strict):
     """Keras' L1L2: ``l1·Σ|w| + l2·Σw²`` added to the loss (no ½ on the L2 term)."""
 
-    l1: float = Field(default=0.0, ge=0)
-    l2: float = Field(default=0.0, ge=0)
+    l1: NonNegative = 0.0
+    l2: NonNegative = 0.0
 
 
 def _regularizer(value: Any) -> Any:
@@ -83,7 +92,7 @@ class Dense(Strict):
 
 class Dropout(Strict):
     type: Literal["dropout"]
-    rate: float = Field(ge=0, lt=1)
+    rate: Fraction
 
 
 class ActivationLayer(Strict):
@@ -96,14 +105,14 @@ class BatchNormalization(Strict):
 
     type: Literal["batch_normalization"]
     momentum: float = Field(default=0.99, ge=0, le=1)
-    epsilon: float = Field(default=0.001, gt=0)
+    epsilon: Positive = 0.001
     center: bool = True
     scale: bool = True
 
 
 class LayerNormalization(Strict):
     type: Literal["layer_normalization"]
-    epsilon: float = Field(default=0.001, gt=0)
+    epsilon: Positive = 0.001
     center: bool = True
     scale: bool = True
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, Field, PlainValidator
+from pydantic import BaseModel, PlainValidator
 
-from fitq.service.spec.base import AS_ITSELF, Strict, dispatch
+from fitq.service.spec.base import AS_ITSELF, Positive, Strict, dispatch
 from fitq.service.spec.names import Names, keras_config
 
 CrossEntropyName = Literal[
@@ -27,7 +27,7 @@ class RegressionLoss(Strict):
 
 class HuberLoss(Strict):
     name: Literal["huber"]
-    delta: float = Field(default=1.0, gt=0)
+    delta: Positive = 1.0
 
 
 LOSS_CLASSES: dict[str, type[BaseModel]] = {

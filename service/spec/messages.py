@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from fitq.service.errors import InvalidSpec
-from fitq.service.spec.base import DEFAULT_LIMITS, SpecLimits
+from fitq.service.spec.base import DEFAULT_LIMITS, FLOAT32_MAX, SpecLimits
 from fitq.service.spec.job import JobSpec
 
 
@@ -98,7 +98,9 @@ def _message(error: ErrorDetails) -> str:
 
 
 def _number(value: Any) -> Any:
-    """``0.0`` → ``0`` in messages ("must be > 0")."""
+    """``0.0`` → ``0`` in messages ("must be > 0"); float32's limit named as such."""
+    if isinstance(value, float) and abs(value) == FLOAT32_MAX:
+        return f"{value:.8g} (the largest float32, in which the engine computes)"
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 

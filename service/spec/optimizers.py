@@ -10,27 +10,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PlainValidator, model_validator
+from pydantic import BaseModel, PlainValidator, model_validator
 from pydantic_core import PydanticCustomError
 
-from fitq.service.spec.base import AS_ITSELF, Strict, dispatch, fail
+from fitq.service.spec.base import (
+    AS_ITSELF,
+    Fraction,
+    NonNegative,
+    Positive,
+    Strict,
+    dispatch,
+    fail,
+)
 from fitq.service.spec.names import Names, keras_config
-
-_LR = Annotated[float, Field(gt=0)]
-_EPS = Annotated[float, Field(gt=0)]
-_DECAY = Annotated[float, Field(ge=0)]
-_BETA = Annotated[float, Field(ge=0, lt=1)]
-_MOMENTUM = Annotated[float, Field(ge=0, le=1)]
 
 
 class SGD(Strict):
     """torch.optim.SGD (dampening 0); Keras' momentum/nesterov names."""
 
     name: Literal["sgd"]
-    learning_rate: _LR = 0.01
-    momentum: _MOMENTUM = 0.0
+    learning_rate: Positive = 0.01
+    momentum: Fraction = 0.0
     nesterov: bool = False
-    weight_decay: _DECAY = 0.0
+    weight_decay: NonNegative = 0.0
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> SGD:
@@ -43,41 +45,41 @@ class Adagrad(Strict):
     """torch.optim.Adagrad; Keras' initial_accumulator_value, epsilon → eps."""
 
     name: Literal["adagrad"]
-    learning_rate: _LR = 0.001
-    initial_accumulator_value: float = Field(default=0.1, ge=0)
-    epsilon: _EPS = 1e-7
-    weight_decay: _DECAY = 0.0
+    learning_rate: Positive = 0.001
+    initial_accumulator_value: NonNegative = 0.1
+    epsilon: Positive = 1e-7
+    weight_decay: NonNegative = 0.0
 
 
 class RMSprop(Strict):
     """torch.optim.RMSprop; Keras' rho → alpha, epsilon → eps."""
 
     name: Literal["rmsprop"]
-    learning_rate: _LR = 0.001
-    rho: _BETA = 0.9
-    momentum: _MOMENTUM = 0.0
-    epsilon: _EPS = 1e-7
+    learning_rate: Positive = 0.001
+    rho: Fraction = 0.9
+    momentum: Fraction = 0.0
+    epsilon: Positive = 1e-7
     centered: bool = False
-    weight_decay: _DECAY = 0.0
+    weight_decay: NonNegative = 0.0
 
 
 class Adam(Strict):
     """torch.optim.Adam; Keras' beta_1/beta_2 → betas, epsilon → eps."""
 
     name: Literal["adam"]
-    learning_rate: _LR = 0.001
-    beta_1: _BETA = 0.9
-    beta_2: _BETA = 0.999
-    epsilon: _EPS = 1e-7
+    learning_rate: Positive = 0.001
+    beta_1: Fraction = 0.9
+    beta_2: Fraction = 0.999
+    epsilon: Positive = 1e-7
     amsgrad: bool = False
-    weight_decay: _DECAY = 0.0
+    weight_decay: NonNegative = 0.0
 
 
 class AdamW(Adam):
     """torch.optim.AdamW (decoupled weight decay); Keras 3's default weight_decay."""
 
     name: Literal["adamw"]  # type: ignore[assignment]
-    weight_decay: _DECAY = 0.004
+    weight_decay: NonNegative = 0.004
 
 
 OPTIMIZER_CLASSES: dict[str, type[BaseModel]] = {

@@ -1,4 +1,8 @@
-"""Spec factories and data for the engine tests (plain functions, no fixtures needed)."""
+"""Spec factories and data for the engine tests (plain functions, no fixtures needed).
+
+The engine takes only the normalized spec (docs/spec-contract.md), so a test writes the
+short form a user would and `normalized` fills it in exactly as the service does.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,37 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from pydantic import TypeAdapter
+
+from fitq.service.spec import CompileSpec, EarlyStopping, FitSpec, ModelSpec
+from fitq.service.spec.initializers import Initializer
+from fitq.service.spec.layers import Layer
+from fitq.service.spec.losses import Loss
+from fitq.service.spec.optimizers import Optimizer
 
 cuda = pytest.mark.cuda
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 TIMING_KEYS = ("seconds", "samples_per_second")
+
+
+_PARTS: dict[str, Any] = {
+    "model": ModelSpec,
+    "compile": CompileSpec,
+    "fit": FitSpec,
+    "layer": Layer,
+    "optimizer": Optimizer,
+    "loss": Loss,
+    "initializer": Initializer,
+    "early_stopping": EarlyStopping,
+}
+
+
+def normalized(part: str, value: Any) -> Any:
+    """`value` as the service normalizes that part of a spec: every default filled, every
+    alias resolved (only the part's own rules apply, not the whole job's)."""
+    adapter: TypeAdapter[Any] = TypeAdapter(_PARTS[part])
+    return adapter.dump_python(adapter.validate_python(value), mode="json")
 
 
 def dense(units: int, activation: str = "linear", **kw: Any) -> dict[str, Any]:
@@ -28,26 +58,18 @@ def spec(
     seed: int = 0,
     **fit: Any,
 ) -> dict[str, Any]:
-    """A normalized spec (docs/spec-contract.md) for Trainer(**spec(...))."""
+    """The normalized model, compile, fit and seed for Trainer(**spec(...))."""
     if layers is None:
         layers = [dense(16, "relu"), {"type": "dropout", "rate": 0.2}, dense(3, "softmax")]
-    fit_cfg = {
-        "epochs": 3,
-        "batch_size": 16,
-        "validation_split": 0.0,
-        "shuffle": True,
-        "early_stopping": None,
-        "normalize": False,
+    compile_ = {
+        "optimizer": optimizer,
+        "loss": loss,
+        "metrics": ["accuracy"] if metrics is None else metrics,
     }
-    fit_cfg.update(fit)
     return {
-        "model": {"input_dim": input_dim, "layers": layers},
-        "compile": {
-            "optimizer": optimizer,
-            "loss": loss if isinstance(loss, dict) else {"name": loss},
-            "metrics": ["accuracy"] if metrics is None else metrics,
-        },
-        "fit": fit_cfg,
+        "model": normalized("model", {"input_dim": input_dim, "layers": layers}),
+        "compile": normalized("compile", compile_),
+        "fit": normalized("fit", {"epochs": 3, "batch_size": 16, **fit}),
         "seed": seed,
     }
 

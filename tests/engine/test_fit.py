@@ -14,7 +14,7 @@ import torch
 
 from fitq.worker.engine import DataError, Trainer, TrainingError, load_predictor
 from fitq.worker.engine.early_stopping import EarlyStopping
-from tests.engine.helpers import blobs, dense, spec
+from tests.engine.helpers import blobs, dense, normalized, spec
 
 
 def _trainer(**kw) -> Trainer:
@@ -24,7 +24,8 @@ def _trainer(**kw) -> Trainer:
 class TestHistory:
     def test_keys_are_keras_names_plus_timing(self):
         x, y = blobs()
-        h = _trainer(metrics=["accuracy", "mae"], validation_split=0.2).fit(x, y)
+        loss = "categorical_crossentropy"  # labels as indices, one-hot encoded by the engine
+        h = _trainer(loss=loss, metrics=["accuracy", "mae"], validation_split=0.2).fit(x, y)
         assert list(h) == [
             "loss",
             "accuracy",
@@ -171,10 +172,16 @@ class TestEarlyStopping:
         ],
     )
     def test_mode(self, monitor, mode, maximize):
-        assert EarlyStopping(monitor=monitor, mode=mode).maximize is maximize
+        es = EarlyStopping.from_spec(
+            normalized("early_stopping", {"monitor": monitor, "mode": mode})
+        )
+        assert es is not None and es.maximize is maximize
 
     def test_min_delta_and_patience_follow_keras(self):
-        es = EarlyStopping(monitor="val_loss", min_delta=0.1, patience=2)
+        es = EarlyStopping.from_spec(
+            normalized("early_stopping", {"monitor": "val_loss", "min_delta": 0.1, "patience": 2})
+        )
+        assert es is not None
         w = {"w": torch.zeros(1)}
         assert not es.update(1, {"val_loss": 1.0}, w)
         assert not es.update(2, {"val_loss": 0.95}, w)  # not better by min_delta: wait 1
@@ -350,9 +357,7 @@ class TestExport:
         x, y = blobs()
         t = _trainer(layers=self.LAYERS, epochs=2)
         t.fit(x, y)
-        predictor = load_predictor(
-            {"input_dim": 8, "layers": self.LAYERS}, t.export_safetensors({})
-        )
+        predictor = load_predictor(spec(self.LAYERS)["model"], t.export_safetensors({}))
         p = predictor.predict(x)
         np.testing.assert_allclose(p, t.predict(x), rtol=1e-6, atol=1e-7)
         assert p.shape == (150, 3)
@@ -362,21 +367,19 @@ class TestExport:
         x, y = blobs()
         t = _trainer(layers=self.LAYERS, epochs=1)
         t.fit(x, y)
-        other = {"input_dim": 8, "layers": [dense(5, "relu"), dense(3, "softmax")]}
+        model, other = spec(self.LAYERS)["model"], spec([dense(5, "relu"), dense(3)])["model"]
         with pytest.raises(DataError):
             load_predictor(other, t.export_safetensors({}))
         with pytest.raises(DataError):
-            load_predictor({"input_dim": 8, "layers": self.LAYERS}, b"not safetensors")
+            load_predictor(model, b"not safetensors")
         with pytest.raises(DataError):
-            load_predictor(
-                {"input_dim": 8, "layers": self.LAYERS}, t.export_safetensors({})
-            ).predict(x[:, :4])
+            load_predictor(model, t.export_safetensors({})).predict(x[:, :4])
 
 
 class TestEvaluatePredict:
     def test_evaluate_returns_keras_names(self):
         x, y = blobs()
-        t = _trainer(metrics=["accuracy", "mse"], epochs=1)
+        t = _trainer(loss="categorical_crossentropy", metrics=["accuracy", "mse"], epochs=1)
         t.fit(x, y)
         assert sorted(t.evaluate(x, y)) == ["accuracy", "loss", "mse"]
 

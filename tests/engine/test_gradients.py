@@ -9,9 +9,10 @@ import torch.nn.functional as F
 
 from fitq.worker.engine import losses
 from fitq.worker.engine.activations import ACTIVATIONS
+from fitq.worker.engine.errors import ConfigError
 from fitq.worker.engine.layers import Context, build
 from fitq.worker.engine.model import Model
-from tests.engine.helpers import dense
+from tests.engine.helpers import dense, normalized
 
 RTOL, ATOL = 1e-10, 1e-12  # float64: the hand-written gradients agree to rounding
 EPS = losses.EPSILON
@@ -29,7 +30,6 @@ REFERENCE_ACTIVATIONS = {
     "softplus": F.softplus,
     "softsign": F.softsign,
     "silu": F.silu,
-    "swish": F.silu,
     "hard_sigmoid": F.hardsigmoid,
 }
 
@@ -47,7 +47,7 @@ def _randn(*shape: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
 
 
 def _layer(cfg: dict, in_dim: int):
-    layer = build(0, in_dim, cfg, _gen(1))
+    layer = build(0, in_dim, normalized("layer", cfg), _gen(1))
     layer.to(torch.device("cpu"), torch.float64)
     return layer
 
@@ -285,7 +285,7 @@ class TestLosses:
     @pytest.mark.parametrize("case", sorted(LOSS_CASES))
     def test_value_and_gradient_match_autograd(self, case):
         cfg, out, y, reference = LOSS_CASES[case]
-        loss = losses.get(cfg)
+        loss = losses.get(normalized("loss", cfg))
         into = torch.zeros((), dtype=torch.float64)
         with torch.no_grad():
             total = loss.total(out.clone(), y)
@@ -297,10 +297,18 @@ class TestLosses:
         torch.testing.assert_close(into / N, ref.detach(), rtol=RTOL, atol=ATOL)
         torch.testing.assert_close(grad, o.grad, rtol=RTOL, atol=ATOL)
 
-    def test_keras_aliases(self):
-        assert losses.get("mse").name == "mean_squared_error"
-        assert losses.get({"name": "mae"}).name == "mean_absolute_error"
-        assert losses.get("huber_loss").name == "huber"
+    @pytest.mark.parametrize(
+        "cfg,fragment",
+        [
+            ({"name": "mse"}, "unknown loss 'mse'"),  # Keras' aliases are the service's
+            ({"name": "huber"}, "missing delta"),  # and so are the defaults
+            ({"name": "huber", "delta": 1.0, "reduction": "sum"}, "unknown reduction"),
+            ({"name": "huber", "delta": 0.0}, "delta must be > 0"),
+        ],
+    )
+    def test_takes_only_the_normalized_spec(self, cfg, fragment):
+        with pytest.raises(ConfigError, match=fragment):
+            losses.get(cfg)
 
 
 class TestStability:
@@ -371,7 +379,7 @@ class TestModel:
 
     def test_whole_model_with_fused_softmax_cross_entropy_matches_autograd(self):
         cfg = {"input_dim": 6, "layers": self.LAYERS}
-        model = Model(cfg, seed=3, device="cpu", dtype=torch.float64)
+        model = Model(normalized("model", cfg), seed=3, device="cpu", dtype=torch.float64)
         model.fuse_final_activation()
         loss = losses.get({"name": "sparse_categorical_crossentropy", "from_logits": True})
         x = _randn(16, 6, seed=1)

@@ -1,5 +1,6 @@
 """Every optimizer's trajectory equals torch.optim's, step for step, in float64; the
-per-tensor and foreach paths agree; Keras names and defaults; bad values refused."""
+per-tensor and foreach paths agree; a config takes the normalized spec and nothing else;
+the bounds its update rule needs are refused by name."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 
 from fitq.worker.engine import optimizers
 from fitq.worker.engine.errors import ConfigError
+from tests.engine.helpers import normalized
 
 STEPS = 60
 RTOL, ATOL = 1e-10, 1e-13  # float64; differences are rounding in the order of operations
@@ -27,9 +29,14 @@ def _grad(p: torch.Tensor, step: int) -> torch.Tensor:
     return torch.sin(3.0 * p) + 0.5 * p + 0.1 * torch.cos(torch.tensor(float(step)))
 
 
+def _config(spec: dict | str) -> optimizers.Config:
+    """The engine's config of an optimizer as a user writes it (Keras defaults filled)."""
+    return optimizers.make_config(normalized("optimizer", spec))
+
+
 def _ours(spec: dict, foreach: bool) -> list[list[torch.Tensor]]:
     params = _params()
-    opt = optimizers.Optimizer(optimizers.make_config(spec), params, foreach=foreach)
+    opt = optimizers.Optimizer(_config(spec), params, foreach=foreach)
     trajectory = []
     for step in range(STEPS):
         opt.step([_grad(p, step) for p in params])
@@ -176,7 +183,7 @@ class TestTrajectories:
     @pytest.mark.parametrize("amsgrad", [False, True])
     def test_adam_with_device_scalars_equals_the_host_path(self, amsgrad):
         """The form a CUDA graph replays: step size and √(1 − β₂ᵗ) read from tensors."""
-        cfg = optimizers.make_config({"name": "adam", "learning_rate": 0.01, "amsgrad": amsgrad})
+        cfg = _config({"name": "adam", "learning_rate": 0.01, "amsgrad": amsgrad})
         ref = _ours({"name": "adam", "learning_rate": 0.01, "amsgrad": amsgrad}, False)
         params = _params()
         opt = optimizers.Optimizer(cfg, params)
@@ -194,12 +201,12 @@ class TestState:
     def test_state_round_trips_and_continues_identically(self):
         spec = {"name": "adam", "learning_rate": 0.01, "amsgrad": True}
         params = _params()
-        opt = optimizers.Optimizer(optimizers.make_config(spec), params)
+        opt = optimizers.Optimizer(_config(spec), params)
         for step in range(10):
             opt.step([_grad(p, step) for p in params])
         saved = {k: t.clone() for k, t in opt.state_tensors().items()}
         resumed_params = [p.clone() for p in params]
-        resumed = optimizers.Optimizer(optimizers.make_config(spec), resumed_params)
+        resumed = optimizers.Optimizer(_config(spec), resumed_params)
         resumed.load_state_tensors(opt.state.step, saved)
         for step in range(10, 20):
             opt.step([_grad(p, step) for p in params])
@@ -208,51 +215,12 @@ class TestState:
             assert torch.equal(a, b)
 
     def test_slot_names(self):
-        opt = optimizers.Optimizer(optimizers.make_config("adam"), _params())
+        opt = optimizers.Optimizer(_config("adam"), _params())
         assert set(opt.state.slots) == {"exp_avg", "exp_avg_sq"}
         assert "optimizer.exp_avg.0" in opt.state_tensors()
 
 
-class TestKerasNames:
-    @pytest.mark.parametrize(
-        "name,expected",
-        [
-            (
-                "sgd",
-                {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0},
-            ),
-            (
-                "adagrad",
-                {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7},
-            ),
-            (
-                "rmsprop",
-                {
-                    "learning_rate": 0.001,
-                    "rho": 0.9,
-                    "momentum": 0.0,
-                    "epsilon": 1e-7,
-                    "centered": False,
-                },
-            ),
-            (
-                "adam",
-                {
-                    "learning_rate": 0.001,
-                    "beta_1": 0.9,
-                    "beta_2": 0.999,
-                    "epsilon": 1e-7,
-                    "amsgrad": False,
-                    "weight_decay": 0.0,
-                },
-            ),
-            ("adamw", {"learning_rate": 0.001, "weight_decay": 0.004}),
-        ],
-    )
-    def test_bare_name_gets_keras_defaults(self, name, expected):
-        cfg = optimizers.make_config(name)
-        assert {k: getattr(cfg, k) for k in expected} == expected
-
+class TestTheContract:
     def test_every_optimizer_documents_its_rule_and_the_name_mapping(self):
         for cls in (
             optimizers.SGDConfig,
@@ -263,21 +231,51 @@ class TestKerasNames:
         ):
             assert "Keras → torch" in (cls.__doc__ or ""), cls
 
+    @pytest.mark.parametrize("name", ["sgd", "adagrad", "rmsprop", "adam", "adamw"])
+    def test_takes_the_normalized_spec_as_it_is(self, name):
+        spec = normalized("optimizer", name)
+        cfg = optimizers.make_config(spec)
+        assert {k: getattr(cfg, k) for k in spec if k != "name"} == {
+            k: v for k, v in spec.items() if k != "name"
+        }
 
-class TestValidation:
     @pytest.mark.parametrize(
         "spec,fragment",
         [
-            ({"name": "adam", "learning_rate": 0.0}, "learning_rate"),
+            ("adam", "must be an object"),  # a bare name is the service's to resolve
+            ({"name": "momentum"}, "unknown optimizer 'momentum'"),  # an alias too
+            ({"name": "adam", "learning_rate": 0.01}, "missing .*beta_1"),  # no defaults here
+        ],
+    )
+    def test_refuses_what_the_service_did_not_normalize(self, spec, fragment):
+        with pytest.raises(ConfigError, match=fragment):
+            optimizers.make_config(spec)
+
+    def test_refuses_a_key_it_does_not_know(self):
+        spec = {**normalized("optimizer", "sgd"), "dampening": 0.1}
+        with pytest.raises(ConfigError, match="unknown dampening"):
+            optimizers.make_config(spec)
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        "changes,fragment",
+        [
+            ({"name": "adam", "learning_rate": 0.0}, "learning_rate must be > 0"),
             ({"name": "adam", "learning_rate": -1.0}, "-1.0"),
             ({"name": "adam", "beta_1": 1.0}, "beta_1"),
             ({"name": "sgd", "momentum": -0.5}, "momentum"),
+            ({"name": "sgd", "momentum": 1.0}, "momentum must be >= 0 and < 1"),
+            ({"name": "rmsprop", "momentum": 1.0}, "momentum must be >= 0 and < 1"),
             ({"name": "sgd", "nesterov": True}, "nesterov"),
             ({"name": "rmsprop", "rho": 1.5}, "rho"),
             ({"name": "adam", "epsilon": float("nan")}, "epsilon"),
+            ({"name": "adam", "epsilon": 0.0}, "epsilon must be > 0"),
+            ({"name": "adagrad", "learning_rate": 1e39}, "<= 3.40282e\\+38"),
             ({"name": "lion"}, "lion"),
         ],
     )
-    def test_bad_values_are_refused_by_name(self, spec, fragment):
+    def test_bad_values_are_refused_by_name(self, changes, fragment):
+        defaults = normalized("optimizer", changes["name"]) if changes["name"] != "lion" else {}
         with pytest.raises(ConfigError, match=fragment):
-            optimizers.make_config(spec)
+            optimizers.make_config({**defaults, **changes})

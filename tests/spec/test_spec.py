@@ -572,6 +572,62 @@ BAD_SPECS: list[tuple[str, dict[str, Any], list[str | int], list[str]]] = [
         ["must be ≥ 0"],
     ),
     (
+        "sgd momentum 1 (the velocity would never decay)",
+        {"compile": {"optimizer": {"name": "sgd", "momentum": 1.0}, "loss": "mse"}},
+        ["compile", "optimizer", "momentum"],
+        ["must be < 1 (got 1.0)"],
+    ),
+    (
+        "rmsprop momentum 1",
+        {"compile": {"optimizer": {"name": "rmsprop", "momentum": 1.0}, "loss": "mse"}},
+        ["compile", "optimizer", "momentum"],
+        ["must be < 1 (got 1.0)"],
+    ),
+    (
+        "learning_rate beyond float32 (the engine computes in float32)",
+        {"compile": {"optimizer": {"name": "adam", "learning_rate": 1e39}, "loss": "mse"}},
+        ["compile", "optimizer", "learning_rate"],
+        ["must be ≤ 3.4028235e+38 (the largest float32", "(got 1e+39)"],
+    ),
+    (
+        "constant initializer beyond float32",
+        {
+            "model": {
+                "input_dim": 4,
+                "layers": [
+                    {
+                        "type": "dense",
+                        "units": 2,
+                        "bias_initializer": {"name": "constant", "value": -1e300},
+                    }
+                ],
+            }
+        },
+        ["model", "layers", 0, "bias_initializer", "value"],
+        ["must be ≥ -3.4028235e+38"],
+    ),
+    (
+        "uniform initializer wider than float32",
+        {
+            "model": {
+                "input_dim": 4,
+                "layers": [
+                    {
+                        "type": "dense",
+                        "units": 2,
+                        "kernel_initializer": {
+                            "name": "random_uniform",
+                            "minval": -3e38,
+                            "maxval": 3e38,
+                        },
+                    }
+                ],
+            }
+        },
+        ["model", "layers", 0, "kernel_initializer", "maxval"],
+        ["maxval − minval must be ≤ 3.4028235e+38"],
+    ),
+    (
         "nesterov without momentum",
         {"compile": {"optimizer": {"name": "sgd", "nesterov": True}, "loss": "mse"}},
         ["compile", "optimizer", "nesterov"],

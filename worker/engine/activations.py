@@ -5,7 +5,7 @@ it, because `backward` needs only y. `backward(dy, z, y)` returns dZ = dY ⊙ f'
 and may overwrite dy (the engine never reads dy again). Shapes: z, y, dy [n, units].
 
 Names and constants follow Keras 3 (see docs/spec-contract.md): leaky_relu slope
-0.2, elu alpha 1, gelu exact (erf), hard_sigmoid = relu6(x + 3) / 6.
+0.2, elu alpha 1, gelu exact (erf), silu (Keras' swish), hard_sigmoid = relu6(x + 3) / 6.
 """
 
 from __future__ import annotations
@@ -191,13 +191,12 @@ ACTIVATIONS: dict[str, type[Activation]] = {
         HardSigmoid,
     )
 }
-ACTIVATIONS["swish"] = SiLU
 
 
-def get(name: str | None) -> Activation:
-    """The activation called `name` (None → linear)."""
-    key = "linear" if name is None else name
-    try:
-        return ACTIVATIONS[key]()
-    except KeyError:
-        raise ConfigError(f"unknown activation {name!r}") from None
+def get(name: str, where: str = "activation") -> Activation:
+    """The activation a normalized spec names (canonical names only: the service
+    resolves `swish` and Keras' spellings)."""
+    cls = ACTIVATIONS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ConfigError(f"{where}: unknown activation {name!r}")
+    return cls()

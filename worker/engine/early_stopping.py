@@ -20,38 +20,37 @@ from typing import Any
 
 from torch import Tensor
 
+from fitq.worker.engine.config import Checked, read
 from fitq.worker.engine.errors import ConfigError
+
+MODES = ("auto", "min", "max")
 
 
 @dataclass
-class EarlyStopping:
-    monitor: str = "val_loss"
-    min_delta: float = 0.0
-    patience: int = 0
-    mode: str = "auto"
-    restore_best_weights: bool = False
+class EarlyStopping(Checked):
+    """The callback; its init fields are exactly a normalized `fit.early_stopping`'s keys."""
+
+    monitor: str
+    min_delta: float
+    patience: int
+    mode: str
+    restore_best_weights: bool
     # state
     best: float = field(init=False)
-    wait: int = 0
-    best_epoch: int = 0  # 1-based; 0 = none yet
-    stopped_epoch: int = 0
-    best_weights: dict[str, Tensor] | None = None
+    wait: int = field(default=0, init=False)
+    best_epoch: int = field(default=0, init=False)  # 1-based; 0 = none yet
+    stopped_epoch: int = field(default=0, init=False)
+    best_weights: dict[str, Tensor] | None = field(default=None, init=False)
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any] | None) -> EarlyStopping | None:
-        if spec is None:
-            return None
-        known = {"monitor", "min_delta", "patience", "mode", "restore_best_weights"}
-        es = cls(**{k: v for k, v in spec.items() if k in known and v is not None})
-        if es.mode not in ("auto", "min", "max"):
-            raise ConfigError(f"early_stopping mode must be auto, min or max, got {es.mode!r}")
-        if not isinstance(es.patience, int) or es.patience < 0:
-            raise ConfigError(
-                f"early_stopping patience must be an integer >= 0, got {es.patience!r}"
-            )
-        return es
+        """The callback of a normalized `fit.early_stopping` (None: no early stopping)."""
+        return None if spec is None else read(cls, spec, "fit.early_stopping")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         self.best = -math.inf if self.maximize else math.inf
 
     @property

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor
 
+from fitq.worker.engine.config import FLOAT32_MAX, Checked, read, real
 from fitq.worker.engine.errors import ConfigError
 
 _TRUNC_STD = 0.87962566103423978  # std of N(0, 1) truncated to [−2, 2]
@@ -43,15 +45,64 @@ def _truncated_normal(out: Tensor, mean: float, std: float, g: torch.Generator) 
     )
 
 
+@dataclass(frozen=True)
+class Constant(Checked):
+    value: Annotated[float, real()]
+
+
+@dataclass(frozen=True)
+class Normal(Checked):
+    """random_normal and truncated_normal (cut at ±2σ); stddev 0 gives the mean."""
+
+    mean: Annotated[float, real()]
+    stddev: Annotated[float, real(ge=0)]
+
+
+@dataclass(frozen=True)
+class Uniform(Checked):
+    """random_uniform on [minval, maxval]; torch draws it only where the width fits float32."""
+
+    minval: Annotated[float, real()]
+    maxval: Annotated[float, real()]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.minval > self.maxval:
+            raise ConfigError(f"maxval must be >= minval ({self.minval}), got {self.maxval}")
+        if self.maxval - self.minval > FLOAT32_MAX:
+            raise ConfigError(
+                f"maxval - minval must be <= {FLOAT32_MAX:g} (float32), got "
+                f"{self.maxval - self.minval:g}"
+            )
+
+
+@dataclass(frozen=True)
+class _Named(Checked):
+    """The initializers without parameters."""
+
+
+# name → its parameters; the variance-scaling family and zeros/ones take none
+PARAMETERS: dict[str, type[Checked]] = {
+    **{name: _Named for name in (*_VARIANCE_SCALING, "zeros", "ones")},
+    "constant": Constant,
+    "random_normal": Normal,
+    "truncated_normal": Normal,
+    "random_uniform": Uniform,
+}
+
+
 def initialize(
-    config: Mapping[str, Any] | str | None, shape: tuple[int, ...], g: torch.Generator
+    config: Mapping[str, Any],
+    shape: tuple[int, ...],
+    g: torch.Generator,
+    where: str = "initializer",
 ) -> Tensor:
-    """A new float32 CPU tensor of `shape` drawn as the Keras initializer `config` says."""
-    if config is None:
-        config = {"name": "zeros"}
-    if isinstance(config, str):
-        config = {"name": config}
-    name = config.get("name")
+    """A new float32 CPU tensor of `shape` drawn as the normalized initializer `config`
+    (`{"name": …, params}`) says."""
+    name = config.get("name") if isinstance(config, Mapping) else config
+    if not isinstance(name, str) or name not in PARAMETERS:
+        raise ConfigError(f"{where}: unknown initializer {name!r}")
+    params: Checked = read(PARAMETERS[name], config, where, tag="name")
     out = torch.empty(shape, dtype=torch.float32)
     if name in _VARIANCE_SCALING:
         scale, mode, distribution = _VARIANCE_SCALING[name]
@@ -65,17 +116,13 @@ def initialize(
         return out.zero_()
     if name == "ones":
         return out.fill_(1.0)
-    if name == "constant":
-        return out.fill_(float(config.get("value", 0.0)))
+    if isinstance(params, Constant):
+        return out.fill_(params.value)
+    if isinstance(params, Uniform):
+        return out.uniform_(params.minval, params.maxval, generator=g)
+    assert isinstance(params, Normal)
     if name == "random_normal":
-        return out.normal_(
-            float(config.get("mean", 0.0)), float(config.get("stddev", 0.05)), generator=g
-        )
-    if name == "random_uniform":
-        low, high = float(config.get("minval", -0.05)), float(config.get("maxval", 0.05))
-        return out.uniform_(low, high, generator=g)
-    if name == "truncated_normal":
-        return _truncated_normal(
-            out, float(config.get("mean", 0.0)), float(config.get("stddev", 0.05)), g
-        )
-    raise ConfigError(f"unknown initializer {name!r}")
+        return out.normal_(params.mean, params.stddev, generator=g)
+    if params.stddev == 0:  # a cut at ±2σ = the mean itself (torch's would divide by 0)
+        return out.fill_(params.mean)
+    return _truncated_normal(out, params.mean, params.stddev, g)

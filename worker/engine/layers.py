@@ -14,14 +14,65 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor
 
 from fitq.worker.engine import activations
+from fitq.worker.engine.config import Checked, count, read, real
 from fitq.worker.engine.errors import ConfigError
 from fitq.worker.engine.initializers import initialize
+
+# ------------------------------------------------------------------------- configs
+# One per layer type: exactly the keys of a normalized `model.layers[i]` (besides "type").
+
+
+@dataclass(frozen=True)
+class DenseConfig(Checked):
+    units: Annotated[int, count(ge=1)]
+    activation: str
+    use_bias: bool
+    kernel_initializer: Mapping[str, Any]
+    bias_initializer: Mapping[str, Any]
+    kernel_regularizer: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class RegularizerConfig(Checked):
+    """Keras' L1L2 on a dense kernel: l1·Σ|W| + l2·ΣW² added to the loss."""
+
+    l1: Annotated[float, real(ge=0)]
+    l2: Annotated[float, real(ge=0)]
+
+
+@dataclass(frozen=True)
+class DropoutConfig(Checked):
+    rate: Annotated[float, real(ge=0, lt=1)]  # the kept units are scaled by 1/(1 − rate)
+
+
+@dataclass(frozen=True)
+class ActivationConfig(Checked):
+    activation: str
+
+
+@dataclass(frozen=True)
+class BatchNormalizationConfig(Checked):
+    momentum: Annotated[float, real(ge=0, le=1)]
+    epsilon: Annotated[float, real(gt=0)]  # r = 1/√(σ² + ε) is finite for a constant feature
+    center: bool
+    scale: bool
+
+
+@dataclass(frozen=True)
+class LayerNormalizationConfig(Checked):
+    epsilon: Annotated[float, real(gt=0)]
+    center: bool
+    scale: bool
+
+
+def _where(index: int) -> str:
+    return f"model.layers.{index}"
 
 
 @dataclass
@@ -79,20 +130,21 @@ class Dense(Layer):
 
     def __init__(self, index: int, in_dim: int, cfg: Mapping[str, Any], g: torch.Generator):
         super().__init__(index, in_dim)
-        units = cfg.get("units")
-        if not isinstance(units, int) or units < 1:
-            raise ConfigError(f"layer {index}: dense units must be an integer >= 1, got {units!r}")
-        self.out_dim = units
-        self.activation = activations.get(cfg.get("activation"))
+        where = _where(index)
+        c = read(DenseConfig, cfg, where, tag="type")
+        self.out_dim = units = c.units
+        self.activation = activations.get(c.activation, f"{where}.activation")
         self.params["kernel"] = initialize(
-            cfg.get("kernel_initializer", "glorot_uniform"), (in_dim, units), g
+            c.kernel_initializer, (in_dim, units), g, f"{where}.kernel_initializer"
         )
-        if cfg.get("use_bias", True):
-            self.params["bias"] = initialize(cfg.get("bias_initializer", "zeros"), (units,), g)
-        reg = cfg.get("kernel_regularizer") or {}
-        self.l1, self.l2 = float(reg.get("l1", 0.0) or 0.0), float(reg.get("l2", 0.0) or 0.0)
-        if self.l1 < 0 or self.l2 < 0:
-            raise ConfigError(f"layer {index}: regularizer l1/l2 must be >= 0")
+        if c.use_bias:
+            self.params["bias"] = initialize(
+                c.bias_initializer, (units,), g, f"{where}.bias_initializer"
+            )
+        self.l1 = self.l2 = 0.0
+        if c.kernel_regularizer is not None:
+            reg = read(RegularizerConfig, c.kernel_regularizer, f"{where}.kernel_regularizer")
+            self.l1, self.l2 = float(reg.l1), float(reg.l2)
         self.grads = {k: torch.zeros_like(t) for k, t in self.params.items()}
         self._x: Tensor | None = None
         self._wt: Tensor | None = None
@@ -150,10 +202,7 @@ class Dropout(Layer):
 
     def __init__(self, index: int, in_dim: int, cfg: Mapping[str, Any]):
         super().__init__(index, in_dim)
-        rate = cfg.get("rate")
-        if not isinstance(rate, int | float) or not 0 <= rate < 1:
-            raise ConfigError(f"layer {index}: dropout rate must be in [0, 1), got {rate!r}")
-        self.rate = float(rate)
+        self.rate = float(read(DropoutConfig, cfg, _where(index), tag="type").rate)
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
         if not ctx.training or self.rate == 0:
@@ -179,7 +228,8 @@ class ActivationLayer(Layer):
 
     def __init__(self, index: int, in_dim: int, cfg: Mapping[str, Any]):
         super().__init__(index, in_dim)
-        self.activation = activations.get(cfg.get("activation"))
+        c = read(ActivationConfig, cfg, _where(index), tag="type")
+        self.activation = activations.get(c.activation, f"{_where(index)}.activation")
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
         z = x.clone() if self.activation.in_place else x
@@ -202,14 +252,14 @@ class _Normalization(Layer):
     _xhat: Tensor  # x̂ of the last training forward
     _r: Tensor  # r = 1/√(σ² + ε)
 
-    def __init__(self, index: int, in_dim: int, cfg: Mapping[str, Any]):
+    def __init__(
+        self, index: int, in_dim: int, c: BatchNormalizationConfig | LayerNormalizationConfig
+    ):
         super().__init__(index, in_dim)
-        self.epsilon = float(cfg.get("epsilon", 1e-3))
-        if not self.epsilon > 0:
-            raise ConfigError(f"layer {index}: epsilon must be > 0")
-        if cfg.get("scale", True):
+        self.epsilon = float(c.epsilon)
+        if c.scale:
             self.params["gamma"] = torch.ones(in_dim)
-        if cfg.get("center", True):
+        if c.center:
             self.params["beta"] = torch.zeros(in_dim)
         self.grads = {k: torch.zeros_like(t) for k, t in self.params.items()}
 
@@ -241,10 +291,9 @@ class BatchNormalization(_Normalization):
     kind = "batch_normalization"
 
     def __init__(self, index: int, in_dim: int, cfg: Mapping[str, Any]):
-        super().__init__(index, in_dim, cfg)
-        self.momentum = float(cfg.get("momentum", 0.99))
-        if not 0 <= self.momentum <= 1:
-            raise ConfigError(f"layer {index}: momentum must be in [0, 1]")
+        c = read(BatchNormalizationConfig, cfg, _where(index), tag="type")
+        super().__init__(index, in_dim, c)
+        self.momentum = float(c.momentum)
         self.buffers["moving_mean"] = torch.zeros(in_dim)
         self.buffers["moving_variance"] = torch.ones(in_dim)
 
@@ -269,6 +318,10 @@ class LayerNormalization(_Normalization):
 
     kind = "layer_normalization"
 
+    def __init__(self, index: int, in_dim: int, cfg: Mapping[str, Any]):
+        c = read(LayerNormalizationConfig, cfg, _where(index), tag="type")
+        super().__init__(index, in_dim, c)
+
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
         var, mean = torch.var_mean(x, dim=1, correction=0, keepdim=True)
         r = torch.rsqrt(var + self.epsilon)  # [n, 1]
@@ -281,8 +334,19 @@ class LayerNormalization(_Normalization):
         return self._backward(dy, 1, need_dx)
 
 
+CONFIGS: dict[str, type[Checked]] = {
+    "dense": DenseConfig,
+    "dropout": DropoutConfig,
+    "activation": ActivationConfig,
+    "batch_normalization": BatchNormalizationConfig,
+    "layer_normalization": LayerNormalizationConfig,
+}
+"""Each layer type's config: the keys of its normalized spec (tests check them)."""
+
+
 def build(index: int, in_dim: int, cfg: Mapping[str, Any], g: torch.Generator) -> Layer:
-    kind = cfg.get("type")
+    """The layer a normalized `model.layers[index]` describes, on `in_dim` inputs."""
+    kind = cfg.get("type") if isinstance(cfg, Mapping) else cfg
     if kind == "dense":
         return Dense(index, in_dim, cfg, g)
     if kind == "dropout":
@@ -293,4 +357,4 @@ def build(index: int, in_dim: int, cfg: Mapping[str, Any], g: torch.Generator) -
         return BatchNormalization(index, in_dim, cfg)
     if kind == "layer_normalization":
         return LayerNormalization(index, in_dim, cfg)
-    raise ConfigError(f"layer {index}: unsupported layer type {kind!r}")
+    raise ConfigError(f"{_where(index)}: unknown layer type {kind!r}")

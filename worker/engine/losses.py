@@ -18,18 +18,18 @@ could not fuse the final activation away) they clip to [ε, 1 − ε], ε = 1e-7
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fitq.worker.engine.config import Checked, read, real
 from fitq.worker.engine.errors import ConfigError
 
 EPSILON = 1e-7  # Keras' backend epsilon, the clip on probabilities
 _SUM = 2  # aten's Reduction::Sum
-
-ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error", "huber_loss": "huber"}
 
 
 class Loss:
@@ -159,10 +159,8 @@ class MeanAbsoluteError(Loss):
 class Huber(Loss):
     name = "huber"
 
-    def __init__(self, from_logits: bool = False, delta: float = 1.0):
-        super().__init__(from_logits)
-        if not delta > 0:
-            raise ConfigError(f"huber delta must be > 0, got {delta!r}")
+    def __init__(self, delta: float):
+        super().__init__()
         self.delta = float(delta)
 
     def total(self, out: Tensor, y: Tensor) -> Tensor:
@@ -190,14 +188,38 @@ LOSSES: dict[str, type[Loss]] = {
 }
 
 
-def get(config: Mapping[str, Any] | str) -> Loss:
-    """The loss a compile config names: `{"name": …, "from_logits": …, "delta": …}`."""
-    if isinstance(config, str):
-        config = {"name": config}
-    name = ALIASES.get(config.get("name", ""), config.get("name", ""))
-    if name not in LOSSES:
-        raise ConfigError(f"unknown loss {config.get('name')!r}")
-    from_logits = bool(config.get("from_logits", False))
-    if name == "huber":
-        return Huber(from_logits, float(config.get("delta", 1.0)))
-    return LOSSES[name](from_logits)
+# ------------------------------------------------------------------ configs
+
+
+@dataclass(frozen=True)
+class CrossEntropyConfig(Checked):
+    from_logits: bool
+
+
+@dataclass(frozen=True)
+class RegressionConfig(Checked):
+    """mean_squared_error and mean_absolute_error take no parameters."""
+
+
+@dataclass(frozen=True)
+class HuberConfig(Checked):
+    delta: Annotated[float, real(gt=0)]  # quadratic within ±delta, linear beyond
+
+
+PARAMETERS: dict[str, type[Checked]] = {
+    "sparse_categorical_crossentropy": CrossEntropyConfig,
+    "categorical_crossentropy": CrossEntropyConfig,
+    "binary_crossentropy": CrossEntropyConfig,
+    "mean_squared_error": RegressionConfig,
+    "mean_absolute_error": RegressionConfig,
+    "huber": HuberConfig,
+}
+
+
+def get(config: Mapping[str, Any]) -> Loss:
+    """The loss a normalized `compile.loss` names: `{"name": …, its parameters}`."""
+    name = config.get("name") if isinstance(config, Mapping) else config
+    if not isinstance(name, str) or name not in LOSSES:
+        raise ConfigError(f"compile.loss: unknown loss {name!r}")
+    params: Any = read(PARAMETERS[name], config, "compile.loss", tag="name")
+    return LOSSES[name](**asdict(params))

@@ -15,12 +15,6 @@ from torch import Tensor
 from fitq.worker.engine.activations import Activation
 from fitq.worker.engine.errors import ConfigError
 
-ALIASES = {
-    "acc": "accuracy",
-    "mean_absolute_error": "mae",
-    "mean_squared_error": "mse",
-}
-
 
 class Metric:
     name = ""
@@ -84,8 +78,9 @@ class MSE(_Elementwise):
 METRICS: dict[str, type[Metric]] = {cls.name: cls for cls in (Accuracy, MAE, MSE)}
 
 
-def get(name: str) -> Metric:
-    key = ALIASES.get(name, name)
-    if key not in METRICS:
-        raise ConfigError(f"unknown metric {name!r}")
-    return METRICS[key]()
+def get(name: str, where: str = "compile.metrics") -> Metric:
+    """The metric a normalized spec names (the service resolves `acc` and Keras' names)."""
+    cls = METRICS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ConfigError(f"{where}: unknown metric {name!r}")
+    return cls()

@@ -10,7 +10,8 @@ Weight names (SPEC §5): `layers.{i}.kernel` [in, out], `layers.{i}.bias`,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
 import safetensors.torch
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 
 from fitq.worker.engine import activations
+from fitq.worker.engine.config import Checked, count, read
 from fitq.worker.engine.errors import ConfigError, DataError
 from fitq.worker.engine.layers import ActivationLayer, Context, Dense, Layer, build
 
@@ -38,6 +40,19 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@dataclass(frozen=True)
+class ModelConfig(Checked):
+    """A normalized `spec["model"]`: `input_dim` features into `layers`, in order."""
+
+    input_dim: Annotated[int, count(ge=1)]
+    layers: list[Mapping[str, Any]]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.layers:
+            raise ConfigError("layers must not be empty")
+
+
 class Model:
     """Layers in order; `forward` then `backward` for training, `outputs` for inference.
 
@@ -53,12 +68,8 @@ class Model:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ):
-        input_dim = cfg.get("input_dim")
-        if not isinstance(input_dim, int) or input_dim < 1:
-            raise ConfigError(f"model input_dim must be an integer >= 1, got {input_dim!r}")
-        specs = cfg.get("layers") or []
-        if not specs:
-            raise ConfigError("model has no layers")
+        c = read(ModelConfig, cfg, "model")
+        input_dim, specs = c.input_dim, c.layers
         self.input_dim = input_dim
         self.layer_specs = list(specs)
         self.device = torch.device(device)

@@ -9,18 +9,24 @@ rule and how the Keras names map onto torch.optim's arguments.
 
 `weight_decay` is torch's: added to the gradient (L2) for sgd, adagrad, rmsprop
 and adam; decoupled (p ← p − lr·wd·p) for adamw.
+
+A config takes a normalized `compile.optimizer` as it is (docs/spec-contract.md): no
+defaults here, every key present, none unknown. Its bounds are the ones the update
+rule needs; momenta and β's lie in [0, 1): at 1 the average never forgets (SGD's and
+RMSprop's buffer sums every gradient ever seen; Adam's bias correction divides by
+1 − 1ᵗ = 0). torch.optim accepts momentum ≥ 1 and Keras momentum 1; fitq refuses it.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from fitq.worker.engine.config import Checked, read, real
 from fitq.worker.engine.errors import ConfigError
 
 Tensors = list[Tensor] | tuple[Tensor, ...]  # what torch._foreach_* take and return
@@ -32,14 +38,6 @@ class State:
 
     step: int = 0
     slots: dict[str, list[Tensor]] = field(default_factory=dict)
-
-
-def _check(name: str, value: float, low: float, high: float | None = None, *, open_low=False):
-    above = value > low if open_low else value >= low
-    below = high is None or value < high
-    if not (math.isfinite(value) and above and below):
-        bound = (f"> {low}" if open_low else f">= {low}") + (f" and < {high}" if high else "")
-        raise ConfigError(f"optimizer {name} must be {bound}, got {value!r}")
 
 
 _SCALARS: dict[tuple[float, torch.dtype], Tensor] = {}
@@ -59,15 +57,11 @@ def _root_plus(v: Tensor, eps: float, out: Tensor | None, scale: float = 1.0) ->
 
 
 @dataclass(frozen=True)
-class Config:
-    learning_rate: float = 0.001
-    weight_decay: float = 0.0
+class Config(Checked):
+    learning_rate: Annotated[float, real(gt=0)]
+    weight_decay: Annotated[float, real(ge=0)]
 
     name: ClassVar[str] = ""
-
-    def __post_init__(self):
-        _check("learning_rate", self.learning_rate, 0.0, open_low=True)
-        _check("weight_decay", self.weight_decay, 0.0)
 
 
 # ---------------------------------------------------------------------------- SGD
@@ -87,16 +81,14 @@ class SGDConfig(Config):
     (v ← μv − lr·g; p ← p + v) gives the same iterates for a constant learning rate.
     """
 
-    learning_rate: float = 0.01
-    momentum: float = 0.0
-    nesterov: bool = False
+    momentum: Annotated[float, real(ge=0, lt=1)]
+    nesterov: bool
     name: ClassVar[str] = "sgd"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
-        _check("momentum", self.momentum, 0.0, 1.0)
         if self.nesterov and self.momentum == 0:
-            raise ConfigError("optimizer nesterov needs momentum > 0")
+            raise ConfigError("nesterov needs momentum > 0")
 
 
 def sgd_slots(cfg: SGDConfig) -> tuple[str, ...]:
@@ -151,14 +143,9 @@ class AdagradConfig(Config):
     weight_decay → weight_decay.
     """
 
-    initial_accumulator_value: float = 0.1
-    epsilon: float = 1e-7
+    initial_accumulator_value: Annotated[float, real(ge=0)]
+    epsilon: Annotated[float, real(gt=0)]
     name: ClassVar[str] = "adagrad"
-
-    def __post_init__(self):
-        super().__post_init__()
-        _check("initial_accumulator_value", self.initial_accumulator_value, 0.0)
-        _check("epsilon", self.epsilon, 0.0)
 
 
 def adagrad_slots(cfg: AdagradConfig) -> tuple[str, ...]:
@@ -207,17 +194,11 @@ class RMSpropConfig(Config):
     weight_decay → weight_decay.
     """
 
-    rho: float = 0.9
-    momentum: float = 0.0
-    epsilon: float = 1e-7
-    centered: bool = False
+    rho: Annotated[float, real(ge=0, lt=1)]
+    momentum: Annotated[float, real(ge=0, lt=1)]
+    epsilon: Annotated[float, real(gt=0)]
+    centered: bool
     name: ClassVar[str] = "rmsprop"
-
-    def __post_init__(self):
-        super().__post_init__()
-        _check("rho", self.rho, 0.0, 1.0)
-        _check("momentum", self.momentum, 0.0, 1.0)
-        _check("epsilon", self.epsilon, 0.0)
 
 
 def rmsprop_slots(cfg: RMSpropConfig) -> tuple[str, ...]:
@@ -296,17 +277,11 @@ class AdamConfig(Config):
     uncorrected root), amsgrad → amsgrad, weight_decay → weight_decay.
     """
 
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
-    amsgrad: bool = False
+    beta_1: Annotated[float, real(ge=0, lt=1)]
+    beta_2: Annotated[float, real(ge=0, lt=1)]
+    epsilon: Annotated[float, real(gt=0)]
+    amsgrad: bool
     name: ClassVar[str] = "adam"
-
-    def __post_init__(self):
-        super().__post_init__()
-        _check("beta_1", self.beta_1, 0.0, 1.0)
-        _check("beta_2", self.beta_2, 0.0, 1.0)
-        _check("epsilon", self.epsilon, 0.0)
 
     @property
     def decoupled(self) -> bool:
@@ -316,7 +291,6 @@ class AdamConfig(Config):
 @dataclass(frozen=True)
 class AdamWConfig(AdamConfig):
     __doc__ = AdamConfig.__doc__
-    weight_decay: float = 0.004
     name: ClassVar[str] = "adamw"
 
     @property
@@ -408,20 +382,17 @@ _KINDS: dict[str, tuple[type[Config], Any, Any, Any]] = {
 }
 
 
-def make_config(spec: Mapping[str, Any] | str) -> Config:
-    """The optimizer config for a compile spec's `optimizer` (a name or a dict)."""
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    name = spec.get("name")
-    if name not in _KINDS:
-        raise ConfigError(f"unknown optimizer {name!r}")
-    cls = _KINDS[name][0]
-    known = {f.name for f in fields(cls)}
-    kwargs = {k: v for k, v in spec.items() if k in known and v is not None}
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"optimizer {name}: {e}") from None
+CONFIGS: dict[str, type[Config]] = {name: kind[0] for name, kind in _KINDS.items()}
+"""Each optimizer's config: the keys of its normalized spec (tests check them)."""
+
+
+def make_config(spec: Mapping[str, Any]) -> Config:
+    """The config of a normalized `compile.optimizer`: its name and every key of that
+    optimizer, nothing else (a bare name or an alias is the service's to resolve)."""
+    name = spec.get("name") if isinstance(spec, Mapping) else spec
+    if not isinstance(name, str) or name not in CONFIGS:
+        raise ConfigError(f"compile.optimizer: unknown optimizer {name!r}")
+    return read(CONFIGS[name], spec, "compile.optimizer", tag="name")
 
 
 class Optimizer:

@@ -25,7 +25,8 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
 import safetensors.torch
@@ -34,8 +35,9 @@ from torch import Tensor
 
 from fitq.worker.engine import checkpoint as ckpt
 from fitq.worker.engine import losses, metrics, optimizers
+from fitq.worker.engine.config import Checked, count, read, real
 from fitq.worker.engine.early_stopping import EarlyStopping
-from fitq.worker.engine.errors import ConfigError, DataError, TrainingError
+from fitq.worker.engine.errors import DataError, TrainingError
 from fitq.worker.engine.layers import Context
 from fitq.worker.engine.model import (
     PREDICT_BATCH_ROWS,
@@ -62,29 +64,26 @@ _FUSABLE = {
 }
 
 
-class FitConfig:
-    """`spec["fit"]`, validated: epochs, batch_size (None = the whole training set),
-    validation_split, shuffle, early_stopping, normalize."""
+@dataclass(frozen=True)
+class CompileConfig(Checked):
+    """A normalized `spec["compile"]`: optimizer, loss and metrics, each as the service
+    normalized it (objects with every key, canonical names)."""
 
-    def __init__(self, spec: Mapping[str, Any]):
-        self.epochs = spec.get("epochs", 1)
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ConfigError(f"fit epochs must be an integer >= 1, got {self.epochs!r}")
-        self.batch_size = spec.get("batch_size", 32)
-        if self.batch_size is not None and (
-            not isinstance(self.batch_size, int) or self.batch_size < 1
-        ):
-            raise ConfigError(
-                f"fit batch_size must be null or an integer >= 1, got {self.batch_size!r}"
-            )
-        self.validation_split = float(spec.get("validation_split", 0.0) or 0.0)
-        if not 0.0 <= self.validation_split < 1.0:
-            raise ConfigError(
-                f"fit validation_split must be in [0, 1), got {self.validation_split!r}"
-            )
-        self.shuffle = bool(spec.get("shuffle", True))
-        self.normalize = bool(spec.get("normalize", False))
-        self.early_stopping = spec.get("early_stopping")
+    optimizer: Mapping[str, Any]
+    loss: Mapping[str, Any]
+    metrics: list[str]
+
+
+@dataclass(frozen=True)
+class FitConfig(Checked):
+    """A normalized `spec["fit"]`; `batch_size` None is the whole training set."""
+
+    epochs: int
+    batch_size: Annotated[int | None, count(ge=1)]
+    validation_split: Annotated[float, real(ge=0, lt=1)]  # the rows trained on must be ≥ 0
+    shuffle: bool
+    early_stopping: Mapping[str, Any] | None
+    normalize: bool
 
     def train_rows(self, n_rows: int, has_validation_data: bool) -> int:
         """Rows trained on: Keras' split keeps the first ⌊n·(1 − validation_split)⌋."""
@@ -117,11 +116,11 @@ class Trainer:
         self.device = torch.device(device or default_device())
         self.seed = int(seed)
         self._spec = {"model": model, "compile": compile, "fit": fit, "seed": self.seed}
-        self.fit_config = FitConfig(fit)
+        self.fit_config = read(FitConfig, fit, "fit")
+        compile_config = read(CompileConfig, compile, "compile")
         self.model = Model(model, self.seed, self.device)
-        self.loss = losses.get(compile.get("loss", "mean_squared_error"))
-        names = [metrics.ALIASES.get(m, m) for m in compile.get("metrics") or []]
-        self.metrics = [metrics.get(m) for m in dict.fromkeys(names)]
+        self.loss = losses.get(compile_config.loss)
+        self.metrics = [metrics.get(m) for m in compile_config.metrics]
         if (
             self.loss.name,
             self.model.final_activation(),
@@ -129,7 +128,7 @@ class Trainer:
             self.model.fuse_final_activation()
             self.loss.from_logits = True
         self.optimizer = optimizers.Optimizer(
-            optimizers.make_config(compile.get("optimizer", "rmsprop")),
+            optimizers.make_config(compile_config.optimizer),
             [self.model.flat_params],
             # one flat tensor: on the CPU the per-tensor path is the fast one (no foreach
             # kernels there); on CUDA the foreach path is what a graph captures
