@@ -1,8 +1,9 @@
 """fitq's training engine: dense networks trained on torch tensors with hand-written
 forward, backward and optimizer updates (no autograd), Keras semantics.
 
-Pure computation: it imports torch, numpy and safetensors, never the service.
-See docs/engine.md for the API the worker uses and the choices made.
+Pure computation: it imports torch, numpy and safetensors, never the service. It takes
+the normalized spec as it is (docs/spec-contract.md). See docs/engine.md for the
+modules, the API the worker uses and the choices made.
 """
 
 from fitq.worker.engine.errors import ConfigError, DataError, TrainingError

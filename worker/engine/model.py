@@ -22,6 +22,8 @@ from fitq.worker.engine import activations
 from fitq.worker.engine.config import Checked, count, read
 from fitq.worker.engine.errors import ConfigError, DataError
 from fitq.worker.engine.layers import ActivationLayer, Context, Dense, Layer, build
+from fitq.worker.engine.losses import Loss
+from fitq.worker.engine.metrics import Metric
 
 PREDICT_BATCH_ROWS = 8192  # rows per forward pass in predict/evaluate
 
@@ -33,6 +35,16 @@ def derive_seed(seed: int, stream: int) -> int:
     """A 63-bit seed for one random stream of a job, from the job's seed."""
     state = np.random.SeedSequence([int(seed) & (2**64 - 1), stream]).generate_state(1, np.uint64)
     return int(state[0]) >> 1
+
+
+def shuffle_generator(seed: int) -> torch.Generator:
+    """The CPU generator of a job's epoch permutations."""
+    return torch.Generator().manual_seed(derive_seed(seed, SEED_STREAM_SHUFFLE))
+
+
+def dropout_generator(seed: int, device: torch.device) -> torch.Generator:
+    """The generator of a job's dropout masks, on the training device."""
+    return torch.Generator(device).manual_seed(derive_seed(seed, SEED_STREAM_DROPOUT))
 
 
 def default_device() -> str:
@@ -224,6 +236,32 @@ def predict_tensor(
             xb = (xb - mean) / std
         parts.append(model.outputs(xb, ctx).cpu().numpy().copy())
     return np.concatenate(parts, axis=0)
+
+
+def evaluate_tensors(
+    model: Model, loss: Loss, metrics: list[Metric], x: Tensor, y: Tensor, ctx: Context
+) -> dict[str, float]:
+    """Keras' `evaluate` over device tensors (targets as the loss takes them): the mean
+    loss, regularization included, and each metric, in batches of PREDICT_BATCH_ROWS."""
+    n = x.shape[0]
+    cells = torch.zeros(1 + len(metrics), device=x.device)
+    part = torch.zeros_like(cells)
+    views = part.unbind(0)
+    for lo in range(0, n, PREDICT_BATCH_ROWS):
+        xb, yb = x[lo : lo + PREDICT_BATCH_ROWS], y[lo : lo + PREDICT_BATCH_ROWS]
+        out = model.forward(xb, ctx)
+        views[0].copy_(loss.total(out, yb))
+        for metric, cell in zip(metrics, views[1:], strict=True):
+            metric.total(out, yb, cell, loss.from_logits, model.fused_activation)
+        cells.add_(part)
+    sums = cells.to("cpu", torch.float64).tolist()
+    logs = {"loss": sums[0] / n}
+    penalty = model.penalty()
+    if penalty is not None:
+        logs["loss"] += float(penalty)
+    for metric, total in zip(metrics, sums[1:], strict=True):
+        logs[metric.name] = total / n
+    return logs
 
 
 def load_model(
