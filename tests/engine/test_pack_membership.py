@@ -91,6 +91,22 @@ class TestFailure:
         _same_runs(with_bad, without, ["m0", "m1"])
 
 
+    def test_a_nan_in_an_interrupted_round_is_found_when_the_epoch_ends(self):
+        bad, x, y = self._diverging()  # its loss is NaN from step 2 on
+        pack = Pack("cpu")
+        pack.add("bad", bad, x, y)
+
+        def stop_after_step_2(step: int, steps: int) -> None:
+            if step == 2:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            pack.run_epoch(stop_after_step_2)
+        result = pack.run_epoch()["bad"]
+        assert result.status is MemberStatus.FAILED and result.error is not None
+        assert (result.error.epoch, result.error.step) == (1, 2)
+
+
 class TestRemove:
     def test_between_rounds_the_others_are_bit_identical_to_a_pack_without_it(self):
         pack, reference = _pack([0, 1, 2]), _pack([0, 2])

@@ -48,7 +48,7 @@ class EpochResult:
         return self.status is not MemberStatus.TRAINING
 
 
-@dataclass
+@dataclass(eq=False)  # a member is itself: compared by identity
 class Member:
     id: str
     spec: dict[str, Any]
@@ -78,6 +78,7 @@ class Member:
     stop_training: bool = False
     status: MemberStatus = MemberStatus.TRAINING
     error: TrainingError | None = None
+    reported: bool = False  # its failure was in a run_epoch result
     epoch_seconds: float = 0.0
     train_seconds: float = 0.0
     # the round it is in (set by the pack while it trains)
@@ -94,3 +95,24 @@ class Member:
     @property
     def done(self) -> bool:
         return self.epoch >= self.fit.epochs or self.stop_training
+
+    def fail(self, step: int, loss: float) -> None:
+        """Its loss was `loss` (NaN/Inf) at `step` of its current epoch: it fails, with
+        the solo trainer's message."""
+        epoch = self.epoch + 1
+        self.status = MemberStatus.FAILED
+        self.error = TrainingError(
+            f"loss is {loss} at epoch {epoch}, step {step}: training diverged "
+            "(try a lower learning rate or fit.normalize)",
+            epoch=epoch,
+            step=step,
+        )
+
+    def check_epoch(self) -> None:
+        """Fail if any step of its epoch so far had a NaN/Inf loss (also the steps a
+        round left unchecked when it was interrupted, or a checkpoint brought in)."""
+        assert self.epoch_stats is not None
+        finite = torch.isfinite(self.epoch_stats[:, 0])
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0, 0])
+            self.fail(bad + 1, float(self.epoch_stats[bad, 0]))

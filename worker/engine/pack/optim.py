@@ -2,11 +2,12 @@
 members at once, over one flat buffer [K, P]: every op is one kernel over all members'
 parameters, every hyperparameter a [K, 1] column, so members may differ in all of them.
 
-Each rule below is the solo per-tensor path op for op, with `value=`/`alpha=` scalars
-turned into [K, 1] factors (p + (−lr)·d becomes `p.addcmul_(d, −lr)`), which computes
-the same products. The switches that change a rule's shape are made arithmetic, exact
-for the members that do not use them, so one sequence of ops serves a pack that mixes
-them:
+Each rule below is the solo per-tensor path's, with `value=`/`alpha=` scalars turned
+into [K, 1] factors (p + (−lr)·d becomes `p.addcmul_(d, −lr)`). Where it saves a pass
+over memory an op is written another way with the same value up to rounding: a moving
+average of g² is `v.lerp_(g², 1 − β)`, and Adam folds its step size into the
+denominator. The switches that change a rule's shape are made arithmetic, exact for the
+members that do not use them, so one sequence of ops serves a pack that mixes them:
 
     momentum 0            b ← 0·b + g = g (the buffer starts at zero, as the solo one)
     nesterov              d ← ν·g + c·b, ν = 1, c = μ (nesterov); ν = 0, c = 1 (not)
@@ -93,37 +94,35 @@ class PackedOptimizer:
         elif self.name == "adagrad":
             c["eps"] = col(attr(cs, "epsilon"))
         elif self.name == "rmsprop":
-            c["rho"] = col(attr(cs, "rho"))
             c["one_minus_rho"] = col([1 - r for r in attr(cs, "rho")])
             c["eps"] = col(attr(cs, "epsilon"))
             c["mu"] = col(attr(cs, "momentum"))
             c["neg_centered"] = col([-1.0 if x else 0.0 for x in attr(cs, "centered")])
         else:
             c["one_minus_b1"] = col([1 - b for b in attr(cs, "beta_1")])
-            c["b2"] = col(attr(cs, "beta_2"))
             c["one_minus_b2"] = col([1 - b for b in attr(cs, "beta_2")])
-            c["eps"] = col(attr(cs, "epsilon"))
             c["ams"] = col([1.0 if a else 0.0 for a in attr(cs, "amsgrad")])
         return c
 
     def step_coefficients(self, steps: np.ndarray, like: Tensor) -> Coefs:
         """The coefficients that change with each member's step t (1-based) — Adam's
-        bias corrections — for a round: steps [S, K] → [S, K, 1] tensors. Computed with
-        the solo optimizer's own function, in double precision as it does."""
+        bias corrections, with ε — for a round: steps [S, K] → [S, K, 1] tensors. The
+        corrections are the solo optimizer's own function's, in double precision."""
         if self.name not in ("adam", "adamw"):
             return {}
-        inv_bc2 = np.empty(steps.shape)
-        neg_step = np.empty(steps.shape)
+        root_scale = np.empty(steps.shape)  # 1/(√(1 − β₂ᵗ)·(−s)), s = lr/(1 − β₁ᵗ)
+        eps_scale = np.empty(steps.shape)  # ε/(−s)
         for k, config in enumerate(self.configs):
             assert isinstance(config, AdamConfig)
             for s, t in enumerate(steps[:, k].tolist()):
                 step_size, bc2_sqrt = optimizers._adam_scalars(config, int(t))
-                inv_bc2[s, k], neg_step[s, k] = 1 / bc2_sqrt, -step_size
+                root_scale[s, k] = 1 / bc2_sqrt / -step_size
+                eps_scale[s, k] = config.epsilon / -step_size
 
         def tensor(a: np.ndarray) -> Tensor:
             return torch.from_numpy(a).to(like.dtype).unsqueeze(-1).to(like.device)
 
-        return {"inv_bc2": tensor(inv_bc2), "neg_step": tensor(neg_step)}
+        return {"root_scale": tensor(root_scale), "eps_scale": tensor(eps_scale)}
 
     def update(self, p: Tensor, g: Tensor, slots: dict[str, Tensor], c: Coefs, work: Tensor):
         """One step for every row of p [A, P] (g is overwritten; work is scratch)."""
@@ -164,7 +163,7 @@ def rmsprop(p: Tensor, g: Tensor, s: dict[str, Tensor], c: Coefs, work: Tensor) 
     if "wd" in c:
         g.addcmul_(p, c["wd"])
     v = s["square_avg"]
-    v.mul_(c["rho"]).addcmul_(g, torch.mul(g, c["one_minus_rho"], out=work))  # ρv + (1−ρ)g²
+    v.lerp_(torch.mul(g, g, out=work), c["one_minus_rho"])  # v ← ρv + (1−ρ)g²
     if "grad_avg" in s:
         gbar = s["grad_avg"]
         gbar.lerp_(g, c["one_minus_rho"])  # ḡ ← ρḡ + (1−ρ)g
@@ -189,14 +188,15 @@ def adam(p: Tensor, g: Tensor, s: dict[str, Tensor], c: Coefs, work: Tensor) -> 
         g.addcmul_(p, c["wd"])  # g ← g + wd·p
     m, v = s["exp_avg"], s["exp_avg_sq"]
     m.lerp_(g, c["one_minus_b1"])  # m ← β₁m + (1−β₁)g
-    v.mul_(c["b2"]).addcmul_(g, torch.mul(g, c["one_minus_b2"], out=work))  # β₂v + (1−β₂)g²
+    v.lerp_(torch.mul(g, g, out=work), c["one_minus_b2"])  # v ← β₂v + (1−β₂)g²
     if "max_exp_avg_sq" in s:
         vmax = s["max_exp_avg_sq"]
         torch.maximum(vmax.mul_(c["ams"]), v, out=vmax)  # v̂ ← max(v̂, v)
         v = vmax
-    denom = torch.sqrt(v, out=work)
-    torch.addcmul(c["eps"], denom, c["inv_bc2"], out=denom)  # √v/√(1 − β₂ᵗ) + ε
-    p.addcmul_(torch.div(m, denom, out=denom), c["neg_step"])  # p ← p − lr/(1 − β₁ᵗ)·m/denom
+    # p ← p − s·m/(√v/√(1 − β₂ᵗ) + ε), s = lr/(1 − β₁ᵗ), as p + m/d with d = that root
+    # divided by −s: two scalings and one addcdiv (the solo path divides, then scales)
+    d = torch.sqrt(v, out=work).mul_(c["root_scale"]).add_(c["eps_scale"])
+    p.addcdiv_(m, d)
 
 
 _UPDATES = {"sgd": sgd, "adagrad": adagrad, "rmsprop": rmsprop, "adam": adam, "adamw": adam}

@@ -133,10 +133,15 @@ class Pack:
         steps)` runs after each step of the round; an exception it raises propagates at
         once and leaves every member consistent: `checkpoint` then resumes after that
         step, and the next `run_epoch` goes on from there."""
+        for m in self._members.values():  # a NaN/Inf in steps no round has checked yet
+            if m.status is MemberStatus.TRAINING and m.perm is not None:
+                m.check_epoch()
+        failed = [m for m in self._members.values() if m.status is MemberStatus.FAILED]
+        self._dirty = self._dirty or bool(failed)
         self._seat()
         seating = self._seating
         if seating is None:
-            return {}
+            return self._end_epochs(failed)
         for m in seating.members:
             if m.perm is None:  # its epoch begins (the solo trainer's order of draws)
                 m.perm = (
@@ -155,7 +160,7 @@ class Pack:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 self._settle(self._round, time.perf_counter() - started)
-        return self._end_epochs(seating.members)
+        return self._end_epochs([m for m in failed if m not in seating.members] + seating.members)
 
     def _settle(self, rnd: Round, seconds: float) -> None:
         """Move the round's progress into its members (also after an interrupted round)."""
@@ -169,13 +174,18 @@ class Pack:
             m.opt_step += taken
             m.epoch_seconds += seconds
             m.train_seconds += seconds
+            m.check_epoch()  # the steps since the round's last check
+            if m.status is MemberStatus.FAILED:
+                self._dirty = True
         self._round = None
 
     def _end_epochs(self, members: list[Member]) -> dict[str, EpochResult]:
         present = [m for m in members if self._members.get(m.id) is m]
         results: dict[str, EpochResult] = {}
         for m in present:
-            if m.status is MemberStatus.FAILED and m.error is not None:
+            if m.status is MemberStatus.FAILED and m.error is not None and not m.reported:
+                m.reported = True  # once, in the first result after it failed
+                self._dirty = True
                 results[m.id] = EpochResult(m.epoch + 1, {}, m.status, m.error)
         ended = [m for m in present if m.status is MemberStatus.TRAINING and m.step == m.steps]
         started = time.perf_counter()

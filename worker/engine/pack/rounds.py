@@ -170,15 +170,8 @@ class Round:
             if m.status is not MemberStatus.TRAINING:
                 continue
             s = lo + int(np.flatnonzero(bad[:, k])[0])
-            epoch, step = m.epoch + 1, m.round_start + s + 1
-            value = float(self.stats[s, 0, k])
-            m.status, m.round_cut = MemberStatus.FAILED, hi
-            m.error = TrainingError(
-                f"loss is {value} at epoch {epoch}, step {step}: training diverged "
-                "(try a lower learning rate or fit.normalize)",
-                epoch=epoch,
-                step=step,
-            )
+            m.fail(m.round_start + s + 1, float(self.stats[s, 0, k]))
+            m.round_cut = hi
             self.plan.deactivate(int(k), hi)
 
     def taken(self, m: Member) -> int:
