@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from fitq.service.db.engine import rowcount
@@ -78,11 +79,23 @@ def require_active(digest: str, stored_hash: str, revoked_at: datetime | None) -
         raise Unauthorized()
 
 
-def authenticate(session: Session, authorization: str | None) -> ApiKey:
-    """The key owning a request, from its ``Authorization: Bearer …`` header."""
+@dataclass(frozen=True)
+class Owner:
+    """The key a request is made with: its id owns what the request creates."""
+
+    id: str
+    name: str
+
+
+_KEY = select(ApiKey.id, ApiKey.name, ApiKey.key_hash, ApiKey.revoked_at)
+
+
+def authenticate(db: Session | Connection, authorization: str | None) -> Owner:
+    """The key owning a request, from its ``Authorization: Bearer …`` header
+    (one statement, on a session or on a plain connection)."""
     digest = bearer_digest(authorization)
-    found = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    found = db.execute(_KEY.where(ApiKey.key_hash == digest)).one_or_none()
     if found is None:
         raise Unauthorized()
     require_active(digest, found.key_hash, found.revoked_at)
-    return found
+    return Owner(found.id, found.name)

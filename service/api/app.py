@@ -43,6 +43,9 @@ from fitq.service.store import ArtifactStore
 
 log = logging.getLogger("fitq.api")
 
+ROUTERS = (ops.router, datasets.router, jobs.router, events.router)
+"""Every router of the API (the dashboard's page and files are mounted apart)."""
+
 SCHEMA_BEHIND = ops.SCHEMA_BEHIND
 DATABASE_UNAVAILABLE = ops.DATABASE_UNAVAILABLE
 
@@ -83,10 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(metrics.MetricsMiddleware)
 
-    app.include_router(ops.router)
-    app.include_router(datasets.router)
-    app.include_router(jobs.router)
-    app.include_router(events.router)
+    for router in ROUTERS:
+        app.include_router(router)
     dashboard.mount(app)
     _document_job_spec(app)
     return app

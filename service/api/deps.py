@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from fitq.service import auth
 from fitq.service.datasets import service as datasets
-from fitq.service.db.models import ApiKey, Dataset, Job
+from fitq.service.db.engine import reading
+from fitq.service.db.models import Dataset, Job
 from fitq.service.errors import InvalidInput, PayloadTooLarge
 from fitq.service.jobs import read
 from fitq.service.settings import Settings
@@ -37,8 +38,17 @@ def get_store(request: Request) -> ArtifactStore:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """One session per request, committed when the route returns (before the
-    response is sent: scope "function"), rolled back when it raises."""
+    """The request's session, and its one commit point: committed once the
+    route has returned (scope "function": before the response is sent),
+    rolled back when it raised.
+
+    Nothing between the route and this commit may wait for the thread pool
+    (FastAPI runs this exit on a thread of its own): routes return a
+    ``Response`` (``json_response``), so FastAPI has no model to serialize on
+    a pool thread first. A transaction that holds a lock (the insert that 49
+    concurrent same-key submissions wait on) then always reaches its commit,
+    instead of queueing behind the threads blocked on that very lock.
+    """
     session: Session = request.app.state.session_factory()
     try:
         yield session
@@ -48,20 +58,6 @@ def get_session(request: Request) -> Iterator[Session]:
         raise
     finally:
         session.close()
-
-
-T = TypeVar("T")
-
-
-def committed(session: Session, result: T) -> T:
-    """Commit a writing route's transaction in the route's own thread.
-
-    The session dependency's commit runs after FastAPI's next hop through
-    the thread pool; a transaction still holding a row or index lock then
-    (an insert that concurrent same-key submissions wait on) can starve the
-    pool: every thread blocked on the lock, none left to release it."""
-    session.commit()
-    return result
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -79,19 +75,16 @@ own statement: the same declaration as ``BearerDep`` without a dependency to
 solve on every request."""
 
 
-def get_owner(request: Request, session: SessionDep, _credentials: BearerDep) -> ApiKey:
-    """The key of the request (401 without a valid one).
-
-    The read transaction ends here: on SQLite every transaction takes the
-    write lock (BEGIN IMMEDIATE), and an upload must not hold it while its
-    body streams in.
-    """
-    key = auth.authenticate(session, request.headers.get("authorization"))
-    session.commit()
-    return key
+def get_owner(request: Request, _credentials: BearerDep) -> auth.Owner:
+    """The key of the request (401 without a valid one), read on a connection
+    of its own without a transaction: on SQLite a transaction takes the write
+    lock (BEGIN IMMEDIATE), and an upload must not hold it while its body
+    streams in."""
+    with reading(request.app.state.engine) as connection:
+        return auth.authenticate(connection, request.headers.get("authorization"))
 
 
-OwnerDep = Annotated[ApiKey, Depends(get_owner)]
+OwnerDep = Annotated[auth.Owner, Depends(get_owner)]
 
 MAX_JSON_BODY_BYTES = 16 * 1024 * 1024
 """Largest JSON body (a job spec, a Keras model JSON included), in bytes."""

@@ -3,6 +3,7 @@ JSON bodies sent as they are."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Response
@@ -33,7 +34,16 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def json_response(body: BaseModel, status_code: int = 200) -> Response:
-    """``body`` as JSON, serialized once by pydantic: FastAPI would validate a
-    returned model against the ``response_model`` again before serializing it."""
-    return Response(body.model_dump_json(), status_code=status_code, media_type="application/json")
+def json_response(
+    body: BaseModel, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """``body`` as JSON, serialized once by pydantic. Every route returns its
+    ``Response`` so: FastAPI would validate a returned model against the
+    ``response_model`` again, on a thread of the pool, before the session
+    dependency's commit (see ``deps.get_session``)."""
+    return Response(
+        body.model_dump_json(),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )

@@ -27,6 +27,7 @@ from fitq.service import paging
 from fitq.service.datasets import builtin, ingest, npz
 from fitq.service.datasets.formats import client_name
 from fitq.service.datasets.shape import DataShape, TaskKind
+from fitq.service.db.engine import after_commit
 from fitq.service.db.models import TERMINAL_STATUSES, Dataset, Job, utcnow
 from fitq.service.errors import Conflict, InvalidInput, NotFound
 from fitq.service.paging import Page
@@ -261,8 +262,9 @@ def delete_dataset(session: Session, store: ArtifactStore, row: Dataset) -> None
 
     The row is deleted first and the jobs checked after, in one transaction:
     on PostgreSQL a concurrent submission holds the row ``FOR SHARE``, so one
-    of the two waits and sees the other. The files are removed after the
-    commit, so a crash leaves orphan files at worst, never a row without files.
+    of the two waits and sees the other. The files are removed once the
+    caller's transaction has committed (``engine.after_commit``), so a crash
+    leaves orphan files at worst, never a row without files.
     """
     if is_builtin(row):
         raise Conflict(f"dataset {row.id!r} is built in and cannot be deleted")
@@ -287,9 +289,8 @@ def delete_dataset(session: Session, store: ArtifactStore, row: Dataset) -> None
             "cancel the job or wait for it to end"
         )
     shared = session.scalar(select(exists().where(Dataset.storage_key == storage_key)))
-    session.commit()
     if not shared:
-        store.delete_prefix(storage_key)
+        after_commit(session, lambda: store.delete_prefix(storage_key))
     log.info("dataset deleted", extra={"action": "delete", "dataset_id": dataset_id})
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import Connection, CursorResult, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from fitq.service.settings import POOL_SIZE
 
@@ -139,6 +139,29 @@ def transaction(url: str) -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on error."""
     with session_factory(url).begin() as session:
         yield session
+
+
+_AFTER_COMMIT = "fitq_after_commit"
+
+
+def after_commit(session: Session, action: Callable[[], None]) -> None:
+    """Run ``action`` once the session's transaction has committed, and never
+    if it rolls back: for what must follow durable data and not precede it
+    (removing the files of a deleted row)."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(action)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    for action in session.info.pop(_AFTER_COMMIT, ()):
+        action()
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_after_commit(session: Session, transaction: SessionTransaction) -> None:
+    """The outermost transaction ended (after the commit ran them, or rolled back): none left."""
+    if transaction.parent is None:
+        session.info.pop(_AFTER_COMMIT, None)
 
 
 def rowcount(result: Any) -> int:

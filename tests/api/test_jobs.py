@@ -152,8 +152,9 @@ class TestIdempotency:
         self, api: Api, database_url: str
     ) -> None:
         headers = {**api.headers, "Idempotency-Key": "race"}
-        # More than the API's 40 pool threads: the first insert's transaction must end
-        # in its own thread, or the other submissions, blocked on its lock, starve it.
+        # More than the API's threads (FITQ_API_THREADS): the first insert's transaction
+        # must commit without waiting for one, or the other submissions, blocked on its
+        # lock, starve it (see deps.get_session).
         submissions = 50
         responses = await asyncio.gather(
             *(api.post("/v1/jobs", json=spec(), headers=headers) for _ in range(submissions))

@@ -1,4 +1,5 @@
-"""The per-process engine cache (``service.db.engine.engine_for``)."""
+"""``service/db/engine.py``: the per-process engine cache, connection time-outs,
+actions after a commit."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from sqlalchemy import text
 from fitq.service.db.engine import (
     MAX_ENGINES,
     POSTGRES_CONNECT_TIMEOUT_SECONDS,
+    after_commit,
     engine_for,
     make_engine,
+    session_factory,
 )
 
 
@@ -41,3 +44,29 @@ def test_postgresql_connections_give_up_after_a_timeout() -> None:
     given = make_engine("postgresql://fitq@db.invalid/fitq?connect_timeout=3")
     _, options = given.dialect.create_connect_args(given.url)
     assert int(options["connect_timeout"]) == 3
+
+
+class TestAfterCommit:
+    """``after_commit``: an action that must follow durable data, not precede it."""
+
+    def test_runs_once_the_transaction_commits(self, tmp_path: Path) -> None:
+        ran: list[str] = []
+        with session_factory(f"sqlite:///{tmp_path / 'fitq.db'}")() as session:
+            session.execute(text("select 1"))
+            after_commit(session, lambda: ran.append("action"))
+            assert ran == []
+            session.commit()
+            assert ran == ["action"]
+            session.execute(text("select 1"))
+            session.commit()
+        assert ran == ["action"]
+
+    def test_is_dropped_with_a_rollback(self, tmp_path: Path) -> None:
+        ran: list[str] = []
+        with session_factory(f"sqlite:///{tmp_path / 'fitq.db'}")() as session:
+            session.execute(text("select 1"))
+            after_commit(session, lambda: ran.append("action"))
+            session.rollback()
+            session.execute(text("select 1"))
+            session.commit()
+        assert ran == []

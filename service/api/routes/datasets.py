@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from fitq.service.api.deps import DatasetDep, OwnerDep, SessionDep, SettingsDep, StoreDep
-from fitq.service.api.responses import errors
+from fitq.service.api.responses import errors, json_response
 from fitq.service.api.schemas import DatasetPublic
 from fitq.service.api.upload import FILE_FIELD, receive_upload
 from fitq.service.datasets import service as datasets
@@ -60,7 +60,7 @@ UPLOAD_BODY: dict[str, Any] = {
 )
 async def upload_dataset(
     request: Request, owner: OwnerDep, session: SessionDep, store: StoreDep, settings: SettingsDep
-) -> DatasetPublic:
+) -> Response:
     """Upload a dataset (streamed; over the upload limit it is a 413)."""
     upload = await receive_upload(request, max_file_bytes=settings.max_upload_bytes)
     try:
@@ -82,7 +82,7 @@ async def upload_dataset(
             max_cells=settings.max_dataset_cells,
             max_uncompressed_bytes=settings.max_npz_uncompressed_bytes,
         )
-        return DatasetPublic.of(row)
+        return json_response(DatasetPublic.of(row), 201)
     finally:
         upload.remove()
 
@@ -93,15 +93,16 @@ def list_datasets(
     session: SessionDep,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
-) -> Page[DatasetPublic]:
+) -> Response:
     """The built-in datasets, then yours, newest first."""
-    return datasets.list_page(session, owner.id, cursor, limit).map(DatasetPublic.of)
+    page = datasets.list_page(session, owner.id, cursor, limit)
+    return json_response(page.map(DatasetPublic.of))
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=errors(401, 404))
-def read_dataset(dataset: DatasetDep) -> DatasetPublic:
+def read_dataset(dataset: DatasetDep) -> Response:
     """One dataset."""
-    return DatasetPublic.of(dataset)
+    return json_response(DatasetPublic.of(dataset))
 
 
 @router.delete(

@@ -17,9 +17,8 @@ from fitq.service.api.deps import (
     SessionDep,
     SettingsDep,
     StoreDep,
-    committed,
 )
-from fitq.service.api.responses import errors
+from fitq.service.api.responses import errors, json_response
 from fitq.service.api.schemas import (
     DB_INT_MAX,
     History,
@@ -52,7 +51,6 @@ def submit_job(
     body: JsonBody,
     session: SessionDep,
     settings: SettingsDep,
-    response: Response,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -61,7 +59,7 @@ def submit_job(
             description="The same key and body return the same job (200); another body is a 409.",
         ),
     ] = None,
-) -> JobPublic:
+) -> Response:
     """Validate a spec against its datasets and queue it."""
     job, created = submission.submit(
         session,
@@ -72,9 +70,11 @@ def submit_job(
         max_parameters=settings.max_parameters,
         max_queued_jobs=settings.max_queued_jobs_per_key,
     )
-    response.status_code = 201 if created else 200
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return committed(session, read.publics(session, [job])[0])
+    return json_response(
+        read.publics(session, [job])[0],
+        201 if created else 200,
+        headers={"Location": f"/v1/jobs/{job.id}"},
+    )
 
 
 @router.get("", response_model=Page[JobPublic], responses=errors(401, 422))
@@ -84,10 +84,12 @@ def list_jobs(
     status: JobStatus | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
-) -> Page[JobPublic]:
+) -> Response:
     """Your jobs, newest first."""
     page = read.list_page(session, owner.id, status=status, cursor=cursor, limit=limit)
-    return Page(items=read.publics(session, page.items), next_cursor=page.next_cursor)
+    return json_response(
+        Page[JobPublic](items=read.publics(session, page.items), next_cursor=page.next_cursor)
+    )
 
 
 @router.get(
@@ -125,11 +127,11 @@ async def job_history(
 @router.post(
     "/{job_id}/cancel", status_code=202, response_model=JobPublic, responses=errors(401, 404)
 )
-def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
+def cancel_job(job: JobDep, session: SessionDep) -> Response:
     """Cancel: a queued job at once, a running one at its next step (idempotent)."""
     queue.request_cancel(session, job.id)
     session.refresh(job)
-    return committed(session, read.publics(session, [job])[0])
+    return json_response(read.publics(session, [job])[0], 202)
 
 
 @router.get(
@@ -160,12 +162,10 @@ def download_model(job: JobDep, store: StoreDep) -> Response:
     response_model=Prediction,
     responses=errors(400, 401, 404, 409, 413, 422),  # 400: FastAPI's, for a body that is not text
 )
-def predict(
-    body: PredictRequest, job: JobDep, store: StoreDep, settings: SettingsDep
-) -> Prediction:
+def predict(body: PredictRequest, job: JobDep, store: StoreDep, settings: SettingsDep) -> Response:
     """Apply the trained model to rows of features."""
     result = prediction.predict(store, job, body.inputs, max_rows=settings.max_predict_rows)
-    return Prediction(**result)
+    return json_response(Prediction(**result))
 
 
 def _safe_filename(name: str) -> str:

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from fitq.service import metrics
 from fitq.service.api.deps import SettingsDep
-from fitq.service.api.responses import errors
+from fitq.service.api.responses import errors, json_response
 from fitq.service.api.schemas import Health
 from fitq.service.db import migrate
 
@@ -23,9 +23,9 @@ RETRY_AFTER_SECONDS = 2
 
 
 @router.get("/healthz", response_model=Health)
-def healthz() -> Health:
+def healthz() -> Response:
     """Liveness: the process answers."""
-    return Health(status="ok")
+    return json_response(Health(status="ok"))
 
 
 @router.get("/readyz", response_model=Health, responses=errors(503))
