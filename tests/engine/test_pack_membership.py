@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fitq.worker.engine import ConfigError, Trainer, TrainingError
+from fitq.worker.engine import ConfigError, DataError, Trainer, TrainingError
 from fitq.worker.engine.pack import MemberStatus, Pack, compatibility_key
 from tests.engine.helpers import assert_weights_equal, dense, spec, without_timing
 from tests.engine.pack_helpers import ROWS, assert_close_weights, data, solo64
@@ -90,7 +90,6 @@ class TestFailure:
         _finish(without)
         _same_runs(with_bad, without, ["m0", "m1"])
 
-
     def test_a_nan_in_an_interrupted_round_is_found_when_the_epoch_ends(self):
         bad, x, y = self._diverging()  # its loss is NaN from step 2 on
         pack = Pack("cpu")
@@ -117,6 +116,21 @@ class TestRemove:
         _finish(pack)
         _finish(reference)
         _same_runs(pack, reference, ["m0", "m2"])
+
+    def test_odd_batch_sizes_too(self):
+        """Batches of 7 rows through a 64 → 10 layer: shapes where MKL's batched GEMM rounds
+        a matrix differently in different packs unless the batch width is padded."""
+
+        def run(ids: list[int]) -> Pack:
+            pack = Pack("cpu")
+            for i in ids:
+                s = spec(layers=[dense(64, "relu"), dense(10, "softmax")], seed=i, batch_size=7)
+                pack.add(f"m{i}", s, *data(ROWS[i], i, classes=10))
+            _finish(pack)
+            return pack
+
+        _same_runs(run([0, 1, 2]), run([0, 2]), ["m0", "m2"])
+        _same_runs(run([2]), run([0, 2]), ["m2"])
 
     def test_in_the_middle_of_a_round_it_stops_at_once(self):
         pack, reference = _pack([0, 1, 2]), _pack([0, 2])
@@ -157,6 +171,16 @@ class TestAdd:
         _finish(pack)
         _finish(reference)
         _same_runs(pack, reference, ["m0", "m1", "m2"])
+
+    def test_a_member_refused_for_its_data_leaves_the_pack_as_it_was(self):
+        pack = Pack("cpu")
+        x, y = data(20, 0)
+        with pytest.raises(DataError, match="labels"):
+            pack.add("bad", _spec(0), x, y + 5)
+        assert pack.members == () and pack.key is None
+        other = spec(layers=[dense(4, "tanh"), dense(3, "softmax")])
+        pack.add("m0", other, x, y)
+        assert pack.key == compatibility_key(other)
 
     def test_only_compatible_specs_join(self):
         pack = _pack([0])

@@ -33,10 +33,12 @@ hyperparameter a [K, 1] column. No autograd: `torch.no_grad()` throughout.
   into a pack of the same members it continues bit for bit on the CPU.
 - `export(id)` is the solo safetensors layout (`layers.{i}.kernel` [in, out], …).
 
-On the CPU a member's results do not depend on which other members share its pack
-(nor on its row) as long as the pack has two or more members: MKL's batched GEMM
-computes each matrix alone. A pack of one goes through MKL's single-matrix path and
-may differ from it in the last bits.
+On the CPU a member's results do not depend on which other members share its pack, nor
+on its row: every tensor of a member's row starts 64-byte aligned and the batch width is
+a multiple of 8, the conditions under which MKL's batched GEMMs were seen to round each
+matrix the same way whatever the batch (tests/engine/test_pack_membership.py checks it).
+The one exception: with `batch_size: null` the width is the largest member's training
+set, so a member's last bits may change when the largest one leaves.
 
 TODO(cuda-graph): capture a pack step in a CUDA graph (per pack shape: K, B) as the solo
 trainer does (`_StepGraph`). What it needs: the step's gathers read `plan.idx[s]`, Adam's

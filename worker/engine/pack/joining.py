@@ -28,14 +28,15 @@ def new_member(
     spec: Mapping[str, Any],
     data: tuple[Any, Any, tuple[Any, Any] | None],
     keys: tuple[Hashable | None, Hashable | None],
-    host: solo.Trainer,
+    loss: str,
     net: Network,
     store: Store,
     like: Tensor,
     metrics: int,
 ) -> Member:
-    """The member of `spec` trained on data = (x, y, validation), its rows put in `store`
-    under keys = (dataset_key, validation_key) (None: rows of its own)."""
+    """The member of `spec` trained on data = (x, y, validation) with the pack's `loss`
+    (its name), its rows put in `store` under keys = (dataset_key, validation_key)
+    (None: rows of its own). As the solo `inputs.prepare`, with the rows shared."""
     x, y, validation = data
     fit = solo.fit_config(spec["fit"])
     config = optimizers.make_config(spec["compile"]["optimizer"])
@@ -45,7 +46,8 @@ def new_member(
     n_train = fit.train_rows(n, validation is not None)
     if n_train < 1:
         raise DataError(f"validation_split leaves no training rows out of {n}")
-    ya = solo.targets(host, y, n, "y")
+    k, cpu = net.output_dim, torch.device("cpu")
+    ya = solo.targets(y, n, "y", loss, k, cpu)
     norm = solo.normalization(xa[:n_train]) if fit.normalize else None
     dataset = keys[0] if keys[0] is not None else ("own", next(_unique))
     # the rows as trained on: raw, or normalized with the stats of these training rows
@@ -56,7 +58,7 @@ def new_member(
     val_start, val_rows = n_train, n - n_train
     if validation is not None:
         xv = check_features(validation[0], net.input_dim, "validation x")
-        yv = solo.targets(host, validation[1], xv.shape[0], "validation y")
+        yv = solo.targets(validation[1], xv.shape[0], "validation y", loss, k, cpu)
         vset = keys[1] if keys[1] is not None else ("own", next(_unique))
         val_key, val_start, val_rows = (vset, train_key if norm else None), 0, xv.shape[0]
         if val_key not in store:
@@ -90,4 +92,4 @@ def new_member(
 
 def _normalized(x: Tensor, norm: tuple[Tensor, Tensor] | None) -> Tensor:
     """fit.normalize as the solo run does it, once, to the resident rows (float32)."""
-    return x if norm is None else (x - norm[0]).div_(norm[1])
+    return x if norm is None else solo.normalized(x, norm)

@@ -37,7 +37,7 @@ class Pack:
 
     def __init__(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         self.device, self.dtype = torch.device(device), dtype
-        self.key: str | None = None  # the members' compatibility key (the first one's)
+        self.key: str | None = None  # the members' compatibility key
         self._members: dict[str, Member] = {}
         self._seating: Seating | None = None
         self._round: Round | None = None
@@ -90,17 +90,16 @@ class Pack:
         key = compatibility_key(spec)
         if key is None:
             raise ConfigError("this spec does not train in a pack (batch_normalization)")
-        if self.key is None:
+        if not self._members:  # an empty pack takes the structure of its next member
             self._setup(spec)
         elif key != self.key:
             raise ConfigError(f"member {member_id!r} is not compatible with the pack")
-        self.key = key
         m = joining.new_member(
             member_id,
             spec,
             (x, y, validation),
             (dataset_key, validation_key),
-            self._host,
+            self._host.loss.name,
             self.net,
             self._store,
             self._like,
@@ -111,6 +110,7 @@ class Pack:
         if m.done:
             self._finish(m)
         self._members[member_id] = m
+        self.key = key
         self._dirty = True
         return m.status
 

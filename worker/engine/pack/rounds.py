@@ -28,7 +28,7 @@ from fitq.worker.engine.pack.member import Member, MemberStatus
 from fitq.worker.engine.pack.network import Context, Network
 from fitq.worker.engine.pack.objectives import Loss, Metric, masked_sum
 from fitq.worker.engine.pack.optim import PackedOptimizer, own_slots, slot_init
-from fitq.worker.engine.trainer import NONFINITE_CHECK_STEPS
+from fitq.worker.engine.pack.solo import NONFINITE_CHECK_STEPS
 
 StepHook = Callable[[int, int], None]  # (round step, round steps), 1-based
 
@@ -61,7 +61,9 @@ class Seating:
         net.bind(self.params, self.grads)
         net.set_members([m.spec["model"] for m in members], like)
         self.coefs = self.opt.coefficients(like)
-        self.width = max(m.batch_size for m in members)  # B: rows per member and step
+        # B: rows per member and step, a multiple of 8 (MKL rounds some GEMMs of odd row
+        # counts differently in different packs; padding rows cost nothing in the results)
+        self.width = -(-max(m.batch_size for m in members) // 8) * 8
         self.generators = [m.dropout_gen for m in members]
         self._batch: tuple[Tensor, Tensor] | None = None
 
