@@ -20,8 +20,7 @@ from pydantic import BaseModel
 from sqlalchemy import BindParameter, Connection, Row, and_, bindparam, select
 
 from fitq.service import auth
-from fitq.service.api.responses import json_response
-from fitq.service.api.schemas import History, JobPublic
+from fitq.service.api.schemas import History, JobPublic, json_response
 from fitq.service.db.engine import reading
 from fitq.service.db.models import EVENT_STATUS, ApiKey, Job, JobEpoch, JobEvent
 from fitq.service.errors import Unauthorized

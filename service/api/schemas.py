@@ -1,11 +1,13 @@
 """The API's response bodies (and the predict request), so that the OpenAPI
-document says exactly what a client gets."""
+document says exactly what a client gets; :func:`json_response` sends one."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from fitq.service.db.models import Dataset
@@ -180,3 +182,18 @@ class Prediction(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+def json_response(
+    body: BaseModel, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """``body`` as JSON, serialized once by pydantic. Every route returns its
+    ``Response`` so: FastAPI would validate a returned model against the
+    ``response_model`` again, on a thread of the pool, before the session
+    dependency's commit (see ``deps.get_session``)."""
+    return Response(
+        body.model_dump_json(),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from fitq.service import queue
-from fitq.service.api import events_stream
+from fitq.service.api import sse
 from fitq.service.client import ServerEvent, parse_sse
 from fitq.service.db.engine import session_factory, transaction
 from fitq.service.db.models import JobEvent, utcnow
@@ -238,39 +238,39 @@ class TestJobStream:
 class TestStreamLoop:
     """The generator itself, over a scripted reader and a fake clock."""
 
-    async def collect(self, ticks: list[events_stream.Tick], **kw: Any) -> list[str]:
+    async def collect(self, ticks: list[sse.Tick], **kw: Any) -> list[str]:
         seen: list[tuple[int, set[int]]] = []
         clock = iter(range(0, 1000, 10))
 
-        def read(after: int, skip: set[int]) -> events_stream.Tick:
+        def read(after: int, skip: set[int]) -> sse.Tick:
             seen.append((after, skip))
             return ticks.pop(0)
 
         chunks = [
             chunk
-            async for chunk in events_stream.stream(
+            async for chunk in sse.stream(
                 read, 0, poll_seconds=0, clock=lambda: float(next(clock)), **kw
             )
         ]
         self.seen = seen
         return chunks
 
-    def event(self, event_id: int) -> events_stream.Event:
-        return events_stream.Event(event_id, "j", "epoch", {"epoch": event_id}, utcnow())
+    def event(self, event_id: int) -> sse.Event:
+        return sse.Event(event_id, "j", "epoch", {"epoch": event_id}, utcnow())
 
     async def test_an_idle_stream_sends_keep_alive_comments(self) -> None:
-        ticks = [events_stream.Tick([]) for _ in range(3)] + [events_stream.Tick([], None, True)]
+        ticks = [sse.Tick([]) for _ in range(3)] + [sse.Tick([], None, True)]
         chunks = await self.collect(ticks, keepalive_seconds=10)  # the clock ticks by 10
         assert chunks[0].startswith("retry:")
         assert chunks.count(": keep-alive\n\n") == 3
 
     async def test_a_late_commit_below_a_sent_id_is_sent_once(self) -> None:
         ticks = [
-            events_stream.Tick([self.event(2)]),
-            events_stream.Tick([self.event(1)]),  # id 1 committed after id 2 was sent
-            events_stream.Tick([]),
-            events_stream.Tick([]),
-            events_stream.Tick([], None, True),
+            sse.Tick([self.event(2)]),
+            sse.Tick([self.event(1)]),  # id 1 committed after id 2 was sent
+            sse.Tick([]),
+            sse.Tick([]),
+            sse.Tick([], None, True),
         ]
         chunks = await self.collect(ticks, keepalive_seconds=1000, settle_seconds=15)
         assert [c.split("\n")[0] for c in chunks if c.startswith("id:")] == ["id: 2", "id: 1"]
@@ -285,8 +285,8 @@ async def test_the_all_jobs_stream_carries_every_job_of_the_key_only(
     mine = [await submit(client, owner) for _ in range(2)]
     other = make_owner()
     await submit(client, other)
-    read = events_stream.owner_reader(session_factory(database_url), owner.id)
-    chunks = events_stream.stream(read, 0, poll_seconds=0)
+    read = sse.owner_reader(session_factory(database_url), owner.id)
+    chunks = sse.stream(read, 0, poll_seconds=0)
     received: list[ServerEvent] = []
     async for chunk in chunks:
         received += events_of(chunk)

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from fitq.service.api.deps import DatasetDep, OwnerDep, SessionDep, SettingsDep, StoreDep
-from fitq.service.api.responses import errors, json_response
-from fitq.service.api.schemas import DatasetPublic
+from fitq.service.api.errors import error_responses
+from fitq.service.api.schemas import DatasetPublic, json_response
 from fitq.service.api.upload import FILE_FIELD, receive_upload
 from fitq.service.datasets import service as datasets
 from fitq.service.paging import Page
@@ -56,7 +56,7 @@ UPLOAD_BODY: dict[str, Any] = {
     status_code=201,
     response_model=DatasetPublic,
     openapi_extra=UPLOAD_BODY,
-    responses=errors(401, 413, 422),
+    responses=error_responses(401, 413, 422),
 )
 async def upload_dataset(
     request: Request, owner: OwnerDep, session: SessionDep, store: StoreDep, settings: SettingsDep
@@ -87,7 +87,7 @@ async def upload_dataset(
         upload.remove()
 
 
-@router.get("", response_model=Page[DatasetPublic], responses=errors(401, 422))
+@router.get("", response_model=Page[DatasetPublic], responses=error_responses(401, 422))
 def list_datasets(
     owner: OwnerDep,
     session: SessionDep,
@@ -99,14 +99,17 @@ def list_datasets(
     return json_response(page.map(DatasetPublic.of))
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic, responses=errors(401, 404))
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=error_responses(401, 404))
 def read_dataset(dataset: DatasetDep) -> Response:
     """One dataset."""
     return json_response(DatasetPublic.of(dataset))
 
 
 @router.delete(
-    "/{dataset_id}", status_code=204, response_class=Response, responses=errors(401, 404, 409)
+    "/{dataset_id}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(401, 404, 409),
 )
 def delete_dataset(dataset: DatasetDep, session: SessionDep, store: StoreDep) -> Response:
     """Delete an upload (409 while a job that has not ended uses it, or for a built-in)."""

@@ -18,7 +18,7 @@ from fitq.service.api.deps import (
     SettingsDep,
     StoreDep,
 )
-from fitq.service.api.responses import errors, json_response
+from fitq.service.api.errors import error_responses
 from fitq.service.api.schemas import (
     DB_INT_MAX,
     History,
@@ -26,6 +26,7 @@ from fitq.service.api.schemas import (
     JobStatus,
     Prediction,
     PredictRequest,
+    json_response,
 )
 from fitq.service.jobs import prediction, read, submission
 from fitq.service.paging import Page
@@ -43,7 +44,7 @@ MAX_IDEMPOTENCY_KEY_CHARS = 200
     response_model=JobPublic,
     responses={
         200: {"model": JobPublic, "description": "A replay: the job this Idempotency-Key made."},
-        **errors(401, 404, 409, 422, 429),
+        **error_responses(401, 404, 409, 422, 429),
     },
 )
 def submit_job(
@@ -77,7 +78,7 @@ def submit_job(
     )
 
 
-@router.get("", response_model=Page[JobPublic], responses=errors(401, 422))
+@router.get("", response_model=Page[JobPublic], responses=error_responses(401, 422))
 def list_jobs(
     owner: OwnerDep,
     session: SessionDep,
@@ -95,7 +96,7 @@ def list_jobs(
 @router.get(
     "/{job_id}",
     response_model=JobPublic,
-    responses=errors(401, 404),
+    responses=error_responses(401, 404),
     openapi_extra=BEARER_SECURITY,
 )
 async def read_job(job_id: str, request: Request) -> Response:
@@ -108,7 +109,7 @@ async def read_job(job_id: str, request: Request) -> Response:
 @router.get(
     "/{job_id}/metrics",
     response_model=History,
-    responses=errors(401, 404, 422),
+    responses=error_responses(401, 404, 422),
     openapi_extra=BEARER_SECURITY,
 )
 async def job_history(
@@ -125,7 +126,10 @@ async def job_history(
 
 
 @router.post(
-    "/{job_id}/cancel", status_code=202, response_model=JobPublic, responses=errors(401, 404)
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=JobPublic,
+    responses=error_responses(401, 404),
 )
 def cancel_job(job: JobDep, session: SessionDep) -> Response:
     """Cancel: a queued job at once, a running one at its next step (idempotent)."""
@@ -143,7 +147,7 @@ def cancel_job(job: JobDep, session: SessionDep) -> Response:
             "description": "safetensors: layers.{i}.kernel [in, out], layers.{i}.bias; the spec "
             "in the metadata key fitq_spec.",
         },
-        **errors(401, 404, 409),
+        **error_responses(401, 404, 409),
     },
 )
 def download_model(job: JobDep, store: StoreDep) -> Response:
@@ -160,7 +164,9 @@ def download_model(job: JobDep, store: StoreDep) -> Response:
 @router.post(
     "/{job_id}/predict",
     response_model=Prediction,
-    responses=errors(400, 401, 404, 409, 413, 422),  # 400: FastAPI's, for a body that is not text
+    responses=error_responses(
+        400, 401, 404, 409, 413, 422
+    ),  # 400: FastAPI's, for a body that is not text
 )
 def predict(body: PredictRequest, job: JobDep, store: StoreDep, settings: SettingsDep) -> Response:
     """Apply the trained model to rows of features."""

@@ -1,4 +1,4 @@
-"""Probes and metrics: /healthz, /readyz, /metrics (no key needed)."""
+"""Probes and Prometheus: /healthz, /readyz, /metrics (no key needed)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,18 @@ import logging
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from fitq.service import metrics
 from fitq.service.api.deps import SettingsDep
-from fitq.service.api.responses import errors, json_response
-from fitq.service.api.schemas import Health
+from fitq.service.api.errors import (
+    RETRY_AFTER_SECONDS,
+    SCHEMA_BEHIND,
+    error_responses,
+)
+from fitq.service.api.prometheus import CONTENT_TYPE, render
+from fitq.service.api.schemas import Health, json_response
 from fitq.service.db import migrate
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("fitq.api")
-
-SCHEMA_BEHIND = "database schema is not up to date; run `fitq db upgrade`"
-DATABASE_UNAVAILABLE = "database unavailable; retry shortly"
-RETRY_AFTER_SECONDS = 2
-"""What a 503 for an unreachable database tells clients to wait (``Retry-After``)."""
 
 
 @router.get("/healthz", response_model=Health)
@@ -28,7 +27,7 @@ def healthz() -> Response:
     return json_response(Health(status="ok"))
 
 
-@router.get("/readyz", response_model=Health, responses=errors(503))
+@router.get("/readyz", response_model=Health, responses=error_responses(503))
 def readyz(settings: SettingsDep) -> Response:
     """Readiness: the database answers and its schema is at the newest migration."""
     url = settings.resolved_database_url
@@ -49,10 +48,10 @@ def readyz(settings: SettingsDep) -> Response:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {metrics.CONTENT_TYPE: {}}, "description": "Prometheus text."}},
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text."}},
 )
 def prometheus(request: Request, settings: SettingsDep) -> Response:
     """Prometheus metrics: requests, the queue, job counters, epoch durations, worker heartbeats."""
     with request.app.state.session_factory() as session:
-        body = metrics.render(session, lease_seconds=settings.lease_seconds)
-    return Response(content=body, media_type=metrics.CONTENT_TYPE)
+        body = render(session, lease_seconds=settings.lease_seconds)
+    return Response(content=body, media_type=CONTENT_TYPE)

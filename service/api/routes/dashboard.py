@@ -1,5 +1,5 @@
 """The web dashboard: ``/`` is its page, ``/static/…`` its files
-(``service/static/``, shipped with the package; nothing loaded from elsewhere)."""
+(``service/api/static/``, shipped with the package; nothing loaded from elsewhere)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 
 router = APIRouter(include_in_schema=False)
 
@@ -20,6 +20,6 @@ def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-def mount(app: FastAPI) -> None:
-    app.include_router(router)
+def mount_static(app: FastAPI) -> None:
+    """Serve the dashboard's files under ``/static``."""
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,4 +1,6 @@
-"""Prometheus metrics of the API.
+"""The Prometheus text of ``GET /metrics``. (Everywhere else in fitq, "metrics"
+are a model's Keras metrics: the spec's ``compile.metrics`` and their values
+in the job and its History.)
 
 - ``fitq_http_requests_total{method, route, status}`` and
   ``fitq_http_request_duration_seconds{method, route}``: by route *template*
@@ -56,7 +58,7 @@ from fitq.service.db.models import (
     utcnow,
 )
 
-log = logging.getLogger("fitq.metrics")
+log = logging.getLogger("fitq.prometheus")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED = "unmatched"
@@ -194,7 +196,7 @@ def render(session: Session, *, lease_seconds: float, now: datetime | None = Non
     return generate_latest(REGISTRY) + from_database
 
 
-class MetricsMiddleware:
+class PrometheusMiddleware:
     """Counts and times every HTTP request (pure ASGI, so streamed bodies pass through)."""
 
     def __init__(self, app: ASGIApp):
