@@ -164,7 +164,7 @@ class TestAdd:
         pack = Pack("cpu")
         for i in range(3):
             pack.add(f"m{i}", _spec(i), x, y, dataset_key="digits")
-        assert len(pack._store._entries) == 1  # one copy of the rows on the device
+        assert pack.resident_rows == 48  # one copy of the rows on the device
         reference = _pack([])
         for i in range(3):
             reference.add(f"m{i}", _spec(i), x, y)

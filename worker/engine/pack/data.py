@@ -36,6 +36,11 @@ class Store:
     def __contains__(self, key: Hashable) -> bool:
         return key in self._entries
 
+    @property
+    def rows(self) -> int:
+        """Rows held, over all entries."""
+        return sum(x.shape[0] for x, _ in self._entries.values())
+
     def put(self, key: Hashable, x: Tensor, y: Tensor) -> None:
         """Hold rows x [n, f] (float32, CPU) and targets y [n, t] under `key`, once."""
         if key in self._entries:

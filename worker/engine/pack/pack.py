@@ -52,6 +52,11 @@ class Pack:
         """Every member's id, training or done (until removed), in the order added."""
         return tuple(self._members)
 
+    @property
+    def resident_rows(self) -> int:
+        """Data rows the pack holds on its device (members naming one dataset share them)."""
+        return self._store.rows
+
     def status(self, member_id: str) -> MemberStatus:
         return self._member(member_id).status
 
