@@ -1,4 +1,5 @@
-"""Every change of a job's status, and every write a worker makes for a job.
+"""Every write of a job's status (its first ``queued`` row included), and every
+write a worker makes for a job.
 
 Each function is one guarded statement. Worker writes are *fenced*: their
 WHERE clause carries the job id, ``status = 'running'`` and the attempt the
@@ -50,7 +51,6 @@ from fitq.service.db.models import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
-    TERMINAL_STATUSES,
     ExecutionLog,
     Job,
     JobEpoch,
@@ -406,7 +406,3 @@ def request_cancel(session: Session, job_id: str) -> None:
         .values(cancel_requested=True, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-
-
-def is_terminal(status: str) -> bool:
-    return status in TERMINAL_STATUSES

@@ -10,8 +10,6 @@ from typing import Annotated, Any, Literal
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from fitq.service.db.models import Dataset
-
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 DB_INT_MAX = 2**31 - 1
@@ -65,29 +63,6 @@ class DatasetPublic(BaseModel):
     label: str | None = Field(description="The target column (null for NPZ).")
     task: Task
     created_at: datetime | None
-
-    @classmethod
-    def of(cls, row: Dataset) -> DatasetPublic:
-        task: ClassificationTask | RegressionTask
-        if row.kind == "classification":
-            task = ClassificationTask(classes=row.classes or [], counts=row.class_counts or [])
-        else:
-            task = RegressionTask(target_dim=row.target_dim or 1)
-        builtin = row.owner_id == ""
-        return cls(
-            id=row.id,
-            name=row.name,
-            builtin=builtin,
-            format=row.format,
-            filename=row.filename,
-            sha256=row.sha256,
-            size_bytes=row.size_bytes,
-            n_rows=row.n_rows,
-            n_features=row.n_features,
-            label=row.label,
-            task=task,
-            created_at=row.created_at,
-        )
 
 
 # -- jobs -----------------------------------------------------------------------

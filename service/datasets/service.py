@@ -1,5 +1,6 @@
 """Datasets as the API sees them: an upload becomes canonical arrays in the
-store plus a ``Dataset`` row; reads, the list, delete; and the built-ins.
+store plus a ``Dataset`` row; reads (the public shape: :func:`public`), the
+list, delete; and the built-ins.
 
 Storage policy. The canonical arrays live under ``store.keys.dataset``
 (``datasets/<sha256 of the uploaded bytes>``, with a suffix when ``label`` or
@@ -24,6 +25,7 @@ from sqlalchemy import delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from fitq.service import paging
+from fitq.service.api.schemas import ClassificationTask, DatasetPublic, RegressionTask
 from fitq.service.datasets import builtin, ingest, npz
 from fitq.service.datasets.formats import client_name
 from fitq.service.datasets.shape import DataShape, TaskKind
@@ -173,6 +175,29 @@ def get(
         where = f"{loc[-1]}: " if loc else ""
         raise NotFound(f"{where}no dataset with id {dataset_id!r}", loc=loc)
     return row
+
+
+def public(row: Dataset) -> DatasetPublic:
+    """The dataset as the API shows it."""
+    task: ClassificationTask | RegressionTask
+    if row.kind == "classification":
+        task = ClassificationTask(classes=row.classes or [], counts=row.class_counts or [])
+    else:
+        task = RegressionTask(target_dim=row.target_dim or 1)
+    return DatasetPublic(
+        id=row.id,
+        name=row.name,
+        builtin=row.owner_id == "",
+        format=row.format,
+        filename=row.filename,
+        sha256=row.sha256,
+        size_bytes=row.size_bytes,
+        n_rows=row.n_rows,
+        n_features=row.n_features,
+        label=row.label,
+        task=task,
+        created_at=row.created_at,
+    )
 
 
 def is_builtin(row: Dataset) -> bool:

@@ -233,9 +233,9 @@ class ExecutionLog(Base):
 
 class JobEvent(Base):
     """Something a watcher of a job wants to know, written in the transaction
-    of the change it reports (service/queue.py, service/jobs.py submit). The
-    id orders a job's events (its writers hold the job's row lock) and is the
-    Server-Sent Events id a client resumes from."""
+    of the change it reports (service/queue.py). The id orders a job's events
+    (its writers hold the job's row lock) and is the Server-Sent Events id a
+    client resumes from."""
 
     __tablename__ = "job_events"
 

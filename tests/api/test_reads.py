@@ -1,5 +1,6 @@
-"""The hot read routes (``service/api/reads.py``): the same answers as the
-ORM path of the rest of the API, and on SQLite no write lock taken."""
+"""The read paths of a job agree (one read model, ``service/jobs/read.py``): the
+hot read routes (``service/api/reads.py``), the ORM path of the listing and the
+event stream's progress snapshots; and the hot reads take no write lock on SQLite."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from fitq.service.db.engine import transaction
+from fitq.service.api import sse
+from fitq.service.db.engine import session_factory, transaction
 from fitq.service.db.models import EVENT_STATUS, QUEUED, RUNNING, Job, JobEpoch, JobEvent, utcnow
 from tests.conftest import Owner
 
@@ -72,6 +74,25 @@ async def test_job_read_matches_the_listing(
     assert [change["status"] for change in body["status_history"]] == [QUEUED, RUNNING]
     # Two and 0.6 epochs left at the mean measured 2.5 s per epoch.
     assert body["eta_seconds"] == pytest.approx(6.5)
+
+
+async def test_the_event_streams_progress_agrees(
+    client: httpx.AsyncClient, database_url: str, owner: Owner, running_job: Job
+) -> None:
+    """The ``progress`` snapshot of ``GET /v1/jobs/{id}/events`` is the same read
+    model cut down: each of its fields is the resource's."""
+    body = (await client.get(f"/v1/jobs/{running_job.id}", headers=owner.headers)).json()
+    poll = sse.job_reader(session_factory(database_url), running_job.id)
+    assert poll(0, set()).progress == {
+        "job_id": body["id"],
+        "status": body["status"],
+        "phase": body["phase"],
+        "attempt": body["attempt"],
+        "device": body["device"],
+        **body["progress"],
+        "eta_seconds": body["eta_seconds"],
+    }
+    assert body["eta_seconds"] is not None
 
 
 async def test_history_after(client: httpx.AsyncClient, owner: Owner, running_job: Job) -> None:

@@ -82,7 +82,7 @@ async def upload_dataset(
             max_cells=settings.max_dataset_cells,
             max_uncompressed_bytes=settings.max_npz_uncompressed_bytes,
         )
-        return json_response(DatasetPublic.of(row), 201)
+        return json_response(datasets.public(row), 201)
     finally:
         upload.remove()
 
@@ -96,13 +96,13 @@ def list_datasets(
 ) -> Response:
     """The built-in datasets, then yours, newest first."""
     page = datasets.list_page(session, owner.id, cursor, limit)
-    return json_response(page.map(DatasetPublic.of))
+    return json_response(page.map(datasets.public))
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=error_responses(401, 404))
 def read_dataset(dataset: DatasetDep) -> Response:
     """One dataset."""
-    return json_response(DatasetPublic.of(dataset))
+    return json_response(datasets.public(dataset))
 
 
 @router.delete(
