@@ -1,6 +1,7 @@
 """Request dependencies: the settings, the store, one database session per
-request, the caller's key, and the load + 404 + owner check of a dataset or a
-job in one place — another key's ids are invisible by construction."""
+request with its one commit point, the caller's key, and the load + 404 +
+owner check of a dataset or a job in one place (``JobDep`` through the read
+model, ``jobs/read.py``) — another key's ids are invisible by construction."""
 
 from __future__ import annotations
 
