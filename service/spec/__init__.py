@@ -1,4 +1,4 @@
-"""The job spec: pydantic models that validate what ``POST /v1/jobs`` receives (SPEC §2).
+"""The job spec: pydantic models that validate what ``POST /v1/jobs`` receives.
 
 ``JobSpec.model_dump(mode="json")`` is the normalized spec of docs/spec-contract.md —
 Keras names and defaults, aliases resolved, every default filled in, a ``keras_json``

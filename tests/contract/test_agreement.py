@@ -23,6 +23,7 @@ from fitq.worker.engine import (
     Trainer,
     early_stopping,
     initializers,
+    inputs,
     layers,
     losses,
     optimizers,
@@ -41,7 +42,7 @@ PAIRS: list[tuple[str, type[BaseModel], type]] = [
     ("regularizer", Regularizer, layers.RegularizerConfig),
     ("model", ModelSpec, engine_model.ModelConfig),
     ("compile", CompileSpec, trainer.CompileConfig),
-    ("fit", FitSpec, trainer.FitConfig),
+    ("fit", FitSpec, inputs.FitConfig),
     ("early_stopping", EarlyStopping, early_stopping.EarlyStopping),
 ]
 IDS = [what for what, _, _ in PAIRS]
