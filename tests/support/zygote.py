@@ -79,6 +79,9 @@ def _child(env: dict[str, str], log: str, args: list[str]) -> None:
     os.setpgrp()
     os.environ.clear()
     os.environ.update(env)
+    from fitq.service.settings import get_settings
+
+    get_settings.cache_clear()  # settings the zygote may have read are not this worker's
     null = os.open(os.devnull, os.O_RDONLY)
     out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(null, 0)
