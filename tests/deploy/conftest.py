@@ -13,7 +13,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from fitq.service.store import ArtifactStore, storage_options
-from tests.e2e.processes import free_port
+from tests.support.processes import free_port
 
 S3_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "fitq-test",

@@ -14,7 +14,7 @@ from fitq.service.deploy_checks import PlaceholderSecret, is_placeholder, placeh
 from fitq.service.settings import Settings
 from tests.deploy.compose import ENV_EXAMPLE, config, filled_env_file
 from tests.deploy.tools import compose_command
-from tests.e2e.processes import fitq_env, run_fitq
+from tests.support.processes import fitq_env, run_fitq
 
 FITQ_SERVICES = ("storage-init", "migrate", "api", "worker")
 

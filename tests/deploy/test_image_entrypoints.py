@@ -17,7 +17,7 @@ import yaml
 
 from tests.deploy.dockerfile import command_line, stages
 from tests.deploy.tools import ROOT
-from tests.e2e.processes import (
+from tests.support.processes import (
     STOP_TIMEOUT_SECONDS,
     fitq_env,
     fitq_process,

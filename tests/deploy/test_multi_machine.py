@@ -19,7 +19,7 @@ from fitq.service import auth
 from fitq.service.client import Client
 from fitq.service.db.engine import transaction
 from tests.deploy.conftest import S3
-from tests.e2e.processes import (
+from tests.support.processes import (
     fitq_env,
     fitq_process,
     free_port,

@@ -13,7 +13,7 @@ from moto.server import ThreadedMotoServer
 
 from tests.deploy.conftest import S3, S3_CREDENTIALS
 from tests.deploy.tools import ROOT
-from tests.e2e.processes import fitq_env, free_port
+from tests.support.processes import fitq_env, free_port
 
 SCRIPT = ROOT / "docker" / "storage_init.py"
 
