@@ -20,6 +20,7 @@ only way on SQLite. The guarantees are written down in docs/reliability.md.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -73,6 +74,7 @@ class Claim:
     attempt: int
     spec: dict[str, Any]
     checkpoint_key: str | None
+    pack_key: str | None = None  # the jobs it may train with (None: it trains solo)
 
 
 def _event(
@@ -148,17 +150,98 @@ def claim(
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             started_at=func.coalesce(Job.started_at, now),
             updated_at=now,
+            pack_id=None,  # in no pack until a pack's worker says so (set_pack_size)
+            pack_size=None,
         )
-        .returning(Job.id, Job.attempt, Job.spec, Job.checkpoint_key)
+        .returning(*_CLAIMED)
         .execution_options(synchronize_session=False)
     ).first()
     if row is None:
         return None
+    return _claimed(session, row)
+
+
+_CLAIMED = (Job.id, Job.attempt, Job.spec, Job.checkpoint_key, Job.pack_key)
+
+
+def _claimed(session: Session, row: Any) -> Claim:
+    """The claim of a row just claimed, with its status event."""
     _event(session, row.id, EVENT_STATUS, {"status": RUNNING, "attempt": row.attempt})
     log.info("claimed", extra={"action": "claim", "job_id": row.id, "attempt": row.attempt})
-    return Claim(
-        job_id=row.id, attempt=row.attempt, spec=row.spec, checkpoint_key=row.checkpoint_key
+    return Claim(row.id, row.attempt, row.spec, row.checkpoint_key, row.pack_key)
+
+
+def claim_compatible(
+    session: Session,
+    worker_id: str,
+    lease_seconds: float,
+    *,
+    pack_key: str,
+    limit: int,
+    pack_id: str,
+    device: str | None = None,
+    now: datetime | None = None,
+) -> list[Claim]:
+    """Take up to ``limit`` claimable jobs whose ``pack_key`` is ``pack_key`` (highest
+    priority, oldest first) into the pack ``pack_id``, in one statement: each is
+    claimed as :func:`claim` claims one (its own attempt incremented, lease, status
+    event), and its ``pack_id`` set. The pack's worker writes their ``pack_size`` with
+    :func:`set_pack_size` once it knows its members, in the same transaction.
+
+    The candidates are locked ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), so concurrent
+    packs never take the same job; the UPDATE repeats the claimable test, as
+    :func:`claim`'s does."""
+    if limit < 1:
+        return []
+    now = now or utcnow()
+    candidates = (
+        select(Job.id)
+        .where(Job.pack_key == pack_key, _claimable(now))
+        .order_by(Job.priority.desc(), Job.created_at, Job.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("pack_candidates")
     )
+    rows = session.execute(
+        update(Job)
+        .where(Job.id.in_(select(candidates.c.id)), Job.pack_key == pack_key, _claimable(now))
+        .values(
+            status=RUNNING,
+            attempt=Job.attempt + 1,
+            worker_id=worker_id,
+            device=device,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=func.coalesce(Job.started_at, now),
+            updated_at=now,
+            pack_id=pack_id,
+            pack_size=None,
+        )
+        .returning(*_CLAIMED, Job.priority, Job.created_at)
+        .execution_options(synchronize_session=False)
+    ).all()
+    ordered = sorted(rows, key=lambda r: (-r.priority, r.created_at, r.id))
+    return [_claimed(session, row) for row in ordered]
+
+
+def set_pack_size(session: Session, pack_id: str, size: int, claims: Sequence[Claim]) -> set[str]:
+    """Say that ``claims`` train in the pack ``pack_id`` of ``size`` members (after a
+    member joined or left), in one statement fenced per claim; returns the jobs
+    written (a claim whose attempt was superseded is left as it is)."""
+    if not claims:
+        return set()
+    written = session.execute(
+        update(Job)
+        .where(Job.status == RUNNING, _any_attempt(claims))
+        .values(pack_id=pack_id, pack_size=size)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    ).scalars()
+    return set(written)
+
+
+def _any_attempt(claims: Sequence[Claim]) -> Any:
+    """The rows of these claims' attempts (their fence, without the status)."""
+    return or_(*(and_(Job.id == c.job_id, Job.attempt == c.attempt) for c in claims))
 
 
 def reap_expired(session: Session, now: datetime | None = None) -> int:
@@ -231,6 +314,44 @@ def heartbeat(
         session, job_id, attempt, lease_expires_at=now + timedelta(seconds=lease_seconds)
     )
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+@dataclass(frozen=True)
+class Beat:
+    """One claim's part of :func:`heartbeat_claims`: its progress to write (epoch in
+    progress, step, steps), or None when it has not moved since the last beat."""
+
+    claim: Claim
+    progress: tuple[int, int, int] | None = None
+
+
+def heartbeat_claims(
+    session: Session, beats: Sequence[Beat], lease_seconds: float, now: datetime | None = None
+) -> dict[str, bool]:
+    """Extend the lease of every beat's attempt and write its progress, in one
+    statement; return, for each attempt that is still the running one, whether a
+    cancel was asked. A job missing from the answer is no longer this attempt's
+    (its lease went to another worker, or it ended)."""
+    if not beats:
+        return {}
+    now = now or utcnow()
+    values: dict[str, Any] = {
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "updated_at": now,
+    }
+    moved = [b for b in beats if b.progress is not None]
+    if moved:
+        for i, column in enumerate(("epoch", "step", "steps")):
+            whens = {b.claim.job_id: b.progress[i] for b in moved}  # type: ignore[index]
+            values[column] = case(whens, value=Job.id, else_=getattr(Job, column))
+    rows = session.execute(
+        update(Job)
+        .where(Job.status == RUNNING, _any_attempt([b.claim for b in beats]))
+        .values(**values)
+        .returning(Job.id, Job.cancel_requested)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return {row.id: bool(row.cancel_requested) for row in rows}
 
 
 def record_progress(
@@ -366,12 +487,15 @@ def acknowledge_cancel(session: Session, job_id: str, attempt: int) -> None:
     _event(session, job_id, EVENT_STATUS, {"status": CANCELLED, "attempt": attempt})
 
 
-def requeue(session: Session, job_id: str, attempt: int) -> None:
+def requeue(session: Session, job_id: str, attempt: int, *, solo: bool = False) -> None:
     """Hand a job back at once (worker shutdown): the next claim resumes it, and
     idle workers hear of it. A job whose cancel was asked meanwhile (after the
-    worker's last heartbeat) ends ``cancelled`` instead."""
+    worker's last heartbeat) ends ``cancelled`` instead. A queued job is in no
+    pack; ``solo`` also clears its ``pack_key``, so it never trains in one again
+    (a pack whose step failed hands its members back so)."""
     now = utcnow()
     cancelling = Job.cancel_requested.is_(True)
+    unpacked = {"pack_key": None} if solo else {}
     _fenced_update(
         session,
         job_id,
@@ -381,6 +505,9 @@ def requeue(session: Session, job_id: str, attempt: int) -> None:
         worker_id=None,
         lease_expires_at=None,
         updated_at=now,
+        pack_id=None,
+        pack_size=None,
+        **unpacked,
     )
     status = session.scalar(select(Job.status).where(Job.id == job_id))
     _event(session, job_id, EVENT_STATUS, {"status": status, "attempt": attempt})

@@ -26,53 +26,10 @@ from fitq.service.db.models import (
     utcnow,
 )
 from fitq.service.errors import StaleAttempt
+from tests.queue.helpers import LEASE, SPEC, add_jobs, claim, get
 
-LEASE = 30.0
-SPEC = {"dataset_id": "iris"}
 SERVICE = Path(__file__).resolve().parents[2] / "service"
 WORKER = SERVICE.parent / "worker"
-
-
-def add_jobs(url: str, owner_id: str, priorities: list[int], **fields: object) -> list[str]:
-    """Queued jobs with strictly increasing created_at, in the given order."""
-    base = utcnow() - timedelta(hours=1)
-    ids = []
-    with transaction(url) as session:
-        for i, priority in enumerate(priorities):
-            job = Job(
-                owner_id=owner_id,
-                spec=SPEC,
-                dataset_id="iris",
-                epochs=1,
-                priority=priority,
-                created_at=base + timedelta(milliseconds=i),
-                **fields,
-            )
-            session.add(job)
-            session.flush()
-            ids.append(job.id)
-    return ids
-
-
-def claim(url: str, worker: str = "w1", lease: float = LEASE, **kw: object) -> queue.Claim | None:
-    with transaction(url) as session:
-        return queue.claim(session, worker, lease, **kw)  # type: ignore[arg-type]
-
-
-def get(url: str, job_id: str) -> Job:
-    with session_factory(url)() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        return job
-
-
-@pytest.fixture
-def owner(database_url: str, make_key) -> str:  # type: ignore[no-untyped-def]
-    make_key("queue-owner")
-    from fitq.service.db.models import ApiKey
-
-    with session_factory(database_url)() as session:
-        return session.scalar(select(ApiKey.id).where(ApiKey.name == "queue-owner"))  # type: ignore[return-value]
 
 
 def new_job(owner_id: str) -> Job:
