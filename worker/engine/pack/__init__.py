@@ -50,8 +50,32 @@ Not packed: `batch_normalization` (its batch statistics would see a short batch'
 padding); such a spec's key is None and it trains solo.
 """
 
-from fitq.worker.engine.pack.compat import compatibility_key
-from fitq.worker.engine.pack.member import EpochResult, MemberStatus
-from fitq.worker.engine.pack.pack import Pack
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fitq.worker.engine.pack.compat import compatibility_key
+    from fitq.worker.engine.pack.member import EpochResult, MemberStatus
+    from fitq.worker.engine.pack.pack import Pack
+
+_HOMES = {
+    "compatibility_key": "compat",
+    "EpochResult": "member",
+    "MemberStatus": "member",
+    "Pack": "pack",
+}
+"""Where each public name lives, imported on first use (PEP 562): `compat` is pure
+stdlib, and the API imports it to key a job at submit without importing torch."""
 
 __all__ = ["EpochResult", "MemberStatus", "Pack", "compatibility_key"]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
