@@ -1,7 +1,8 @@
 """The OpenAPI document, beyond what FastAPI derives from the routes:
 
 - the body of ``POST /v1/jobs`` is the job spec's own schema (the route reads
-  a plain JSON object and validates it with ``service/spec``);
+  a plain JSON object and validates it with ``service/spec``), and that of
+  ``POST /v1/sweeps`` is ``SweepCreate``'s, likewise;
 - ``links`` from the operations that create a resource to every operation on
   it, so a client generator (or a stateful fuzzer such as schemathesis) knows
   that ``POST /v1/jobs`` returns the ``job_id`` that ``GET /v1/jobs/{job_id}``,
@@ -25,6 +26,7 @@ CREATES = [
     ("post", "/v1/datasets", ("201",), "dataset_id", "/v1/datasets/{dataset_id}"),
     ("post", "/v1/jobs", ("201", "200"), "job_id", "/v1/jobs/{job_id}"),
     ("post", "/v1/jobs/{job_id}/cancel", ("202",), "job_id", "/v1/jobs/{job_id}"),
+    ("post", "/v1/sweeps", ("201",), "sweep_id", "/v1/sweeps/{sweep_id}"),
 ]
 
 
@@ -37,6 +39,7 @@ def customize(app: FastAPI) -> None:
             return app.openapi_schema
         schema = default_openapi()
         _job_spec_body(schema)
+        _sweep_body(schema)
         add_links(schema)
         app.openapi_schema = schema
         return schema
@@ -52,6 +55,20 @@ def _job_spec_body(schema: dict[str, Any]) -> None:
     schema["paths"]["/v1/jobs"]["post"]["requestBody"] = {
         "required": True,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
+    }
+
+
+def _sweep_body(schema: dict[str, Any]) -> None:
+    """``POST /v1/sweeps`` reads a plain JSON object too (``sweeps.request.parse``)."""
+    from fitq.service.sweeps.request import SweepCreate
+
+    body = SweepCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema["components"]["schemas"]
+    components.update(body.pop("$defs", {}))
+    components["SweepCreate"] = body
+    schema["paths"]["/v1/sweeps"]["post"]["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SweepCreate"}}},
     }
 
 

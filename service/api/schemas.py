@@ -89,6 +89,13 @@ class StatusChange(BaseModel):
     error: str | None = None
 
 
+class PackPublic(BaseModel):
+    """The pack a job trains (or trained) in: jobs trained together as one computation."""
+
+    id: str
+    size: int = Field(description="Jobs in the pack (at least 2).")
+
+
 class JobPublic(BaseModel):
     id: str
     name: str | None
@@ -119,6 +126,10 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    sweep_id: str | None = Field(default=None, description="The sweep it is a trial of.")
+    pack: PackPublic | None = Field(
+        default=None, description="The pack it trains in, when it trains with others."
+    )
     spec: dict[str, Any] = Field(description="The normalized spec, every default filled in.")
 
 
@@ -138,6 +149,64 @@ class EpochMetrics(BaseModel):
 
 class History(BaseModel):
     epochs: list[EpochMetrics]
+
+
+# -- sweeps ---------------------------------------------------------------------
+
+SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class SweepMetric(BaseModel):
+    name: str = Field(description="A History name: loss, accuracy, val_loss, …")
+    goal: Literal["minimize", "maximize"]
+
+
+class TrialCounts(BaseModel):
+    """A sweep's trials by status."""
+
+    total: int
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class BestTrial(BaseModel):
+    job_id: str
+    params: dict[str, Any]
+    value: float
+
+
+class SweepPublic(BaseModel):
+    id: str
+    name: str | None
+    status: SweepStatus = Field(
+        description="queued until a trial starts; succeeded once every trial ended and one "
+        "succeeded; failed (none succeeded) or cancelled (a trial was cancelled, none succeeded)."
+    )
+    metric: SweepMetric
+    trials: TrialCounts
+    best: BestTrial | None = Field(
+        description="The best succeeded trial by its value (null until one succeeded)."
+    )
+    method: Literal["grid", "random"]
+    parameters: dict[str, Any] = Field(description="The parameters as submitted.")
+    early_terminate: dict[str, Any] | None
+    created_at: datetime
+    finished_at: datetime | None = Field(description="When the last trial ended.")
+
+
+class TrialPublic(BaseModel):
+    job_id: str
+    number: int = Field(description="The trial's place in the sweep's expansion (0-based).")
+    params: dict[str, Any]
+    status: JobStatus
+    value: float | None = Field(
+        description="The best epoch value of the sweep's metric so far (null before one)."
+    )
+    epochs: int = Field(description="Epochs finished.")
+    pruned: bool = Field(description="Stopped early at a rung by ASHA (the job succeeded).")
 
 
 class PredictRequest(BaseModel):

@@ -30,6 +30,7 @@ from fitq.service.api.schemas import (
     EpochMetrics,
     History,
     JobPublic,
+    PackPublic,
     Progress,
     StatusChange,
 )
@@ -63,12 +64,21 @@ def get(session: Session, owner_id: str, job_id: str) -> Job:
 
 
 def list_page(
-    session: Session, owner_id: str, *, status: str | None, cursor: str | None, limit: int
+    session: Session,
+    owner_id: str,
+    *,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+    sweep_id: str | None = None,
 ) -> Page[Job]:
-    """The owner's jobs, newest first (``paging.newest_first``; the cursor ``{"j": keyset}``)."""
+    """The owner's jobs, newest first (``paging.newest_first``; the cursor
+    ``{"j": keyset}``), of one status and one sweep when given."""
     query = select(Job).where(owned_by(owner_id))
     if status is not None:
         query = query.where(Job.status == status)
+    if sweep_id is not None:
+        query = query.where(Job.sweep_id == sweep_id)
     after = _decode_cursor(cursor) if cursor else None
     rows, more = paging.newest_first(session, query, Job, after, limit)
     next_cursor = paging.encode_cursor({"j": paging.keyset_of(rows[-1])}) if more else None
@@ -148,8 +158,17 @@ def public(job: Job, timing: Timing, status_history: Iterable[StatusEvent] = ())
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        sweep_id=job.sweep_id,
+        pack=pack(job),
         spec=job.spec,
     )
+
+
+def pack(job: Job) -> PackPublic | None:
+    """The job's pack, shown while (or after) it trains with at least one other job."""
+    if job.pack_id is None or job.pack_size is None or job.pack_size < 2:
+        return None
+    return PackPublic(id=job.pack_id, size=job.pack_size)
 
 
 def eta_seconds(job: Job, timing: Timing) -> float | None:

@@ -1,5 +1,7 @@
 """Submitting a job: validate the body fully, check it against its datasets and
-the owner's queued-jobs quota, and queue it (``queue.enqueue``).
+the owner's queued-jobs quota, and queue it (``queue.enqueue``). A sweep's
+trials go through the same steps (:func:`validate`, :func:`check_queue_quota`,
+:func:`new_job`), so a trial is refused exactly where a job would be.
 
 Idempotency. The request hash is the sha256 of the body as canonical JSON
 (sorted keys, no spaces), taken before any validation. The same key with the
@@ -61,34 +63,10 @@ def submit(
         if existing is not None:
             return _replay(existing, idempotency_key, digest), False
 
-    given = {"max_epochs": max_epochs, "max_parameters": max_parameters}
-    limits = replace(specs.DEFAULT_LIMITS, **{k: v for k, v in given.items() if v is not None})
-    spec = specs.parse_spec(body, limits=limits)
-    normalized: dict[str, Any] = spec.model_dump(mode="json")
-    shapes = _dataset_shapes(session, owner_id, normalized)
-    specs.check_against_data(
-        spec,
-        shapes["dataset_id"],  # type: ignore[arg-type]
-        validation=shapes["validation_dataset_id"],
-        test=shapes["test_dataset_id"],
-    )
+    normalized = validate(session, owner_id, body, limits=spec_limits(max_epochs, max_parameters))
     if max_queued_jobs is not None:
-        _check_queue_quota(session, owner_id, max_queued_jobs)
-    job = Job(
-        owner_id=owner_id,
-        name=normalized.get("name"),
-        priority=int(normalized.get("priority") or 0),
-        spec=normalized,
-        dataset_id=normalized["dataset_id"],
-        validation_dataset_id=normalized.get("validation_dataset_id"),
-        test_dataset_id=normalized.get("test_dataset_id"),
-        idempotency_key=idempotency_key,
-        request_hash=digest,
-        epochs=int(normalized["fit"]["epochs"]),
-        max_attempts=int(normalized.get("max_attempts") or 3),
-        created_at=utcnow(),
-        updated_at=utcnow(),
-    )
+        check_queue_quota(session, owner_id, max_queued_jobs)
+    job = new_job(owner_id, normalized, idempotency_key=idempotency_key, request_hash=digest)
     if idempotency_key is None:
         queue.enqueue(session, job)
     else:
@@ -105,18 +83,82 @@ def submit(
     return job, True
 
 
-def _check_queue_quota(session: Session, owner_id: str, limit: int) -> None:
-    """429 when the owner already has ``limit`` jobs queued. The owner's key row
-    is locked first (PostgreSQL; SQLite's writers are serialized anyway), so
-    concurrent submissions of one key count one after the other."""
-    session.execute(select(ApiKey.id).where(ApiKey.id == owner_id).with_for_update())
-    queued = session.scalar(
-        select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.status == QUEUED)
+def spec_limits(
+    max_epochs: int | None = None, max_parameters: int | None = None
+) -> specs.SpecLimits:
+    """The spec's limits with the service's bounds (None: the spec's default)."""
+    given = {"max_epochs": max_epochs, "max_parameters": max_parameters}
+    return replace(specs.DEFAULT_LIMITS, **{k: v for k, v in given.items() if v is not None})
+
+
+def validate(
+    session: Session, owner_id: str, body: Any, *, limits: specs.SpecLimits
+) -> dict[str, Any]:
+    """What makes ``body`` a job, or the 422/404 that says why not: the spec
+    parsed and normalized, then checked against the shapes of its datasets
+    (each resolved through the owner check). Every job is checked by this, a
+    sweep's trials included; returns the normalized spec."""
+    spec = specs.parse_spec(body, limits=limits)
+    normalized: dict[str, Any] = spec.model_dump(mode="json")
+    shapes = _dataset_shapes(session, owner_id, normalized)
+    specs.check_against_data(
+        spec,
+        shapes["dataset_id"],  # type: ignore[arg-type]
+        validation=shapes["validation_dataset_id"],
+        test=shapes["test_dataset_id"],
     )
-    if (queued or 0) >= limit:
+    return normalized
+
+
+def new_job(
+    owner_id: str,
+    normalized: dict[str, Any],
+    *,
+    name: str | None = None,
+    sweep_id: str | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> Job:
+    """The row of a job to queue (``queue.enqueue``) from its normalized spec;
+    ``name`` when given stands for the spec's (a sweep names its trials)."""
+    now = utcnow()
+    return Job(
+        owner_id=owner_id,
+        name=name or normalized.get("name"),
+        priority=int(normalized.get("priority") or 0),
+        spec=normalized,
+        dataset_id=normalized["dataset_id"],
+        validation_dataset_id=normalized.get("validation_dataset_id"),
+        test_dataset_id=normalized.get("test_dataset_id"),
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        epochs=int(normalized["fit"]["epochs"]),
+        max_attempts=int(normalized.get("max_attempts") or 3),
+        sweep_id=sweep_id,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def check_queue_quota(session: Session, owner_id: str, limit: int, *, adding: int = 1) -> None:
+    """429 when ``adding`` more queued jobs would put the owner over ``limit``.
+    The owner's key row is locked first (PostgreSQL; SQLite's writers are
+    serialized anyway), so concurrent submissions of one key count one after
+    the other."""
+    session.execute(select(ApiKey.id).where(ApiKey.id == owner_id).with_for_update())
+    queued = (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.owner_id == owner_id, Job.status == QUEUED)
+        )
+        or 0
+    )
+    if queued + adding > limit:
+        more = "" if adding == 1 else f"; {adding} more would pass it"
         raise TooManyRequests(
             f"this key has {queued} jobs queued, the limit of {limit} "
-            "(FITQ_MAX_QUEUED_JOBS_PER_KEY); submit again when one has started, "
+            f"(FITQ_MAX_QUEUED_JOBS_PER_KEY){more}; submit again when one has started, "
             "or cancel one",
             retry_after_seconds=QUEUE_FULL_RETRY_AFTER_SECONDS,
         )

@@ -16,16 +16,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fitq.service.errors import InvalidSpec
+from fitq.service.errors import InvalidInput, InvalidSpec, NotFound
 from fitq.service.sweeps.request import MAX_TRIALS, Distribution, SweepCreate, Values
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One variant: its parameter values (by path) and its full job spec."""
+    """One variant: its parameter values (by path), its full job spec, and what
+    the validation made of that spec (the service's: the normalized spec)."""
 
     params: dict[str, Any]
     spec: dict[str, Any]
+    validated: Any = None
 
 
 def combinations(request: SweepCreate) -> list[dict[str, Any]]:
@@ -110,23 +112,24 @@ def _index(node: list[Any], part: str, path: str) -> int:
     return int(part)
 
 
-def trial_specs(
-    request: SweepCreate, validate: Callable[[dict[str, Any]], Any]
-) -> list[Trial]:
+def trial_specs(request: SweepCreate, validate: Callable[[dict[str, Any]], Any]) -> list[Trial]:
     """Every trial's job spec, each checked by ``validate`` (the job submission's
-    own validation); the first that fails is refused naming its parameter values,
-    so a sweep is created whole or not at all."""
+    own validation, whose result the trial keeps); the first that fails is
+    refused naming its parameter values, with the status a job would get (422,
+    or 404 for a dataset id that is not the caller's), so a sweep is created
+    whole or not at all."""
     trials = []
     for params in combinations(request):
         spec = apply(request.spec, params)
         try:
-            validate(spec)
-        except InvalidSpec as exc:
+            validated = validate(spec)
+        except (InvalidInput, NotFound) as exc:
             values = ", ".join(f"{p}={v!r}" for p, v in params.items())
             where = exc.loc[1:] if exc.loc and exc.loc[0] == "body" else (exc.loc or [])
-            raise InvalidSpec(
+            refusal = InvalidSpec if isinstance(exc, InvalidInput) else NotFound
+            raise refusal(
                 f"the trial with {values} is not valid: {exc.message}",
                 loc=["body", "spec", *where],
             ) from None
-        trials.append(Trial(params=params, spec=spec))
+        trials.append(Trial(params=params, spec=spec, validated=validated))
     return trials

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fitq.service import spec as specs
+from fitq.service.errors import InvalidInput
 
 MAX_TRIALS = 1000
 """Trials per sweep; a grid larger than this is refused rather than truncated."""
@@ -89,3 +92,19 @@ class SweepCreate(_Strict):
         elif self.max_trials is None:
             raise ValueError("a random sweep needs max_trials")
         return self
+
+
+def parse(body: Any) -> SweepCreate:
+    """A request body (parsed JSON) → ``SweepCreate``, or one 422 naming the
+    field, worded as a job spec's refusals are."""
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object (a sweep)", loc=["body"])
+    try:
+        return SweepCreate.model_validate(body)
+    except ValidationError as exc:
+        errors = exc.errors()
+        messages = [specs.format_error(e).replace("Value error, ", "") for e in errors]
+        message = "; ".join(messages[:4])
+        if len(errors) > 4:
+            message += f" (and {len(errors) - 4} more)"
+        raise InvalidInput(message, loc=["body", *errors[0]["loc"]]) from None

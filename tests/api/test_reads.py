@@ -15,7 +15,16 @@ from sqlalchemy.engine import make_url
 
 from fitq.service.api import sse
 from fitq.service.db.engine import session_factory, transaction
-from fitq.service.db.models import EVENT_STATUS, QUEUED, RUNNING, Job, JobEpoch, JobEvent, utcnow
+from fitq.service.db.models import (
+    EVENT_STATUS,
+    QUEUED,
+    RUNNING,
+    Job,
+    JobEpoch,
+    JobEvent,
+    Sweep,
+    utcnow,
+)
 from tests.conftest import Owner
 
 pytestmark = pytest.mark.anyio
@@ -74,6 +83,29 @@ async def test_job_read_matches_the_listing(
     assert [change["status"] for change in body["status_history"]] == [QUEUED, RUNNING]
     # Two and 0.6 epochs left at the mean measured 2.5 s per epoch.
     assert body["eta_seconds"] == pytest.approx(6.5)
+
+
+@pytest.mark.parametrize(("pack_size", "pack"), [(3, {"id": "p1", "size": 3}), (1, None)])
+async def test_sweep_and_pack_agree(
+    client: httpx.AsyncClient,
+    database_url: str,
+    owner: Owner,
+    job_factory: Callable[..., Job],
+    pack_size: int,
+    pack: dict[str, Any] | None,
+) -> None:
+    """A trial of a sweep that trains in a pack: both read paths say so, and a
+    pack of one is no pack."""
+    with transaction(database_url) as session:
+        sweep = Sweep(owner_id=owner.id, request={}, metric="loss", goal="minimize")
+        session.add(sweep)
+        session.flush()
+        sweep_id = sweep.id
+    job = job_factory(status=RUNNING, sweep_id=sweep_id, pack_id="p1", pack_size=pack_size)
+    read = (await client.get(f"/v1/jobs/{job.id}", headers=owner.headers)).json()
+    listed = (await client.get(f"/v1/jobs?sweep_id={sweep_id}", headers=owner.headers)).json()
+    assert read == listed["items"][0]
+    assert (read["sweep_id"], read["pack"]) == (sweep_id, pack)
 
 
 async def test_the_event_streams_progress_agrees(

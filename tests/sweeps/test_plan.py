@@ -44,7 +44,9 @@ class TestCombinations:
             "seed": 7,
             "parameters": {
                 "compile.optimizer.learning_rate": {
-                    "distribution": "log_uniform", "min": 1e-4, "max": 1e-1
+                    "distribution": "log_uniform",
+                    "min": 1e-4,
+                    "max": 1e-1,
                 },
                 "model.layers.0.units": {"distribution": "int_uniform", "min": 4, "max": 9},
                 "seed": {"values": [3, 4]},

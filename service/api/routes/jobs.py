@@ -83,11 +83,14 @@ def list_jobs(
     owner: OwnerDep,
     session: SessionDep,
     status: JobStatus | None = None,
+    sweep_id: Annotated[str | None, Query(description="Only this sweep's trials.")] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> Response:
     """Your jobs, newest first."""
-    page = read.list_page(session, owner.id, status=status, cursor=cursor, limit=limit)
+    page = read.list_page(
+        session, owner.id, status=status, cursor=cursor, limit=limit, sweep_id=sweep_id
+    )
     return json_response(
         Page[JobPublic](items=read.publics(session, page.items), next_cursor=page.next_cursor)
     )
