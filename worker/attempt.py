@@ -166,7 +166,9 @@ class Attempt:
     def _on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         key = self._save_checkpoint()
         self.reporter.log_execution(epoch)  # apart from the fenced write: a stale run shows too
-        self.reporter.epoch(epoch, logs, key)
+        if self.reporter.epoch(epoch, logs, key):
+            # a sweep's early termination stopped the trial here: it ends succeeded
+            self.trainer.stop_training = True
         self._committed(key)
         log.info("epoch", extra={"action": "epoch", "epoch": epoch, **self._fields})
 

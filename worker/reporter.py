@@ -32,6 +32,7 @@ from fitq.service.db.availability import describe as describe_database_error
 from fitq.service.db.availability import is_unavailable
 from fitq.service.db.engine import session_factory
 from fitq.service.errors import StaleAttempt
+from fitq.service.sweeps import progress as sweep_progress
 
 log = logging.getLogger("fitq.worker")
 T = TypeVar("T")
@@ -130,12 +131,15 @@ class Reporter:
         """A mid-epoch checkpoint committed: a resumed attempt starts from ``key``."""
         self._fenced(lambda s, job, attempt: queue.record_checkpoint(s, job, attempt, key))
 
-    def epoch(self, epoch: int, logs: dict[str, float], checkpoint_key: str) -> None:
-        """An epoch's History row (its metrics; timings apart) and its checkpoint."""
+    def epoch(self, epoch: int, logs: dict[str, float], checkpoint_key: str) -> bool:
+        """An epoch's History row (its metrics; timings apart) and its checkpoint,
+        with the sweep trial's progress in the same transaction. Returns whether
+        the job stops at this epoch boundary (a trial that early termination pruned)."""
         metrics = {k: v for k, v in logs.items() if k not in ("seconds", "samples_per_second")}
-        self._fenced(
-            lambda s, job, attempt: queue.record_epoch(
-                s,
+
+        def write(session: Session, job: str, attempt: int) -> bool:
+            queue.record_epoch(
+                session,
                 job,
                 attempt,
                 epoch=epoch,
@@ -144,7 +148,9 @@ class Reporter:
                 samples_per_second=float(logs.get("samples_per_second", 0.0)),
                 checkpoint_key=checkpoint_key,
             )
-        )
+            return sweep_progress.after_epoch(session, job, epoch, metrics)
+
+        return self._fenced(write)
 
     def hand_back(self, checkpoint_key: str) -> None:
         """Back to the queue at shutdown, resumable from ``checkpoint_key`` (one transaction)."""
@@ -178,9 +184,9 @@ class Reporter:
             ),
         )
 
-    def _fenced(self, write: Callable[[Session, str, int], None]) -> None:
+    def _fenced(self, write: Callable[[Session, str, int], T]) -> T:
         """One fenced write in its own transaction, retried while the database is away."""
-        self.db.write("write", lambda s: write(s, self.claim.job_id, self.claim.attempt))
+        return self.db.write("write", lambda s: write(s, self.claim.job_id, self.claim.attempt))
 
     # -- the heartbeat's part -----------------------------------------------------
 
