@@ -4,6 +4,7 @@ joins at an epoch boundary and computes its solo run, and only compatible specs 
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -216,6 +217,37 @@ class TestCompatibilityKey:
         assert compatibility_key(spec(layers=[dense(8, "tanh"), LAYERS[1], LAYERS[2]])) != base
         assert compatibility_key(_spec(0, optimizer="rmsprop")) != base
         assert compatibility_key(_spec(0, batch_size=32)) != base
+
+    @pytest.mark.parametrize(
+        ("part", "field", "value"),
+        [
+            ("layer", "kernel_constraint", {"name": "max_norm", "max_value": 2.0}),
+            ("layer", "bias_regularizer", {"l1": 0.0, "l2": 0.1}),
+            ("loss", "label_smoothing", 0.1),
+            ("optimizer", "clipnorm", 1.0),
+            ("optimizer", "learning_rate", {"name": "exponential_decay"}),
+            ("fit", "class_weight", {"0": 2.0}),
+            ("model", "preprocessing", [{"type": "rescaling"}]),
+        ],
+    )
+    def test_what_the_pack_does_not_implement_trains_solo(self, part, field, value):
+        s = copy.deepcopy(_spec(0))
+        where = {
+            "layer": s["model"]["layers"][0],
+            "loss": s["compile"]["loss"],
+            "optimizer": s["compile"]["optimizer"],
+            "fit": s["fit"],
+            "model": s["model"],
+        }[part]
+        where[field] = None if field != "learning_rate" else 0.01
+        assert compatibility_key(s) is not None  # the field switched off: still packed
+        where[field] = value
+        assert compatibility_key(s) is None
+
+    def test_only_the_metrics_the_pack_computes(self):
+        s = copy.deepcopy(_spec(0))
+        s["compile"]["metrics"] = ["accuracy", "auc"]
+        assert compatibility_key(s) is None
 
     def test_batch_normalization_trains_solo(self):
         s = spec(layers=[dense(8, "relu"), {"type": "batch_normalization"}, dense(3, "softmax")])

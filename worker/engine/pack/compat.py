@@ -4,15 +4,21 @@ Members of a pack share one computation, so they share what fixes its shapes and
 kernels: `input_dim`, each layer's type and the fields that shape it (dense units,
 activation, use_bias; an activation layer's function; layer normalization's center
 and scale), the loss (name, from_logits, delta), the metrics, the optimizer's name and
-`batch_size`. Everything else may differ per member: seed, initializers, regularizer
-and dropout rates, layer-normalization epsilon, every optimizer hyperparameter
-(nesterov, amsgrad and centered included), epochs, validation, early stopping,
-normalize, shuffle, and the dataset (the same `input_dim`, any number of rows).
+`batch_size`. Everything else the pack implements may differ per member: seed,
+initializers, regularizer and dropout rates, layer-normalization epsilon, every
+optimizer hyperparameter (nesterov, amsgrad and centered included), epochs,
+validation, early stopping, normalize, shuffle, and the dataset (the same `input_dim`,
+any number of rows).
 
-`batch_normalization` is not packed (the key is None: the job trains solo): its batch
-statistics mix the rows of a batch, and a member's short last batch is padded in a
-pack, so padding would enter its statistics.
+The key is None (the job trains solo) for anything the pack does not implement, so a
+packed member never computes other math than its solo run: a layer type other than
+dense, dropout, activation and layer_normalization (`batch_normalization` among them:
+its batch statistics would see a short batch's padding), a metric other than accuracy,
+mae and mse, an optimizer other than sgd, adagrad, rmsprop, adam and adamw, and any
+field of the spec this module does not list, unless it is off (None, 0 or false). A
+field the spec gains later therefore keeps its jobs solo until the pack learns it.
 
+Pure standard library: the API computes the key at submit without importing torch.
 The device is not part of the key: a worker packs only the jobs it claimed for its
 own device.
 """
@@ -24,34 +30,75 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-KEY_VERSION = 1  # bump when what the key covers changes: old keys then match nothing
+KEY_VERSION = 2  # bump when what the key covers changes: old keys then match nothing
 
-_SHAPING_FIELDS = {
-    "dense": ("units", "activation", "use_bias"),
-    "dropout": (),
-    "activation": ("activation",),
-    "layer_normalization": ("center", "scale"),
+# per layer type: (fields that shape the computation, fields that may differ per member)
+_LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "dense": (
+        ("units", "activation", "use_bias"),
+        ("kernel_initializer", "bias_initializer", "kernel_regularizer"),
+    ),
+    "dropout": ((), ("rate",)),
+    "activation": (("activation",), ()),
+    "layer_normalization": (("center", "scale"), ("epsilon",)),
 }
+_LOSS_FIELDS = ("name", "from_logits", "delta")
+_METRICS = frozenset({"accuracy", "mae", "mse"})
+_OPTIMIZER_FIELDS: dict[str, tuple[str, ...]] = {
+    "sgd": ("momentum", "nesterov"),
+    "adagrad": ("initial_accumulator_value", "epsilon"),
+    "rmsprop": ("rho", "momentum", "epsilon", "centered"),
+    "adam": ("beta_1", "beta_2", "epsilon", "amsgrad"),
+    "adamw": ("beta_1", "beta_2", "epsilon", "amsgrad"),
+}
+_OPTIMIZER_COMMON = ("name", "learning_rate", "weight_decay")
+_FIT_FIELDS = ("epochs", "batch_size", "validation_split", "shuffle", "early_stopping", "normalize")
+_MODEL_FIELDS = ("input_dim", "input_shape", "layers")
+
+
+def _off(value: Any) -> bool:
+    """A field the pack does not implement may be present only switched off."""
+    return value is None or value is False or (type(value) in (int, float) and value == 0)
+
+
+def _only(part: Mapping[str, Any], known: tuple[str, ...]) -> bool:
+    """Every field of `part` is one the pack implements, or is off."""
+    return all(key in known or _off(value) for key, value in part.items())
 
 
 def structure(spec: Mapping[str, Any]) -> dict[str, Any] | None:
     """What a pack's members share, as plain JSON (None: this spec trains solo). `spec`
     is normalized (docs/spec-contract.md): every key present, every name canonical."""
+    model, compile_, fit = spec["model"], spec["compile"], spec["fit"]
+    if not (_only(model, _MODEL_FIELDS) and _only(fit, _FIT_FIELDS)):
+        return None
+    if model.get("input_shape") not in (None, [model["input_dim"]]):  # rows of features only
+        return None
     layers = []
-    for layer in spec["model"]["layers"]:
-        kind = layer["type"]
-        if kind not in _SHAPING_FIELDS:
+    for layer in model["layers"]:
+        fields = _LAYERS.get(layer.get("type"))
+        if fields is None or not _only(layer, ("type", *fields[0], *fields[1])):
             return None
-        layers.append({"type": kind, **{f: layer[f] for f in _SHAPING_FIELDS[kind]}})
-    compile_ = spec["compile"]
+        layers.append({"type": layer["type"], **{f: layer.get(f) for f in fields[0]}})
+    loss, optimizer = compile_["loss"], compile_["optimizer"]
+    extra = _OPTIMIZER_FIELDS.get(optimizer.get("name"))
+    if (
+        extra is None
+        or not _only(optimizer, (*_OPTIMIZER_COMMON, *extra))
+        or not isinstance(optimizer.get("learning_rate"), int | float)  # not a schedule
+        or not _only(loss, _LOSS_FIELDS)
+        or not set(compile_["metrics"]) <= _METRICS
+        or not _only(compile_, ("optimizer", "loss", "metrics"))
+    ):
+        return None
     return {
         "version": KEY_VERSION,
-        "input_dim": spec["model"]["input_dim"],
+        "input_dim": model["input_dim"],
         "layers": layers,
-        "loss": dict(compile_["loss"]),
+        "loss": {k: v for k, v in loss.items() if k in _LOSS_FIELDS},
         "metrics": list(compile_["metrics"]),
-        "optimizer": compile_["optimizer"]["name"],
-        "batch_size": spec["fit"]["batch_size"],
+        "optimizer": optimizer["name"],
+        "batch_size": fit["batch_size"],
     }
 
 
