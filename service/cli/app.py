@@ -1,6 +1,6 @@
 """The ``fitq`` command: the parts it starts (``up``, ``api``, ``worker``), the
 admin commands (``db``, ``keys``: ``admin.py``) and the user commands that
-drive the API (``jobs.py``, ``datasets.py``).
+drive the API (``jobs.py``, ``sweeps.py``, ``datasets.py``).
 
 Errors the API answers with (4xx) print as one line on stderr and exit 1;
 usage errors exit 2; the full list of exit codes is in ``common.py``. Whatever
@@ -18,7 +18,7 @@ from typing import Any
 
 import typer
 
-from fitq.service.cli import jobs
+from fitq.service.cli import jobs, sweeps
 from fitq.service.cli.admin import db_app, ensure_local_key, keys_app, register_env_key
 from fitq.service.cli.common import err, fail
 from fitq.service.cli.datasets import datasets_app
@@ -29,6 +29,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(datasets_app, name="datasets")
 jobs.register(app)
+sweeps.register(app)
 
 WORKER_STOP_GRACE_SECONDS = 30
 

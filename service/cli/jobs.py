@@ -45,7 +45,7 @@ def submit(
     as_json: bool = JsonOption,
 ) -> None:
     """Submit a job; print its id (with --follow, watch it; the exit code tells how it ended)."""
-    spec = _load_spec(spec_file)
+    spec = load_spec(spec_file)
     with client() as c:
         for field, ref in (
             ("dataset_id", data),
@@ -53,7 +53,7 @@ def submit(
             ("test_dataset_id", test),
         ):
             if ref:
-                spec[field] = _dataset_ref(c, ref)
+                spec[field] = dataset_ref(c, ref)
         job = call(c.submit, spec)
         if not follow:
             if as_json:
@@ -65,7 +65,8 @@ def submit(
         _watch(c, job.id, as_json)
 
 
-def _load_spec(path: Path) -> dict[str, Any]:
+def load_spec(path: Path, *, what: str = "the job spec") -> dict[str, Any]:
+    """The object in the JSON or YAML file at ``path`` (exit 2 when it is not one)."""
     import yaml
 
     if not path.is_file():
@@ -77,11 +78,11 @@ def _load_spec(path: Path) -> dict[str, Any]:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         fail(f"{path} is not valid {'YAML' if is_yaml else 'JSON'}: {reason}", EXIT_USAGE)
     if not isinstance(spec, dict):
-        fail(f"{path} must hold an object (the job spec)", EXIT_USAGE)
+        fail(f"{path} must hold an object ({what})", EXIT_USAGE)
     return spec
 
 
-def _dataset_ref(c: Client, ref: str) -> str:
+def dataset_ref(c: Client, ref: str) -> str:
     """A dataset id as given, or the id of the file at that path once uploaded."""
     path = Path(ref)
     if path.is_file():
@@ -148,6 +149,13 @@ def show(job_id: str, as_json: bool = JsonOption) -> None:
     )
     if changes:
         out.print(f"history: {changes}", highlight=False)
+    if job.get("pack"):
+        out.print(
+            f"trained in a pack of {job['pack']['size']} (pack {job['pack']['id']})",
+            highlight=False,
+        )
+    if job.get("sweep_id"):
+        out.print(f"a trial of sweep {job['sweep_id']}", highlight=False)
     if job.get("error"):
         out.print(f"[red]error:[/red] {job['error']}", highlight=False)
     _summary(job, history)

@@ -18,14 +18,16 @@ server's ``detail``; a job that ends failed or cancelled raises
 :class:`JobFailed` from ``fit`` (``wait`` returns it as it is).
 
 The modules: ``client.py`` (the :class:`Client`, one method per endpoint),
-``job.py`` (a :class:`Job` and its History), ``events.py`` (Server-Sent
-Events), ``errors.py``. Nothing here imports the server's packages.
+``job.py`` (a :class:`Job` and its History), ``sweep.py`` (a :class:`Sweep`:
+``client.sweep(spec, parameters, metric=…)``, ``.wait()``, ``.table()``,
+``.best``), ``events.py`` (Server-Sent Events), ``errors.py``. Nothing here imports the server's packages.
 """
 
 from fitq.service.client.client import Client
 from fitq.service.client.errors import ApiError, JobFailed
 from fitq.service.client.events import ServerEvent, parse_sse
 from fitq.service.client.job import PREDICT_BATCH_ROWS, History, Job, history_of, keras_line
+from fitq.service.client.sweep import Sweep
 
 __all__ = [
     "PREDICT_BATCH_ROWS",
@@ -35,6 +37,7 @@ __all__ = [
     "Job",
     "JobFailed",
     "ServerEvent",
+    "Sweep",
     "history_of",
     "keras_line",
     "parse_sse",

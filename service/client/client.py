@@ -16,6 +16,7 @@ import numpy as np
 from fitq.service.client.errors import JobFailed, raise_for
 from fitq.service.client.events import ServerEvent, parse_sse
 from fitq.service.client.job import TERMINAL, History, Job, history_of
+from fitq.service.client.sweep import Sweep, goal_of
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
 RECONNECT_SECONDS = 1.0
@@ -156,8 +157,12 @@ class Client:
     def get_job(self, job_id: str) -> Job:
         return Job(self, self.job(job_id))
 
-    def jobs(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    def jobs(
+        self, status: str | None = None, limit: int | None = None, *, sweep: str | None = None
+    ) -> list[dict[str, Any]]:
         params = {"status": status} if status else {}
+        if sweep is not None:
+            params["sweep_id"] = sweep
         items = []
         for item in self._paginate("/v1/jobs", params):
             items.append(item)
@@ -226,6 +231,70 @@ class Client:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
             time.sleep(poll_seconds)
 
+    # -- sweeps ------------------------------------------------------------------------
+
+    def sweep(
+        self,
+        spec: dict[str, Any],
+        parameters: dict[str, Any],
+        *,
+        metric: str | dict[str, str] = "val_loss",
+        method: str = "grid",
+        max_trials: int | None = None,
+        seed: int | None = None,
+        early_terminate: dict[str, Any] | None = None,
+        dataset: str | Path | None = None,
+        name: str | None = None,
+    ) -> Sweep:
+        """Run variants of ``spec``: ``parameters`` maps dotted paths to
+        ``{"values": [...]}`` (or, for ``method="random"``, a distribution), and
+        ``metric`` ranks them (a History name, its goal inferred as Keras Tuner
+        does: ``maximize`` for accuracy-like names; or ``{"name", "goal"}``).
+        ``early_terminate``: ``{"type": "asha", "min_epochs": …, "reduction_factor": …}``.
+        ``dataset``: an id, or a file to upload. Returns the :class:`Sweep`."""
+        if isinstance(metric, str):
+            metric = {"name": metric, "goal": goal_of(metric)}
+        body: dict[str, Any] = {
+            "spec": spec if dataset is None else {**spec, "dataset_id": self._dataset_id(dataset)},
+            "method": method,
+            "parameters": parameters,
+            "metric": metric,
+        }
+        optional = {
+            "name": name,
+            "max_trials": max_trials,
+            "seed": seed,
+            "early_terminate": early_terminate,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return self.create_sweep(body)
+
+    def create_sweep(self, body: dict[str, Any]) -> Sweep:
+        """``POST /v1/sweeps`` with ``body`` as it is."""
+        return Sweep(self, self._request("POST", "/v1/sweeps", json=body).json())
+
+    def get_sweep(self, sweep_id: str) -> Sweep:
+        return Sweep(self, self.read_sweep(sweep_id))
+
+    def read_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/sweeps/{sweep_id}").json()
+
+    def sweeps(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Your sweeps, newest first."""
+        items = []
+        for item in self._paginate("/v1/sweeps"):
+            items.append(item)
+            if limit is not None and len(items) >= limit:
+                break
+        return items
+
+    def sweep_trials(self, sweep_id: str) -> list[dict[str, Any]]:
+        """A sweep's trials, best first."""
+        return list(self._paginate(f"/v1/sweeps/{sweep_id}/trials", {"limit": 200}))
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/sweeps/{sweep_id}/cancel").json()
+
     def _paginate(
         self, path: str, params: dict[str, Any] | None = None
     ) -> Iterator[dict[str, Any]]:
@@ -236,4 +305,3 @@ class Client:
             if not page.get("next_cursor"):
                 return
             params["cursor"] = page["next_cursor"]
-

@@ -130,3 +130,82 @@ def test_cancel_then_watch_exits_5(live: Stack, tmp_path: Path) -> None:
     assert "cancelled" in watched.stderr
     unknown = fitq(live, "cancel", "no-such-job")
     assert unknown.returncode == 1 and "404" in one_line_error(unknown)
+
+
+def test_sweep_follow_shows_the_ranking_until_it_ends(live: Stack, tmp_path: Path) -> None:
+    import yaml
+
+    spec = {k: v for k, v in DIGITS_SPEC.items() if k not in ("dataset_id", "name")}
+    body = {
+        "name": "cli-sweep",
+        "spec": {**spec, "fit": {**DIGITS_SPEC["fit"], "epochs": 3}},
+        "parameters": {"compile.optimizer.learning_rate": {"values": [0.003, 0.0003]}},
+        "metric": {"name": "val_loss"},
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(body))
+    wide = {**live.env, "COLUMNS": "120"}  # a terminal's width, not a pipe's 80
+    data = str(EXAMPLES / "digits.csv")
+    run = fitq(live, "sweep", str(path), "--data", data, "--follow", env=wide)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    sweep_id = run.stderr.split("sweep ", 1)[1].split(":")[0]
+    assert "2 trials queued" in run.stderr
+    assert f"sweep {sweep_id} succeeded: 2/2 ended" in run.stdout
+    assert "val_loss ↓" in run.stdout and "learning_rate" in run.stdout
+    trials = json.loads(fitq(live, "sweep-show", sweep_id, "--json").stdout)["ranking"]
+    assert all(t["job_id"] in run.stdout for t in trials)  # the final ranking, every row
+
+    listed = json.loads(fitq(live, "sweeps", "--json").stdout)
+    assert sweep_id in [s["id"] for s in listed]
+    assert sweep_id in fitq(live, "sweeps").stdout
+    shown = json.loads(fitq(live, "sweep-show", sweep_id, "--json").stdout)
+    assert shown["status"] == "succeeded" and len(shown["ranking"]) == 2
+    assert shown["best"]["job_id"] == shown["ranking"][0]["job_id"]
+    best = fitq(live, "show", shown["best"]["job_id"])
+    assert best.returncode == 0 and f"a trial of sweep {sweep_id}" in best.stdout
+
+    cancelled = fitq(live, "sweep-cancel", sweep_id)
+    assert cancelled.returncode == 0 and "succeeded" in cancelled.stdout  # nothing left to cancel
+    missing = fitq(live, "sweep-show", "no-such-sweep")
+    assert missing.returncode == 1 and "404" in one_line_error(missing)
+
+
+def test_sweep_of_a_bad_combination_is_one_line(live: Stack, tmp_path: Path) -> None:
+    body = {
+        "spec": DIGITS_SPEC,
+        "parameters": {"fit.epochs": {"values": [2, 0]}},
+        "metric": {"name": "val_loss"},
+    }
+    path = tmp_path / "bad-sweep.json"
+    path.write_text(json.dumps(body))
+    result = fitq(live, "sweep", str(path))
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert "422" in line and "fit.epochs=0" in line
+    no_spec = tmp_path / "no-spec.json"
+    no_spec.write_text(json.dumps({"parameters": {}}))
+    assert fitq(live, "sweep", str(no_spec)).returncode == 2
+
+
+def test_show_says_a_job_trained_in_a_pack(live: Stack, tmp_path: Path) -> None:
+    """The pack columns are the worker's to write; here they are set on a
+    finished job's row to see ``show`` read them."""
+    from sqlalchemy import update
+
+    from fitq.service.db.engine import engine_for, transaction
+    from fitq.service.db.models import Job
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({**DIGITS_SPEC, "fit": {**DIGITS_SPEC["fit"], "epochs": 1}}))
+    job_id = fitq(live, "submit", str(spec)).stdout.strip()
+    assert fitq(live, "watch", job_id).returncode == 0  # ended: no worker writes its row again
+    with transaction(live.database_url) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(pack_id="p" * 32, pack_size=4))
+    engine_for(live.database_url).dispose()
+    shown = fitq(live, "show", job_id)
+    assert shown.returncode == 0 and "trained in a pack of 4" in shown.stdout
+    assert json.loads(fitq(live, "show", job_id, "--json").stdout)["pack"] == {
+        "id": "p" * 32,
+        "size": 4,
+    }

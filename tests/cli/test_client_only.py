@@ -1,8 +1,9 @@
 """The client commands on a client-only install (no extras): ``fitq --help``,
-``fitq jobs`` and ``fitq submit`` import nothing of the server. Each runs in a
-fresh interpreter where the server's packages fail to import, as they would
-when not installed; against an API nobody listens on, ``jobs`` and ``submit``
-then end with the documented "cannot reach" exit code, not a traceback."""
+``fitq jobs``, ``fitq submit``, ``fitq sweep`` and ``fitq sweeps`` import
+nothing of the server. Each runs in a fresh interpreter where the server's
+packages fail to import, as they would when not installed; against an API
+nobody listens on, the commands then end with the documented "cannot reach"
+exit code, not a traceback."""
 
 from __future__ import annotations
 
@@ -70,15 +71,20 @@ def fitq_without_server(*args: str, tmp_path: Path) -> subprocess.CompletedProce
 def test_help_lists_every_command(tmp_path: Path) -> None:
     result = fitq_without_server("--help", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
-    for command in ("up", "api", "worker", "submit", "jobs", "datasets", "keys", "db"):
+    for command in ("up", "api", "worker", "submit", "jobs", "sweep", "sweeps", "datasets", "db"):
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("command", [["jobs"], ["submit", "SPEC"]])
+@pytest.mark.parametrize(
+    "command", [["jobs"], ["submit", "SPEC"], ["sweep", "SWEEP", "--follow"], ["sweeps"]]
+)
 def test_client_commands_reach_for_the_api(command: list[str], tmp_path: Path) -> None:
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(SPEC))
-    args = [str(spec) if arg == "SPEC" else arg for arg in command]
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"spec": SPEC, "parameters": {"seed": {"values": [0, 1]}}}))
+    files = {"SPEC": str(spec), "SWEEP": str(sweep)}
+    args = [files.get(arg, arg) for arg in command]
     result = fitq_without_server(*args, tmp_path=tmp_path)
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == EXIT_UNREACHABLE, result.stderr

@@ -1,6 +1,7 @@
 """The Python client against a live ``fitq up``: Keras' fit on digits moved
 to fitq (upload arrays, submit, follow, History), compared with the API's
-own ``GET /v1/jobs/{id}/metrics``; then predict and download."""
+own ``GET /v1/jobs/{id}/metrics``; then predict and download; a sweep ranked,
+its best trial a job to predict with."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from safetensors.numpy import load as load_safetensors
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from fitq.service.client import Client, History, JobFailed
+from fitq.service.client import ApiError, Client, History, JobFailed
 from tests.support.stack import Stack, fitq_up
 
 pytestmark = pytest.mark.slow
@@ -113,3 +114,44 @@ def test_upload_a_file_submit_on_a_dataset_and_a_cancelled_fit_raises(
         job.cancel()
         with pytest.raises(JobFailed, match="cancelled"):
             raise JobFailed(job.wait())
+
+
+def test_a_sweep_ranks_its_trials_and_its_best_is_a_job(live: Stack) -> None:
+    spec = {**SPEC, "fit": {"normalize": True, "epochs": 3, "validation_split": 0.2}}
+    parameters = {"compile.optimizer.learning_rate": {"values": [0.003, 0.0001]}}
+    printed = io.StringIO()
+    with Client(live.url, live.key) as client:
+        sweep = client.sweep(
+            spec, parameters, metric="val_accuracy", dataset="digits", name="client-sweep"
+        )
+        assert sweep["metric"] == {"name": "val_accuracy", "goal": "maximize"}  # inferred
+        assert sweep.wait(progress=True, out=printed, timeout=300) is sweep
+        trials = sweep.trials()
+        table = sweep.table()
+        best = sweep.best
+        assert best is not None
+        probabilities = best.predict(load_digits().data[:3])
+        assert sweep.id in [s["id"] for s in client.sweeps()]
+        jobs = client.jobs(sweep=sweep.id)
+        cancelled = sweep.cancel()  # nothing left to cancel: it stays as it ended
+
+    assert sweep.status == "succeeded" and cancelled.status == "succeeded"
+    assert [t["value"] for t in trials] == sorted((t["value"] for t in trials), reverse=True)
+    assert best.id == trials[0]["job_id"] == sweep["best"]["job_id"]
+    assert best["sweep_id"] == sweep.id and best.status == "succeeded"
+    assert probabilities.shape == (3, 10)
+    assert [row["rank"] for row in table] == [1, 2]
+    assert (
+        table[0]["compile.optimizer.learning_rate"]
+        == trials[0]["params"]["compile.optimizer.learning_rate"]
+    )
+    assert table[0]["val_accuracy"] == trials[0]["value"]
+    assert {j["id"] for j in jobs} == {t["job_id"] for t in trials}
+    lines = printed.getvalue().splitlines()
+    assert lines[-1].startswith(f"sweep {sweep.id} succeeded: 2/2 ended · best val_accuracy")
+
+
+def test_a_sweep_refused_raises_the_api_error(live: Stack) -> None:
+    with Client(live.url, live.key) as client, pytest.raises(ApiError) as refused:
+        client.sweep(SPEC, {"fit.epochs": {"values": [1, 0]}}, metric="loss", dataset="digits")
+    assert refused.value.status_code == 422 and "fit.epochs=0" in str(refused.value)
