@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import queue
 import statistics
 import threading
 import time
@@ -144,14 +145,25 @@ def processes(jobs: int, x: np.ndarray, y: np.ndarray, batch: int, device: str, 
         child.start()
     try:
         for _ in children:
-            ready.get(timeout=300)
+            _get(ready, children)
         start = time.perf_counter()
         go.set()
-        ends = [done.get(timeout=3600) for _ in children]
+        ends = [_get(done, children) for _ in children]
     finally:
         for child in children:
             child.join(timeout=60)
     return jobs * len(x) / (max(ends) - start)
+
+
+def _get(q: Any, children: list) -> Any:
+    """The next message, or an error as soon as a worker process has died."""
+    while True:
+        try:
+            return q.get(timeout=1)
+        except queue.Empty:
+            dead = [c.exitcode for c in children if c.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a worker process exited with {dead[0]}") from None
 
 
 def _worker(k, jobs, rows, batch, device, threads, ready, done, go) -> None:
