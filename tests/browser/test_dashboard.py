@@ -1,7 +1,8 @@
 """The dashboard in real headless Chromium (Debian's, driven by Playwright)
 against a live ``fitq up``: enter the key, open a job from the list, watch
 its loss chart grow while it trains, save a screenshot of the job page
-(``test-artifacts/``), and cancel the job from the page."""
+(``test-artifacts/``), and cancel the job from the page; a sweep's page (every
+trial's curve, the ranking, a scatter per parameter); a job's pack."""
 
 from __future__ import annotations
 
@@ -118,4 +119,74 @@ def test_watch_a_job_train_live_then_cancel_it_from_the_page(live: Stack, page: 
     page.goto(live.url + "/#/")
     page.locator(f'tr.job-row[data-job="{job.id}"] .badge[data-status="cancelled"]').wait_for(
         timeout=WAIT_MS
+    )
+
+
+def open_with_key(page: Any, live: Stack, path: str) -> None:
+    page.goto(live.url + "/")
+    page.fill("#key-input", live.key)
+    page.click("#key-save")
+    page.goto(live.url + "/" + path)
+
+
+def test_a_sweep_page_draws_every_trial_the_ranking_and_each_parameter(
+    live: Stack, page: Any
+) -> None:
+    parameters = {
+        "compile.optimizer.learning_rate": {"values": [0.003, 0.0001]},
+        "model.layers.0.units": {"values": [8, 32]},
+    }
+    spec = {**DIGITS_SPEC, "fit": {**DIGITS_SPEC["fit"], "epochs": 4}}
+    asha = {"type": "asha", "min_epochs": 1, "reduction_factor": 2}
+    with Client(live.url, live.key) as client:
+        sweep = client.sweep(
+            spec, parameters, metric="val_loss", early_terminate=asha, name="digits-grid"
+        )
+        sweep.wait(timeout=300)
+        trials = sweep.trials()
+
+    open_with_key(page, live, "#/")
+    page.locator(f'tr.sweep-row[data-sweep="{sweep.id}"]').click(timeout=WAIT_MS)
+    page.wait_for_selector('#status .badge[data-status="succeeded"]', timeout=WAIT_MS)
+    page.wait_for_function(
+        f"Number(document.querySelector('#curves-chart').dataset.lines) === {len(trials)}",
+        timeout=WAIT_MS,
+    )
+    assert "digits-grid" in page.inner_text("h1")
+    assert page.locator("#ranking tr.trial-row").count() == len(trials)
+    ranked = [row.get_attribute("data-job") for row in page.locator("#ranking tr.trial-row").all()]
+    assert ranked == [t["job_id"] for t in trials]
+    pruned = sum(t["pruned"] for t in trials)
+    assert page.locator('#ranking [data-pruned="true"]').count() == pruned
+    for i, name in enumerate(parameters):
+        scatter = page.locator(f"#scatter-{i}")
+        assert scatter.get_attribute("data-param") == name
+        assert scatter.get_attribute("data-points") == str(len(trials))
+    assert page.inner_text("#f-trials").startswith(f"{len(trials)}/{len(trials)} ended")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-sweep.png"), full_page=True)
+
+    page.locator(f'#ranking tr.trial-row[data-job="{trials[0]["job_id"]}"] a').click()
+    page.wait_for_selector("#f-sweep", timeout=WAIT_MS)
+    assert page.get_attribute("#f-sweep", "href") == f"#/sweeps/{sweep.id}"
+
+
+def test_the_job_page_says_its_pack(live: Stack, page: Any) -> None:
+    """The pack columns are the worker's to write; here they are set on an
+    ended job's row to see the page read them."""
+    from sqlalchemy import update
+
+    from fitq.service.db.engine import engine_for, transaction
+    from fitq.service.db.models import Job
+
+    with Client(live.url, live.key) as client:
+        job = client.submit({**DIGITS_SPEC, "fit": {**DIGITS_SPEC["fit"], "epochs": 1}})
+        job.wait()
+    with transaction(live.database_url) as session:
+        session.execute(update(Job).where(Job.id == job.id).values(pack_id="p" * 32, pack_size=5))
+    engine_for(live.database_url).dispose()
+    open_with_key(page, live, f"#/jobs/{job.id}")
+    page.wait_for_function(
+        "document.querySelector('#f-pack')?.textContent === 'trained in a pack of 5'",
+        timeout=WAIT_MS,
     )

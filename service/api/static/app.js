@@ -1,6 +1,7 @@
-// fitq's dashboard: the job list (#/) and a job page (#/jobs/ID) fed by the
-// job's event stream, read with fetch() so the API key travels in the
-// Authorization header (EventSource cannot send one). No dependencies.
+// fitq's dashboard: the job list (#/, below the sweeps) and a job page
+// (#/jobs/ID) fed by the job's event stream, read with fetch() so the API key
+// travels in the Authorization header (EventSource cannot send one); the sweep
+// pages are in sweeps.js. No dependencies.
 "use strict";
 
 const KEY_STORAGE = "fitq.apiKey";
@@ -123,6 +124,8 @@ function progressBar(p, wide = false) {
   return `<span class="bar${wide ? " wide" : ""}"><span style="width:${(fraction(p) * 100).toFixed(1)}%"></span></span>`;
 }
 
+const packText = pack => (pack ? `trained in a pack of ${pack.size}` : "alone");
+
 function needKey() {
   view.innerHTML = `<div class="panel"><h2>Enter your API key</h2>
     <p class="muted">fitq's dashboard talks to the API with your key, kept in this browser only.
@@ -138,11 +141,14 @@ function showError(message) {
 async function listPage() {
   let timer = null, stopped = false;
   leave = () => { stopped = true; clearTimeout(timer); };
-  view.innerHTML = `<div class="panel"><h2 style="margin-top:0">Jobs</h2><div id="jobs"><p class="muted">Loading…</p></div></div>`;
+  view.innerHTML = `<div class="panel" id="sweeps-panel" hidden><h2 style="margin-top:0">Sweeps</h2><div id="sweeps"></div></div>
+    <div class="panel"><h2 style="margin-top:0">Jobs</h2><div id="jobs"><p class="muted">Loading…</p></div></div>`;
   async function refresh() {
     try {
-      const page = await (await api("/v1/jobs?limit=100")).json();
+      const [page, sweeps] = await Promise.all(
+        ["/v1/jobs?limit=100", "/v1/sweeps?limit=20"].map(async path => (await api(path)).json()));
       if (stopped) return;
+      renderSweepList(sweeps.items);
       renderList(page.items);
     } catch (err) {
       if (!stopped) showError(err.message);
@@ -198,6 +204,8 @@ async function jobPage(jobId) {
         <div><span>attempt</span><b id="f-attempt">${job.attempt}/${job.max_attempts}</b></div>
         <div><span>device</span><b id="f-device">${esc(job.device || "–")}</b></div>
         <div><span>dataset</span><b>${esc(job.dataset_id)}</b></div>
+        <div><span>pack</span><b id="f-pack">${packText(job.pack)}</b></div>
+        ${job.sweep_id ? `<div><span>sweep</span><b><a id="f-sweep" href="#/sweeps/${esc(job.sweep_id)}">${esc(job.sweep_id.slice(0, 12))}</a></b></div>` : ""}
       </div>
       <p id="job-error" class="error">${esc(job.error || "")}</p>
     </div>
@@ -258,6 +266,7 @@ async function jobPage(jobId) {
       state.phase = d.phase;
     } else if (event.kind === "status") {
       state.history.push(d); state.status = d.status;
+      refreshPack();
       state.progress = {...state.progress, status: d.status};
       if (d.error) document.getElementById("job-error").textContent = d.error;
       if (d.test_metrics) {
@@ -268,6 +277,14 @@ async function jobPage(jobId) {
       document.getElementById("job-error").textContent = d.detail;
     }
     render();
+  }
+
+  // The pack is set when a worker claims the job: read it again at each status change.
+  async function refreshPack() {
+    try {
+      const fresh = await (await api(`/v1/jobs/${jobId}`)).json();
+      document.getElementById("f-pack").textContent = packText(fresh.pack);
+    } catch (_) { /* the next status change tries again */ }
   }
 
   render();
@@ -281,8 +298,9 @@ function route() {
   leave(); leave = () => {};
   showKeyState();
   if (!apiKey()) { needKey(); return; }
-  const match = location.hash.match(/^#\/jobs\/([A-Za-z0-9_-]+)$/);
-  if (match) jobPage(match[1]); else listPage();
+  const job = location.hash.match(/^#\/jobs\/([A-Za-z0-9_-]+)$/);
+  const sweep = location.hash.match(/^#\/sweeps\/([A-Za-z0-9_-]+)$/);
+  if (job) jobPage(job[1]); else if (sweep) sweepPage(sweep[1]); else listPage();
 }
 
 window.addEventListener("hashchange", route);
