@@ -12,14 +12,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import Session
 
+from fitq.service import untrusted
 from fitq.service.errors import InvalidInput
 
 T = TypeVar("T")
@@ -42,16 +44,29 @@ class Page(BaseModel, Generic[T]):
         return Page[U](items=[fn(item) for item in self.items], next_cursor=self.next_cursor)
 
 
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]*$"
+"""What every cursor looks like (base64url, unpadded); the OpenAPI document states it
+for each ``cursor`` parameter (``api/openapi.py``)."""
+CURSOR_MAX_CHARS = 1024
+"""Longer than any cursor the API makes (a keyset is a timestamp and an id)."""
+_CURSOR = re.compile(CURSOR_PATTERN)
+
+
 def encode_cursor(data: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> Any:
-    """The JSON inside a cursor; ``InvalidInput`` (``query.cursor``) when it is not one."""
+    """The JSON inside a cursor; ``InvalidInput`` (``query.cursor``) when it is not one.
+
+    The JSON is read as any client text is (``untrusted.loads``): a cursor is
+    opaque, but nothing stops a client from making one."""
+    if len(cursor) > CURSOR_MAX_CHARS or not _CURSOR.match(cursor):
+        raise bad_cursor()
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return untrusted.loads(base64.urlsafe_b64decode(padded.encode()), ["query", "cursor"])
+    except (InvalidInput, binascii.Error, ValueError):
         raise bad_cursor() from None
 
 
@@ -65,11 +80,16 @@ def keyset_of(row: Any) -> list[str]:
 
 
 def parse_keyset(value: Any) -> Keyset:
-    """A keyset back from its JSON form (``bad_cursor`` when it is not one)."""
+    """A keyset back from its JSON form (``bad_cursor`` when it is not one: the
+    timestamp must say its time zone, as those the API writes do, and the id
+    must be a string)."""
     try:
         created, last_id = value
-        return datetime.fromisoformat(created), str(last_id)
-    except (TypeError, ValueError):
+        at = datetime.fromisoformat(created)
+        if at.tzinfo is None or not isinstance(last_id, str):
+            raise bad_cursor()
+        return at.astimezone(UTC), last_id
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 0001-01-01 east of UTC
         raise bad_cursor() from None
 
 

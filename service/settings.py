@@ -28,7 +28,9 @@ import SQLAlchemy."""
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
+    # hide_input_in_errors: a refused setting's message would show its input, and a
+    # model-level check's input is every setting (FITQ_API_KEY, the database password).
+    model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore", hide_input_in_errors=True)
 
     home: Path = Field(default=Path(".fitq"), description="Embedded state folder.")
     database_url: str | None = Field(
@@ -69,6 +71,36 @@ class Settings(BaseSettings):
     max_predict_rows: int = Field(default=10_000, gt=0, description="Rows per predict call.")
     max_queued_jobs_per_key: int = Field(
         default=1_000, gt=0, description="Jobs one key may have queued (not yet started) at once."
+    )
+    max_json_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description="Largest JSON body (a job spec, a predict call), counted as it arrives.",
+    )
+    predict_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        gt=0,
+        description="Activation memory one predict call may use: its rows go through the "
+        "model in chunks sized by the model's widest layer.",
+    )
+    max_streams: int = Field(
+        default=100, gt=0, description="Open event streams per API process, all keys together."
+    )
+    max_streams_per_key: int = Field(
+        default=10, gt=0, description="Open event streams per API process for one key."
+    )
+    statement_timeout_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="PostgreSQL cancels an API statement that runs longer (0: never). "
+        "Workers and migrations are not limited.",
+    )
+    device: str | None = Field(default=None, description="Worker device: cpu, cuda, cuda:1.")
+    threads: int | None = Field(
+        default=None, ge=1, description="Torch threads per worker; default shares the cores."
+    )
+    workers_per_machine: int = Field(
+        default=1, ge=1, description="Workers sharing this machine's cores (for `threads`)."
     )
     device: str | None = Field(default=None, description="Worker device: cpu, cuda, cuda:1.")
     threads: int | None = Field(

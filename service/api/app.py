@@ -4,7 +4,8 @@ At start-up it refuses a database whose schema is behind (``check_schema``,
 which ``fitq api`` also calls before uvicorn starts) and registers
 ``FITQ_API_KEY`` once. The rest has a module each: the routes
 (``routes/``), how errors are rendered (``errors.py``), the OpenAPI document
-(``openapi.py``), the Prometheus middleware and text (``prometheus.py``).
+(``openapi.py``), the Prometheus middleware and text (``prometheus.py``), the
+refusal of unstorable text in a URL or a header before routing (``guard.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from fitq.service import auth, logs
-from fitq.service.api import errors, openapi, prometheus
+from fitq.service.api import errors, guard, openapi, prometheus
 from fitq.service.api.routes import dashboard, datasets, events, jobs, ops, sweeps
 from fitq.service.db import migrate
 from fitq.service.db.engine import engine_for, session_factory, transaction
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     configure(app, settings or get_settings())
+    app.add_middleware(guard.RefuseUnstorableText)  # inside the catch-all that install() adds
     errors.install(app)
     app.add_middleware(prometheus.PrometheusMiddleware)
     for router in ROUTERS:

@@ -2,7 +2,8 @@
 
 - the body of ``POST /v1/jobs`` is the job spec's own schema (the route reads
   a plain JSON object and validates it with ``service/spec``), and that of
-  ``POST /v1/sweeps`` is ``SweepCreate``'s, likewise;
+  ``POST /v1/sweeps`` is ``SweepCreate``'s, likewise, and that of predict is
+  ``PredictRequest`` (all three are read after the key is checked, ``JsonBody``);
 - ``links`` from the operations that create a resource to every operation on
   it, so a client generator (or a stateful fuzzer such as schemathesis) knows
   that ``POST /v1/jobs`` returns the ``job_id`` that ``GET /v1/jobs/{job_id}``,
@@ -15,9 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 from starlette.routing import compile_path
 
 from fitq.service import spec as specs
+from fitq.service.api.schemas import PredictRequest
 
 ID_FROM_BODY = "$response.body#/id"
 
@@ -39,6 +42,7 @@ def customize(app: FastAPI) -> None:
             return app.openapi_schema
         schema = default_openapi()
         _job_spec_body(schema)
+        _predict_body(schema)
         _sweep_body(schema)
         add_links(schema)
         app.openapi_schema = schema
@@ -47,15 +51,30 @@ def customize(app: FastAPI) -> None:
     app.openapi = document  # type: ignore[method-assign]
 
 
-def _job_spec_body(schema: dict[str, Any]) -> None:
-    spec_schema = specs.JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+def _declare_body(schema: dict[str, Any], path: str, model: type[BaseModel]) -> dict[str, Any]:
+    """State ``model`` as the JSON body of ``POST path`` (a route that reads its body
+    through ``JsonBody``, after the key, so FastAPI does not know it); its schema."""
+    body = model.model_json_schema(ref_template="#/components/schemas/{model}")
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components.update(spec_schema.pop("$defs", {}))
-    components["JobSpec"] = spec_schema
-    schema["paths"]["/v1/jobs"]["post"]["requestBody"] = {
+    components.update(body.pop("$defs", {}))
+    components[model.__name__] = body
+    schema["paths"][path]["post"]["requestBody"] = {
         "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
+        "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+        },
     }
+    return body
+
+
+def _job_spec_body(schema: dict[str, Any]) -> None:
+    """The job spec, and what its model says in prose: ``model`` or ``keras_json``, one."""
+    body = _declare_body(schema, "/v1/jobs", specs.JobSpec)
+    body["oneOf"] = [{"required": ["model"]}, {"required": ["keras_json"]}]
+
+
+def _predict_body(schema: dict[str, Any]) -> None:
+    _declare_body(schema, "/v1/jobs/{job_id}/predict", PredictRequest)
 
 
 def _sweep_body(schema: dict[str, Any]) -> None:

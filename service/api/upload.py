@@ -4,7 +4,8 @@ while the body arrives (Starlette's ``UploadFile`` buffers before a limit could)
 The body goes through python-multipart's streaming parser chunk by chunk: the
 ``file`` part is written to a temporary file and hashed on the way; the small
 text fields (``name``, ``label``, ``task``) are kept in memory, each capped.
-The client's file name is returned as a string, never used as a path.
+The client's file name is returned as a string, never used as a path. Text
+that no database can hold (a NUL) is refused in either (``untrusted``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
+from fitq.service import untrusted
 from fitq.service.errors import InvalidInput, PayloadTooLarge
 
 FILE_FIELD = "file"
@@ -103,7 +105,9 @@ class _Receiver:
                 raise InvalidInput("more than one 'file' part", loc=["body", FILE_FIELD])
             self.file_seen = True
             raw = options.get(b"filename")
-            self.filename = raw.decode("utf-8", "replace") if raw is not None else None
+            if raw is not None:
+                self.filename = raw.decode("utf-8", "replace")
+                untrusted.check_text(self.filename, ["body", FILE_FIELD], "the file name")
         elif name in TEXT_FIELDS:
             if name in self.fields:
                 raise InvalidInput(f"more than one {name!r} field", loc=["body", name])
@@ -137,11 +141,13 @@ class _Receiver:
     def on_part_end(self) -> None:
         if self._part in TEXT_FIELDS:
             try:
-                self.fields[self._part] = self._text.decode("utf-8")
+                text = self._text.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidInput(
                     f"field {self._part!r} is not UTF-8 text", loc=["body", self._part]
                 ) from None
+            loc = ["body", self._part]
+            self.fields[self._part] = untrusted.check_text(text, loc, f"field {self._part!r}")
         self._part = None
 
     def on_end(self) -> None:

@@ -17,6 +17,9 @@ from fitq.service.store import ArtifactStore
 
 PREDICTOR_CACHE_SIZE = 8
 """Loaded models kept in memory for predict (per API process)."""
+ACTIVATION_COPIES = 3
+"""Rows of the widest layer's width a forward pass holds at once, at most: a layer's
+input and output, and the copy an activation that cannot work in place makes."""
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 """The largest predict input the model's float32 holds."""
 
@@ -62,10 +65,11 @@ _predictors = _PredictorCache(PREDICTOR_CACHE_SIZE)
 
 
 def predict(
-    store: ArtifactStore, job: Job, inputs: list[list[float]], *, max_rows: int
+    store: ArtifactStore, job: Job, inputs: list[list[float]], *, max_rows: int, max_bytes: int
 ) -> dict[str, Any]:
     """Apply a succeeded job's model to ``inputs``: class indices and
-    probabilities for classification, values for regression."""
+    probabilities for classification, values for regression. At most
+    ``max_bytes`` (``FITQ_PREDICT_MAX_BYTES``) of activations at a time."""
     key = _require_succeeded(job)
     spec = job.spec
     n_features = int(spec["model"]["input_dim"])
@@ -77,9 +81,7 @@ def predict(
         return load_predictor(spec["model"], model_bytes(store, job), device="cpu")
 
     predictor = _predictors.get((job.id, key), load)
-    out = np.asarray(predictor.predict(x), dtype=np.float64)
-    if out.ndim == 1:
-        out = out[:, None]
+    out = outputs(predictor, x, max_bytes)
     overflowed = np.flatnonzero(~np.isfinite(out).all(axis=1))
     if overflowed.size:
         i = int(overflowed[0])
@@ -88,6 +90,34 @@ def predict(
             loc=["body", "inputs", i],
         )
     return _interpret(out, spec["compile"]["loss"])
+
+
+def rows_per_chunk(model: Any, max_bytes: int) -> int:
+    """Rows one forward pass of ``model`` (the engine's ``Model``) may take so that
+    its activations stay within ``max_bytes``: what a row costs is set by the widest
+    layer (a 200,000-unit layer holds 800 KB per row and copy), not by the rows."""
+    widest = max(model.input_dim, *(layer.out_dim for layer in model.layers))
+    per_row = ACTIVATION_COPIES * widest * model.dtype.itemsize
+    return max(1, max_bytes // per_row)
+
+
+def outputs(predictor: Any, x: np.ndarray, max_bytes: int) -> np.ndarray:
+    """The model's outputs for the rows of ``x`` [n, out] (float64), computed
+    ``rows_per_chunk`` rows at a time; 413 when the outputs alone would pass
+    ``max_bytes``. (Before: 8,192 rows at a time whatever the width, ~6.5 GB for
+    a 200,000-unit layer.)"""
+    n_outputs = predictor.model.output_dim
+    if x.shape[0] * n_outputs * 8 > max_bytes:
+        raise PayloadTooLarge(
+            f"{x.shape[0]} rows of {n_outputs} outputs each are over the limit of "
+            f"{max_bytes} bytes (FITQ_PREDICT_MAX_BYTES); send fewer rows per call"
+        )
+    rows = rows_per_chunk(predictor.model, max_bytes)
+    out = np.empty((x.shape[0], n_outputs), dtype=np.float64)
+    for lo in range(0, x.shape[0], rows):
+        chunk = np.asarray(predictor.predict(x[lo : lo + rows]), dtype=np.float64)
+        out[lo : lo + rows] = chunk.reshape(chunk.shape[0], -1)
+    return out
 
 
 def _input_matrix(inputs: list[list[float]], n_features: int, max_rows: int) -> np.ndarray:

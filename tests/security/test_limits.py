@@ -237,6 +237,94 @@ class TestPredictRows:
         )
 
 
+# -- JSON bodies -----------------------------------------------------------------------------
+
+
+class CountedBody:
+    """A request body of ``chunks`` chunks of ``size`` bytes (a JSON list that
+    never closes, sent without Content-Length), counting what the server pulled."""
+
+    def __init__(self, chunks: int, size: int = 64 * 1024):
+        self.chunks, self.size, self.pulled = chunks, size, 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for i in range(self.chunks):
+            self.pulled += 1
+            yield b'{"inputs": [[' if i == 0 else b"0," * (self.size // 2)
+
+
+JSON_ROUTES = ["/v1/jobs", "/v1/jobs/{job}/predict"]
+
+
+class TestJsonBodies:
+    """Every JSON body is read after the key is checked, and counted while it
+    arrives: 413 once it passes FITQ_MAX_JSON_BYTES, never read whole first."""
+
+    LIMIT = 256 * 1024
+    CHUNKS = 1024
+    """64 MiB offered: what an unchecked read would take in."""
+
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return limited(settings, max_json_bytes=self.LIMIT)
+
+    @pytest.fixture
+    def job(self, job_factory: Callable[..., Job]) -> Job:
+        return job_factory(status=SUCCEEDED, model_key="jobs/x/model.safetensors")
+
+    @pytest.mark.parametrize("path", JSON_ROUTES)
+    @pytest.mark.parametrize("key", [None, "fitq_wrong"], ids=["no-key", "wrong-key"])
+    async def test_without_a_valid_key_the_body_is_not_read(
+        self, client: httpx.AsyncClient, job: Job, path: str, key: str | None
+    ) -> None:
+        body = CountedBody(self.CHUNKS)
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        r = await client.post(path.format(job=job.id), content=body, headers=headers)
+        assert r.status_code == 401, r.text
+        assert body.pulled <= 1
+
+    @pytest.mark.parametrize("path", JSON_ROUTES)
+    async def test_a_body_past_the_limit_is_cut_as_it_streams(
+        self, api: Api, job: Job, path: str
+    ) -> None:
+        body = CountedBody(self.CHUNKS)
+        r = await api.post(
+            path.format(job=job.id),
+            content=body,
+            headers={**api.headers, "Content-Type": "application/json"},
+        )
+        assert r.status_code == 413, r.text
+        assert f"limit of {self.LIMIT} bytes (FITQ_MAX_JSON_BYTES)" in r.json()["detail"]
+        assert body.pulled <= self.LIMIT // body.size + 2
+
+    @pytest.mark.parametrize("path", JSON_ROUTES)
+    async def test_a_declared_length_past_the_limit_is_refused_unread(
+        self, api: Api, job: Job, path: str
+    ) -> None:
+        r = await api.post(
+            path.format(job=job.id),
+            content=b"{}",
+            headers={
+                **api.headers,
+                "Content-Type": "application/json",
+                "Content-Length": str(self.LIMIT + 1),
+            },
+        )
+        assert r.status_code == 413, r.text
+
+    def test_no_route_lets_fastapi_read_a_body(self, app: FastAPI) -> None:
+        """FastAPI reads a declared body before any dependency (the key
+        included) and without a cap: every body goes through ``JsonBody`` or
+        the upload stream instead."""
+        from fastapi.routing import iter_route_contexts
+
+        routes = list(iter_route_contexts(app.routes))
+        assert len(routes) >= 15
+        assert [r.path for r in routes if getattr(r, "body_field", None) is not None] == []
+
+
 # -- queued jobs per key -------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from fitq.service.api.deps import (
     SessionDep,
     SettingsDep,
     StoreDep,
+    validated,
 )
 from fitq.service.api.errors import error_responses
 from fitq.service.api.schemas import (
@@ -167,13 +168,24 @@ def download_model(job: JobDep, store: StoreDep) -> Response:
 @router.post(
     "/{job_id}/predict",
     response_model=Prediction,
-    responses=error_responses(
-        400, 401, 404, 409, 413, 422
-    ),  # 400: FastAPI's, for a body that is not text
+    responses=error_responses(401, 404, 409, 413, 422),
 )
-def predict(body: PredictRequest, job: JobDep, store: StoreDep, settings: SettingsDep) -> Response:
+def predict(
+    owner: OwnerDep,  # first: the key is checked before the body is read (the job after it)
+    body: JsonBody,
+    job: JobDep,
+    store: StoreDep,
+    settings: SettingsDep,
+) -> Response:
     """Apply the trained model to rows of features."""
-    result = prediction.predict(store, job, body.inputs, max_rows=settings.max_predict_rows)
+    inputs = validated(PredictRequest, body).inputs
+    result = prediction.predict(
+        store,
+        job,
+        inputs,
+        max_rows=settings.max_predict_rows,
+        max_bytes=settings.predict_max_bytes,
+    )
     return json_response(Prediction(**result))
 
 
