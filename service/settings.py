@@ -109,6 +109,13 @@ class Settings(BaseSettings):
     workers_per_machine: int = Field(
         default=1, ge=1, description="Workers sharing this machine's cores (for `threads`)."
     )
+    pack_max: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most compatible jobs a worker trains together as one pack (1 turns "
+        "packing off); default sized to the device: 16 on a CPU, from free memory on CUDA "
+        "(worker/pack_size.py).",
+    )
     log_format: str = Field(default="text", description="text or json.")
     api_threads: int = Field(
         default=16,

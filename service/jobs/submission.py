@@ -29,6 +29,7 @@ from fitq.service.datasets import service as datasets
 from fitq.service.datasets.shape import DataShape
 from fitq.service.db.models import QUEUED, ApiKey, Dataset, Job, utcnow
 from fitq.service.errors import Conflict, NotFound, TooManyRequests
+from fitq.worker.engine.pack.compat import compatibility_key
 
 log = logging.getLogger("fitq.jobs")
 
@@ -135,6 +136,7 @@ def new_job(
         epochs=int(normalized["fit"]["epochs"]),
         max_attempts=int(normalized.get("max_attempts") or 3),
         sweep_id=sweep_id,
+        pack_key=compatibility_key(normalized),  # None: it trains solo
         created_at=now,
         updated_at=now,
     )
