@@ -22,6 +22,8 @@ FIELDS = (
     "epoch",
     "step",
     "worker_id",
+    "pack_id",
+    "pack_size",
     "device",
     "dataset_id",
     "method",

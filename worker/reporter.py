@@ -12,8 +12,8 @@ database that is away.
   for it (``cancel``, ``lost``).
 - :class:`Heartbeat`: a thread that, every ``REPORT_SECONDS`` (at most a
   third of the lease), extends the lease of each reporter it beats and writes
-  its progress, all in one transaction. It beats one reporter today; a pack of
-  jobs trained together would hand it one per job.
+  its progress, all in one statement: one reporter for a solo attempt, one per
+  member for a pack (``worker/pack_attempt.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from fitq.service import queue
 from fitq.service.db.availability import describe as describe_database_error
 from fitq.service.db.availability import is_unavailable
 from fitq.service.db.engine import session_factory
-from fitq.service.errors import StaleAttempt
 from fitq.service.sweeps import progress as sweep_progress
 
 log = logging.getLogger("fitq.worker")
@@ -114,7 +113,6 @@ class Reporter:
         self.lost = threading.Event()
         self.progress: Progress | None = None
         self._progress_written: Progress | None = None
-        self._progress_beaten: Progress | None = None
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -152,12 +150,14 @@ class Reporter:
 
         return self._fenced(write)
 
-    def hand_back(self, checkpoint_key: str) -> None:
-        """Back to the queue at shutdown, resumable from ``checkpoint_key`` (one transaction)."""
+    def hand_back(self, checkpoint_key: str | None, *, solo: bool = False) -> None:
+        """Back to the queue, resumable from ``checkpoint_key`` (None: from the last
+        one committed), in one transaction; ``solo``: never to train in a pack again."""
 
         def write(session: Session, job: str, attempt: int) -> None:
-            queue.record_checkpoint(session, job, attempt, checkpoint_key)
-            queue.requeue(session, job, attempt)
+            if checkpoint_key is not None:
+                queue.record_checkpoint(session, job, attempt, checkpoint_key)
+            queue.requeue(session, job, attempt, solo=solo)
 
         self._fenced(write)
 
@@ -199,42 +199,39 @@ class Reporter:
             return "cancel"
         return None
 
-    def beat(self, session: Session, lease_seconds: float) -> bool:
-        """Extend the lease and write the progress if it moved, in ``session``;
-        whether a cancel was asked. A lost lease sets ``lost`` and raises
-        ``StaleAttempt``. :meth:`beaten` follows once ``session`` committed."""
-        claim = self.claim
-        try:
-            cancel = queue.heartbeat(session, claim.job_id, claim.attempt, lease_seconds)
-        except StaleAttempt:
-            self.lost.set()
-            raise
-        progress = self._progress_beaten = self.progress
-        if progress is not None and progress != self._progress_written:
-            epoch, step, steps = progress
-            queue.record_progress(
-                session, claim.job_id, claim.attempt, epoch=epoch, step=step, steps=steps
-            )
-        return cancel
+    def beat(self) -> queue.Beat:
+        """This claim's part of the next heartbeat: its progress if it moved."""
+        progress = self.progress
+        return queue.Beat(self.claim, None if progress == self._progress_written else progress)
 
-    def beaten(self, cancel: bool) -> None:
-        """The beat committed: its progress is written, its cancel request heard."""
-        self._progress_written = self._progress_beaten
+    def beaten(self, beat: queue.Beat, heard: dict[str, bool]) -> None:
+        """The heartbeat committed ``beat`` and ``heard`` what it answered: this
+        attempt is lost when it is not in the answer; else its progress is written
+        and its cancel request, if any, heard."""
+        cancel = heard.get(self.claim.job_id)
+        if cancel is None:
+            self.lost.set()
+            return
+        if beat.progress is not None:
+            self._progress_written = beat.progress
         if cancel:
             self.cancel.set()
 
 
 class Heartbeat:
-    """The thread that beats ``reporters`` until the block ends, in one
-    transaction a tick. A reporter whose lease was lost is beaten no more (its
-    tick's transaction rolls back: the others are beaten again at the next);
-    the thread ends when none is left. Any other error (the database briefly
-    away) is logged and the next tick tries again."""
+    """The thread that beats its reporters until the block ends: one statement a
+    tick (``queue.heartbeat_claims``) extends every lease and writes every
+    progress that moved. A reporter whose attempt is no longer the running one
+    (its lease went to another worker, or it ended) is marked lost and beaten no
+    more; the others lose nothing. Reporters join (:meth:`add`) and leave
+    (:meth:`discard`) while it runs: a pack's members come and go. Any other
+    error (the database briefly away) is logged and the next tick tries again."""
 
     def __init__(self, db: Database, reporters: list[Reporter], lease_seconds: float):
         self.db = db
-        self.reporters = list(reporters)
         self.lease_seconds = lease_seconds
+        self._reporters = list(reporters)
+        self._lock = threading.Lock()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fitq-reporter", daemon=True)
 
@@ -247,25 +244,38 @@ class Heartbeat:
             self._done.set()
             self._thread.join()
 
+    def add(self, reporter: Reporter) -> None:
+        with self._lock:
+            self._reporters.append(reporter)
+
+    def discard(self, reporter: Reporter) -> None:
+        """Beat ``reporter`` no more (its attempt ended, or left this worker)."""
+        with self._lock:
+            if reporter in self._reporters:
+                self._reporters.remove(reporter)
+
     def _run(self) -> None:
         interval = min(REPORT_SECONDS, self.lease_seconds / 3)
-        live = self.reporters
-        while live and not self._done.wait(interval):
-            try:
-                with self.db.transaction() as session:
-                    beats = [(r, r.beat(session, self.lease_seconds)) for r in live]
-                for reporter, cancel in beats:
-                    reporter.beaten(cancel)
-            except StaleAttempt:  # that reporter is lost: it leaves `live` below
-                pass
-            except Exception as exc:  # the database may be briefly away; keep beating
-                for reporter in live:
-                    log.warning(
-                        "heartbeat failed",
-                        extra={
-                            "job_id": reporter.claim.job_id,
-                            "error": describe_database_error(exc),
-                        },
-                        exc_info=not is_unavailable(exc),
-                    )
-            live = [r for r in live if not r.lost.is_set()]
+        while not self._done.wait(interval):
+            with self._lock:
+                live = [r for r in self._reporters if not r.lost.is_set()]
+            if live:
+                self._tick(live)
+
+    def _tick(self, live: list[Reporter]) -> None:
+        beats = [r.beat() for r in live]
+        try:
+            with self.db.transaction() as session:
+                heard = queue.heartbeat_claims(session, beats, self.lease_seconds)
+        except Exception as exc:  # the database may be briefly away; keep beating
+            log.warning(
+                "heartbeat failed",
+                extra={
+                    "job_id": ",".join(r.claim.job_id for r in live),
+                    "error": describe_database_error(exc),
+                },
+                exc_info=not is_unavailable(exc),
+            )
+            return
+        for reporter, beat in zip(live, beats, strict=True):
+            reporter.beaten(beat, heard)

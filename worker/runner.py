@@ -1,10 +1,13 @@
 """The worker process: claim a job, run its attempt, repeat, until stopped.
 
-One job at a time (``worker/attempt.py`` runs it; ``worker/reporter.py``
-writes what it does and beats its lease). A job's failure never stops the
-worker. A database that is away is waited for: the claim loop polls, the
-heartbeat keeps beating, and a job's own writes are retried until they
-commit (see ``worker/reporter.py``).
+One claim at a time: a job alone (``worker/attempt.py``), or, when it has a
+``pack_key`` and packing is on (``FITQ_PACK_MAX`` ≠ 1), a pack of compatible
+jobs trained together, which more jobs join as they are queued
+(``worker/pack_attempt.py``); ``worker/reporter.py`` writes what each job
+does and beats the leases. A job's failure never stops the worker. A
+database that is away is waited for: the claim loop polls, the heartbeat
+keeps beating, and a job's own writes are retried until they commit (see
+``worker/reporter.py``).
 
 Idle, it waits on PostgreSQL's ``LISTEN fitq_jobs`` (a dedicated connection,
 re-opened when the database comes back) or, on SQLite and as the fallback for
@@ -38,6 +41,7 @@ from fitq.service.db.availability import describe as describe_database_error
 from fitq.service.settings import Settings
 from fitq.service.store import ArtifactStore
 from fitq.worker.attempt import Attempt, StepObserver
+from fitq.worker.pack_attempt import PackAttempt
 from fitq.worker.reporter import Database, Heartbeat, Reporter
 from fitq.worker.waiter import QueueWaiter
 
@@ -101,8 +105,7 @@ class Worker:
                 if claim is None:
                     waiter.wait()
                     continue
-                self.run_job(claim)
-                ran += 1
+                ran += self.run_claim(claim, None if max_jobs is None else max_jobs - ran)
         finally:
             waiter.close()
         log.info("worker stopped", extra={"worker_id": self.worker_id})
@@ -111,8 +114,34 @@ class Worker:
     def claim(self) -> queue.Claim | None:
         with self.db.transaction() as session:
             return queue.claim(
-                session, self.worker_id, self.settings.lease_seconds, device=self.device
+                session,
+                self.worker_id,
+                self.settings.lease_seconds,
+                device=self.device,
+                max_running_per_key=self.settings.max_running_jobs_per_key,
             )
+
+    def run_claim(self, claim: queue.Claim, budget: int | None = None) -> int:
+        """Run ``claim``'s job, in a pack when it may train in one (then claiming up
+        to ``budget`` jobs in all); return how many jobs ran."""
+        if claim.pack_key is not None and self.settings.pack_max != 1:
+            return len(self.run_pack(claim, budget))
+        self.run_job(claim)
+        return 1
+
+    def run_pack(self, claim: queue.Claim, budget: int | None = None) -> dict[str, str]:
+        """Train ``claim``'s job in a pack that compatible jobs join; each job's outcome."""
+        return PackAttempt(
+            claim,
+            self.db,
+            self.store,
+            self.settings,
+            worker_id=self.worker_id,
+            device=self.device,
+            stop=self.stop,
+            on_step=self.on_step,
+            budget=budget,
+        ).run()
 
     def run_job(self, claim: queue.Claim) -> str:
         """Run ``claim``'s attempt with its heartbeat beating; return the outcome."""

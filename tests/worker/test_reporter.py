@@ -1,7 +1,8 @@
-"""The heartbeat over several claims in one transaction a tick (what a pack of
+"""The heartbeat over several claims in one statement a tick (what a pack of
 jobs trained together needs): each lease is extended and each progress
 written; a claim whose lease was lost is dropped without costing the others
-their progress; a cancel request reaches its own reporter only."""
+their progress; a cancel request reaches its own reporter only; claims join
+and leave while it beats."""
 
 from __future__ import annotations
 
@@ -50,3 +51,29 @@ def test_one_heartbeat_beats_each_claim_and_drops_a_lost_one(
     assert not first.lost.is_set() and not second.cancel.is_set()
     assert (first.stop_asked(), second.stop_asked()) == ("cancel", "lost")
     assert job_row(database_url, lost.id).step == 0
+
+
+def test_claims_join_and_leave_a_running_heartbeat(
+    database_url: str, job_factory: Callable[..., Job]
+) -> None:
+    staying, joining = (
+        job_factory(status=RUNNING, attempt=1, lease_expires_at=utcnow() + FAR) for _ in range(2)
+    )
+    db = Database(database_url, threading.Event())
+    first, second = reporter_of(db, staying), reporter_of(db, joining)
+    first.progress = (1, 1, 10)
+    heartbeat = Heartbeat(db, [first], LEASE_SECONDS)
+    with heartbeat.running():
+        wait_for(lambda: job_row(database_url, staying.id).step == 1, "the first claim's beat")
+        second.progress = (1, 2, 10)
+        heartbeat.add(second)
+        wait_for(lambda: job_row(database_url, joining.id).step == 2, "the joining claim's beat")
+        heartbeat.discard(second)
+        first.progress = second.progress = (1, 3, 10)
+        wait_for(lambda: job_row(database_url, staying.id).step == 3, "a beat as it left")
+        left = job_row(database_url, joining.id).lease_expires_at
+        first.progress = second.progress = (1, 4, 10)
+        wait_for(lambda: job_row(database_url, staying.id).step == 4, "a beat after it left")
+    assert job_row(database_url, joining.id).step in (2, 3)  # the tick it left in may beat it
+    assert job_row(database_url, joining.id).lease_expires_at == left
+    assert not (first.lost.is_set() or second.lost.is_set())

@@ -129,6 +129,18 @@ class Pack:
             self._round.plan.deactivate(m.k, self._round.done)
         self._dirty = True
 
+    def stop(self, member_id: str) -> MemberStatus:
+        """End a training member's fit at its epoch boundary, as the solo trainer's fit
+        ends when `stop_training` is set between epochs (a sweep pruning a trial): it
+        becomes EARLY_STOPPED, early stopping's best weights restored if it keeps them."""
+        m = self._member(member_id)
+        if m.perm is not None or (self._round is not None and m in self._round.seating.members):
+            raise ConfigError(f"member {member_id!r} stops between its epochs, not inside one")
+        if m.status is MemberStatus.TRAINING:
+            m.stop_training = True
+            self._finish(m)
+        return m.status
+
     # ------------------------------------------------------------------ training
 
     @torch.no_grad()
