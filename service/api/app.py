@@ -89,8 +89,9 @@ def configure(app: FastAPI, settings: Settings) -> None:
     Everything a request needs is read from ``app.state``, so tests can reuse
     one app (FastAPI builds each route on its first request) across settings.
     """
+    url, timeout = settings.resolved_database_url, settings.statement_timeout_seconds
     app.state.settings = settings
-    app.state.engine = engine_for(settings.resolved_database_url)
+    app.state.engine = engine_for(url, statement_timeout_seconds=timeout)
     app.state.read_limiter = anyio.CapacityLimiter(settings.api_read_threads)
-    app.state.session_factory = session_factory(settings.resolved_database_url)
+    app.state.session_factory = session_factory(url, statement_timeout_seconds=timeout)
     app.state.store = ArtifactStore.from_settings(settings)

@@ -46,7 +46,10 @@ def is_sqlite(url: str) -> bool:
     return make_url(normalize_url(url)).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, statement_timeout_seconds: float = 0) -> Engine:
+    """An engine for ``url``. On PostgreSQL, ``statement_timeout_seconds`` > 0 has
+    the server cancel any statement that runs longer (libpq's ``options``, so
+    every pooled connection has it from its start); SQLite ignores it."""
     url = normalize_url(url)
     if is_sqlite(url):
         database = make_url(url).database
@@ -65,6 +68,10 @@ def make_engine(url: str) -> Engine:
         parsed = parsed.update_query_dict(
             {"connect_timeout": str(POSTGRES_CONNECT_TIMEOUT_SECONDS)}
         )
+    if statement_timeout_seconds > 0:
+        own = str(parsed.query.get("options", ""))
+        limit = f"-c statement_timeout={max(1, round(statement_timeout_seconds * 1000))}"
+        parsed = parsed.update_query_dict({"options": f"{own} {limit}".strip()})
     return create_engine(
         parsed, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_MAX_OVERFLOW
     )
@@ -110,28 +117,35 @@ def reading(engine: Engine) -> Iterator[Connection]:
 
 
 MAX_ENGINES = 8
-_engines: OrderedDict[str, Engine] = OrderedDict()
+_engines: OrderedDict[tuple[str, float], Engine] = OrderedDict()
 _engines_lock = threading.Lock()
 
 
-def engine_for(url: str) -> Engine:
-    """One engine (and pool) per URL per process; past ``MAX_ENGINES`` URLs
-    (tests make many databases) the least recently used one is disposed,
-    which closes its pooled connections instead of leaving them to the
-    garbage collector."""
+def engine_for(url: str, *, statement_timeout_seconds: float = 0) -> Engine:
+    """One engine (and pool) per URL and statement timeout per process: the API
+    asks for ``FITQ_STATEMENT_TIMEOUT_SECONDS``, everything else (workers,
+    migrations, the CLI) for none. Past ``MAX_ENGINES`` the least recently used
+    one is disposed (tests make many databases), which closes its pooled
+    connections instead of leaving them to the garbage collector."""
+    if is_sqlite(url):
+        statement_timeout_seconds = 0
+    key = (url, float(statement_timeout_seconds))
     with _engines_lock:
-        engine = _engines.get(url)
+        engine = _engines.get(key)
         if engine is None:
-            engine = _engines[url] = make_engine(url)
-        _engines.move_to_end(url)
+            engine = _engines[key] = make_engine(
+                url, statement_timeout_seconds=statement_timeout_seconds
+            )
+        _engines.move_to_end(key)
         while len(_engines) > MAX_ENGINES:
             _, evicted = _engines.popitem(last=False)
             evicted.dispose()
         return engine
 
 
-def session_factory(url: str) -> sessionmaker[Session]:
-    return sessionmaker(engine_for(url), expire_on_commit=False)
+def session_factory(url: str, *, statement_timeout_seconds: float = 0) -> sessionmaker[Session]:
+    engine = engine_for(url, statement_timeout_seconds=statement_timeout_seconds)
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager
