@@ -75,6 +75,7 @@ class Claim:
     spec: dict[str, Any]
     checkpoint_key: str | None
     pack_key: str | None = None  # the jobs it may train with (None: it trains solo)
+    isolated: bool = False  # a retry on its last attempt: it trains alone (_isolated)
 
 
 def _event(
@@ -161,14 +162,23 @@ def claim(
     return _claimed(session, row)
 
 
-_CLAIMED = (Job.id, Job.attempt, Job.spec, Job.checkpoint_key, Job.pack_key)
+_CLAIMED = (Job.id, Job.attempt, Job.spec, Job.checkpoint_key, Job.pack_key, Job.max_attempts)
+
+
+def _isolated(attempt: Any, max_attempts: Any) -> Any:
+    """Whether a claim for ``attempt`` retries a job on its last attempt. Such a claim
+    trains alone, never in a pack: a job that kills its worker (a crash, the OOM
+    killer) takes its packmates' attempts with it, and this keeps it from taking
+    their last one. Works on columns and on plain ints."""
+    return (attempt > 1) & (attempt >= max_attempts)
 
 
 def _claimed(session: Session, row: Any) -> Claim:
     """The claim of a row just claimed, with its status event."""
     _event(session, row.id, EVENT_STATUS, {"status": RUNNING, "attempt": row.attempt})
     log.info("claimed", extra={"action": "claim", "job_id": row.id, "attempt": row.attempt})
-    return Claim(row.id, row.attempt, row.spec, row.checkpoint_key, row.pack_key)
+    isolated = bool(_isolated(row.attempt, row.max_attempts))
+    return Claim(row.id, row.attempt, row.spec, row.checkpoint_key, row.pack_key, isolated)
 
 
 def claim_compatible(
@@ -186,7 +196,9 @@ def claim_compatible(
     priority, oldest first) into the pack ``pack_id``, in one statement: each is
     claimed as :func:`claim` claims one (its own attempt incremented, lease, status
     event), and its ``pack_id`` set. The pack's worker writes their ``pack_size`` with
-    :func:`set_pack_size` once it knows its members, in the same transaction.
+    :func:`set_pack_size` once it knows its members, in the same transaction. A job
+    whose claim would be a retry on its last attempt is left to :func:`claim`, to
+    train alone (:func:`_isolated`).
 
     The candidates are locked ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), so concurrent
     packs never take the same job; the UPDATE repeats the claimable test, as
@@ -198,6 +210,7 @@ def claim_compatible(
         select(Job.id)
         .where(Job.pack_key == pack_key, _claimable(now))
         .order_by(Job.priority.desc(), Job.created_at, Job.id)
+        .where(~_isolated(Job.attempt + 1, Job.max_attempts))
         .limit(limit)
         .with_for_update(skip_locked=True)
         .cte("pack_candidates")

@@ -123,8 +123,9 @@ class Worker:
 
     def run_claim(self, claim: queue.Claim, budget: int | None = None) -> int:
         """Run ``claim``'s job, in a pack when it may train in one (then claiming up
-        to ``budget`` jobs in all); return how many jobs ran."""
-        if claim.pack_key is not None and self.settings.pack_max != 1:
+        to ``budget`` jobs in all), alone on a retry's last attempt
+        (``queue.Claim.isolated``); return how many jobs ran."""
+        if claim.pack_key is not None and not claim.isolated and self.settings.pack_max != 1:
             return len(self.run_pack(claim, budget))
         self.run_job(claim)
         return 1

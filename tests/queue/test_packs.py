@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from fitq.service import queue
 from fitq.service.db.engine import session_factory, transaction
-from fitq.service.db.models import EVENT_STATUS, RUNNING, JobEvent, utcnow
+from fitq.service.db.models import EVENT_STATUS, RUNNING, Job, JobEvent, utcnow
 from tests.queue.helpers import LEASE, add_jobs, claim, get
 
 KEY, OTHER = "k" * 32, "o" * 32
@@ -70,6 +70,23 @@ class TestClaimCompatible:
             "p2",
             "w2",
         )
+
+    def test_a_retry_on_its_last_attempt_is_left_to_train_alone(
+        self, database_url: str, owner: str
+    ) -> None:
+        fresh, retried, last = add_jobs(database_url, owner, [0, 0, 0], pack_key=KEY)
+        with transaction(database_url) as session:  # attempts spent by lost workers
+            session.get(Job, retried).attempt = 1  # type: ignore[union-attr]
+            session.get(Job, last).attempt = 2  # type: ignore[union-attr]
+        assert [c.job_id for c in claim_pack(database_url, 3)] == [fresh, retried]
+        alone = claim(database_url)
+        assert alone is not None and (alone.job_id, alone.attempt) == (last, 3)
+        assert alone.isolated and alone.pack_key == KEY
+
+    def test_a_job_allowed_one_attempt_packs(self, database_url: str, owner: str) -> None:
+        [job_id] = add_jobs(database_url, owner, [0], pack_key=KEY, max_attempts=1)
+        [got] = claim_pack(database_url, 1)
+        assert (got.job_id, got.isolated) == (job_id, False)
 
     def test_a_limit_below_one_claims_nothing(self, database_url: str, owner: str) -> None:
         add_jobs(database_url, owner, [0], pack_key=KEY)
