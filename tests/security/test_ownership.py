@@ -33,7 +33,7 @@ PUBLIC = {
     ("GET", "/"),  # the dashboard's page; it asks for a key itself
 }
 PUBLIC_MOUNTS = {"/static"}  # the dashboard's files
-KNOWN_PARAMS = {"dataset_id", "job_id"}
+KNOWN_PARAMS = {"dataset_id", "job_id", "sweep_id"}
 REQUEST_SECONDS = 20
 """Bound on one request: a route that wrongly streams (an event stream) fails, not hangs."""
 
@@ -89,7 +89,7 @@ def test_the_enumeration_sees_every_router(app: FastAPI) -> None:
 async def test_every_private_route_is_401_with_www_authenticate(
     app: FastAPI, client: httpx.AsyncClient, owner: Owner
 ) -> None:
-    ids = {"dataset_id": "iris", "job_id": "0" * 32}
+    ids = {"dataset_id": "iris", "job_id": "0" * 32, "sweep_id": "0" * 32}
     checked = []
     for endpoint in endpoints(app):
         if (endpoint.method, endpoint.path) in PUBLIC:
@@ -108,7 +108,8 @@ async def test_every_private_route_is_401_with_www_authenticate(
 async def theirs(
     client: httpx.AsyncClient, owner: Owner, job_factory: Callable[..., Job]
 ) -> list[dict[str, str]]:
-    """The first owner's real ids: an uploaded dataset, a queued job on it, a succeeded job."""
+    """The first owner's real ids: an uploaded dataset, a queued job on it, a
+    succeeded job, a sweep on the dataset."""
     r = await client.post(
         "/v1/datasets", headers=owner.headers, files={"file": ("mine.csv", csv_bytes(), "text/csv")}
     )
@@ -119,9 +120,19 @@ async def theirs(
     )
     assert r.status_code == 201, r.text
     succeeded = job_factory(status=SUCCEEDED, model_key="jobs/x/model.safetensors")
+    sweep = await client.post(
+        "/v1/sweeps",
+        headers=owner.headers,
+        json={
+            "spec": {**SPEC, "dataset_id": dataset_id},
+            "parameters": {"seed": {"values": [0]}},
+            "metric": {"name": "loss"},
+        },
+    )
+    assert sweep.status_code == 201, sweep.text
     return [
-        {"dataset_id": dataset_id, "job_id": r.json()["id"]},
-        {"dataset_id": dataset_id, "job_id": succeeded.id},
+        {"dataset_id": dataset_id, "job_id": r.json()["id"], "sweep_id": sweep.json()["id"]},
+        {"dataset_id": dataset_id, "job_id": succeeded.id, "sweep_id": sweep.json()["id"]},
     ]
 
 
@@ -146,7 +157,7 @@ async def test_every_route_with_an_id_is_404_for_another_owner(
             absent = await call(client, endpoint, {k: "0" * 32 for k in ids}, other.headers)
             assert r.status_code == 404, f"{endpoint} with their ids: {r.status_code} {r.text}"
             assert absent.status_code == 404, f"{endpoint} with unknown ids: {absent.status_code}"
-            name = "dataset_id" if "dataset_id" in endpoint.params else "job_id"
+            [name] = endpoint.params
             assert r.json()["detail"] == absent.json()["detail"].replace("0" * 32, ids[name])
             checked.append(str(endpoint))
     assert len(set(checked)) >= 8, checked
