@@ -37,9 +37,10 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from fitq.service.db.engine import rowcount
 from fitq.service.db.models import (
@@ -116,6 +117,28 @@ def _claimable(now: datetime) -> Any:
     return or_(Job.status == QUEUED, _rescuable(now))
 
 
+def within_running_quota(limit: int | None) -> Any:
+    """The jobs a claim may take as far as their owner's running-jobs quota goes
+    (``FITQ_MAX_RUNNING_JOBS_PER_KEY``): a queued job whose owner has fewer than
+    ``limit`` jobs running, and any rescue (that job is running already, so the
+    count does not change). None: no quota. Both claims use it.
+
+    Exact on SQLite (claims are serialized). On PostgreSQL each claim counts the
+    running jobs committed before it, so claims of one key that race may take
+    it past the limit by the claims in flight at that instant, and a pack claim
+    checks each of its candidates against the count before the statement."""
+    if limit is None:
+        return true()
+    running = aliased(Job)
+    at_limit = (  # uncorrelated: computed once per statement, over the running rows only
+        select(running.owner_id)
+        .where(running.status == RUNNING)
+        .group_by(running.owner_id)
+        .having(func.count() >= limit)
+    )
+    return or_(Job.status != QUEUED, Job.owner_id.not_in(at_limit))
+
+
 def claim(
     session: Session,
     worker_id: str,
@@ -123,8 +146,10 @@ def claim(
     *,
     device: str | None = None,
     now: datetime | None = None,
+    max_running_per_key: int | None = None,
 ) -> Claim | None:
-    """Take the highest-priority, oldest claimable job, or None when there is none.
+    """Take the highest-priority, oldest claimable job, or None when there is none;
+    a queued job whose owner has ``max_running_per_key`` jobs running is skipped.
 
     The WHERE clause of the UPDATE repeats the claimable test, so a job that
     changed between the subquery and the update (a rescue racing a
@@ -134,7 +159,7 @@ def claim(
     reap_expired(session, now)
     candidate = (
         select(Job.id)
-        .where(_claimable(now))
+        .where(_claimable(now), within_running_quota(max_running_per_key))
         .order_by(Job.priority.desc(), Job.created_at, Job.id)
         .limit(1)
         .with_for_update(skip_locked=True)
@@ -191,6 +216,7 @@ def claim_compatible(
     pack_id: str,
     device: str | None = None,
     now: datetime | None = None,
+    max_running_per_key: int | None = None,
 ) -> list[Claim]:
     """Take up to ``limit`` claimable jobs whose ``pack_key`` is ``pack_key`` (highest
     priority, oldest first) into the pack ``pack_id``, in one statement: each is
@@ -202,13 +228,13 @@ def claim_compatible(
 
     The candidates are locked ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), so concurrent
     packs never take the same job; the UPDATE repeats the claimable test, as
-    :func:`claim`'s does."""
+    :func:`claim`'s does. ``max_running_per_key``: :func:`within_running_quota`."""
     if limit < 1:
         return []
     now = now or utcnow()
     candidates = (
         select(Job.id)
-        .where(Job.pack_key == pack_key, _claimable(now))
+        .where(Job.pack_key == pack_key, _claimable(now), within_running_quota(max_running_per_key))
         .order_by(Job.priority.desc(), Job.created_at, Job.id)
         .where(~_isolated(Job.attempt + 1, Job.max_attempts))
         .limit(limit)

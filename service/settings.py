@@ -64,9 +64,45 @@ class Settings(BaseSettings):
         description="What an NPZ's members may add up to uncompressed, per its zip directory.",
     )
     max_dataset_cells: int = Field(default=500_000_000, gt=0, description="rows × features cap.")
+    max_dataset_bytes: int = Field(
+        default=GIB,
+        gt=0,
+        description="What one dataset decodes to (features as float32, targets as stored), "
+        "counted from the file's headers before anything is read; ingest holds about this much.",
+    )
+    max_features: int = Field(default=100_000, gt=0, description="Feature columns of a dataset.")
+    max_stored_bytes_per_key: int = Field(
+        default=100 * GIB,
+        gt=0,
+        description="Bytes one key's datasets take in the store (their canonical arrays).",
+    )
     max_epochs: int = Field(default=10_000, gt=0, description="Epochs of one job.")
     max_parameters: int = Field(
         default=100_000_000, gt=0, description="Weights and biases of one job's model."
+    )
+    max_training_bytes: int = Field(
+        default=16 * GIB,
+        gt=0,
+        description="Memory a job may need to train, as estimated at submit "
+        "(service/jobs/budget.py): weights, optimizer state, activations, data.",
+    )
+    max_job_seconds: int = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="Longest a job may run, from its first start; a spec's max_seconds "
+        "may only ask for less.",
+    )
+    max_priority: int = Field(
+        default=100, description="Highest priority a spec may ask for (the spec allows 100)."
+    )
+    max_attempts: int = Field(
+        default=10, ge=1, description="Most attempts a spec may ask for (the spec allows 10)."
+    )
+    max_running_jobs_per_key: int = Field(
+        default=64,
+        gt=0,
+        description="Jobs of one key running at once; the claim skips the key's queued jobs "
+        "while it is at the limit.",
     )
     max_predict_rows: int = Field(default=10_000, gt=0, description="Rows per predict call.")
     max_queued_jobs_per_key: int = Field(

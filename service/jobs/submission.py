@@ -1,7 +1,9 @@
-"""Submitting a job: validate the body fully, check it against its datasets and
-the owner's queued-jobs quota, and queue it (``queue.enqueue``). A sweep's
-trials go through the same steps (:func:`validate`, :func:`check_queue_quota`,
-:func:`new_job`), so a trial is refused exactly where a job would be.
+"""Submitting a job: validate the body fully, check it against its datasets,
+the operator's bounds (:class:`Bounds`: the memory it needs to train, its run
+time, priority and attempts) and the owner's queued-jobs quota, and queue it
+(``queue.enqueue``). A sweep's trials go through the same steps
+(:func:`validate`, :func:`check_queue_quota`, :func:`new_job`), so a trial is
+refused exactly where a job would be.
 
 Idempotency. The request hash is the sha256 of the body as canonical JSON
 (sorted keys, no spaces), taken before any validation. The same key with the
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -28,7 +30,9 @@ from fitq.service import spec as specs
 from fitq.service.datasets import service as datasets
 from fitq.service.datasets.shape import DataShape
 from fitq.service.db.models import QUEUED, ApiKey, Dataset, Job, utcnow
-from fitq.service.errors import Conflict, NotFound, TooManyRequests
+from fitq.service.errors import Conflict, InvalidSpec, NotFound, TooManyRequests
+from fitq.service.jobs import budget
+from fitq.service.settings import Settings
 from fitq.worker.engine.pack.compat import compatibility_key
 
 log = logging.getLogger("fitq.jobs")
@@ -36,6 +40,26 @@ log = logging.getLogger("fitq.jobs")
 DATASET_FIELDS = ("dataset_id", "validation_dataset_id", "test_dataset_id")
 QUEUE_FULL_RETRY_AFTER_SECONDS = 10
 """``Retry-After`` of a submission refused by the queued-jobs quota (seconds)."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What an operator bounds in a job beyond the spec's own rules, each a
+    setting (docs/api.md, Limits); a spec over one is a 422 naming it."""
+
+    max_training_bytes: int
+    max_job_seconds: int
+    max_priority: int
+    max_attempts: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Bounds:
+        return cls(
+            max_training_bytes=settings.max_training_bytes,
+            max_job_seconds=settings.max_job_seconds,
+            max_priority=settings.max_priority,
+            max_attempts=settings.max_attempts,
+        )
 
 
 def request_hash(body: Any) -> str:
@@ -52,11 +76,13 @@ def submit(
     max_epochs: int | None = None,
     max_parameters: int | None = None,
     max_queued_jobs: int | None = None,
+    bounds: Bounds | None = None,
 ) -> tuple[Job, bool]:
     """Validate ``body`` fully and queue it; return ``(job, created)``.
 
-    ``max_epochs`` and ``max_parameters`` bound the spec (422); ``max_queued_jobs``
-    bounds the owner's queued jobs (429 with ``Retry-After``); None: no service limit.
+    ``max_epochs``, ``max_parameters`` and ``bounds`` bound the spec (422);
+    ``max_queued_jobs`` bounds the owner's queued jobs (429 with
+    ``Retry-After``); None: no service limit.
     """
     digest = request_hash(body)
     if idempotency_key is not None:
@@ -64,7 +90,8 @@ def submit(
         if existing is not None:
             return _replay(existing, idempotency_key, digest), False
 
-    normalized = validate(session, owner_id, body, limits=spec_limits(max_epochs, max_parameters))
+    limits = spec_limits(max_epochs, max_parameters)
+    normalized = validate(session, owner_id, body, limits=limits, bounds=bounds)
     if max_queued_jobs is not None:
         check_queue_quota(session, owner_id, max_queued_jobs)
     job = new_job(owner_id, normalized, idempotency_key=idempotency_key, request_hash=digest)
@@ -93,12 +120,18 @@ def spec_limits(
 
 
 def validate(
-    session: Session, owner_id: str, body: Any, *, limits: specs.SpecLimits
+    session: Session,
+    owner_id: str,
+    body: Any,
+    *,
+    limits: specs.SpecLimits,
+    bounds: Bounds | None = None,
 ) -> dict[str, Any]:
     """What makes ``body`` a job, or the 422/404 that says why not: the spec
     parsed and normalized, then checked against the shapes of its datasets
-    (each resolved through the owner check). Every job is checked by this, a
-    sweep's trials included; returns the normalized spec."""
+    (each resolved through the owner check) and the operator's ``bounds``
+    (None: none). Every job is checked by this, a sweep's trials included;
+    returns the normalized spec."""
     spec = specs.parse_spec(body, limits=limits)
     normalized: dict[str, Any] = spec.model_dump(mode="json")
     shapes = _dataset_shapes(session, owner_id, normalized)
@@ -108,7 +141,40 @@ def validate(
         validation=shapes["validation_dataset_id"],
         test=shapes["test_dataset_id"],
     )
+    if bounds is not None:
+        check_bounds(spec, normalized, shapes, bounds)
     return normalized
+
+
+def check_bounds(
+    spec: specs.JobSpec,
+    normalized: dict[str, Any],
+    shapes: dict[str, DataShape | None],
+    bounds: Bounds,
+) -> None:
+    """422 for a priority, attempts or run time over the operator's bound, or
+    a model whose estimated training memory is over ``FITQ_MAX_TRAINING_BYTES``."""
+    asked = (
+        ("priority", spec.priority, bounds.max_priority, "FITQ_MAX_PRIORITY"),
+        ("max_attempts", spec.max_attempts, bounds.max_attempts, "FITQ_MAX_ATTEMPTS"),
+        ("max_seconds", spec.max_seconds, bounds.max_job_seconds, "FITQ_MAX_JOB_SECONDS"),
+    )
+    for field, value, limit, setting in asked:
+        if value is not None and value > limit:
+            raise InvalidSpec(
+                f"{field} must be ≤ {limit}, the service's limit {setting} (got {value})",
+                loc=["body", field],
+            )
+    train = shapes["dataset_id"]
+    assert train is not None  # validated: a job names its training dataset
+    estimated = budget.estimate(
+        normalized,
+        spec.model.parameter_count(),
+        train,
+        validation=shapes["validation_dataset_id"],
+        test=shapes["test_dataset_id"],
+    )
+    budget.check(estimated, bounds.max_training_bytes, model_key=spec.field_loc("model"))
 
 
 def new_job(

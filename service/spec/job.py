@@ -172,6 +172,8 @@ class JobSpec(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     priority: int = Field(default=0, ge=-100, le=100)
     max_attempts: int = Field(default=3, ge=1, le=10)
+    # The longest the job may run from its first start (None: the service's FITQ_MAX_JOB_SECONDS).
+    max_seconds: int | None = Field(default=None, ge=1, le=2**31 - 1)
     dataset_id: _ID
     validation_dataset_id: _ID | None = None
     test_dataset_id: _ID | None = None

@@ -73,6 +73,7 @@ class TestContract:
             "name": "mnist-mlp",
             "priority": 0,
             "max_attempts": 3,
+            "max_seconds": None,
             "dataset_id": "ds_train",
             "validation_dataset_id": None,
             "test_dataset_id": "ds_test",

@@ -71,6 +71,7 @@ def submit_job(
         max_epochs=settings.max_epochs,
         max_parameters=settings.max_parameters,
         max_queued_jobs=settings.max_queued_jobs_per_key,
+        bounds=submission.Bounds.of(settings),
     )
     return json_response(
         read.publics(session, [job])[0],
