@@ -8,13 +8,13 @@ is queued.
 Rules, with whose convention they follow:
 
 - features: every dataset has ``model.input_dim`` features.
-- cross-entropies need class labels (a regression dataset is refused), except
-  ``categorical_crossentropy`` on a regression-kind dataset whose
-  ``target_dim`` equals the output units: one-hot / probability targets.
-- ``sparse_categorical_crossentropy`` / ``categorical_crossentropy``: the output
-  units equal the training set's class count; validation and test labels lie
-  in ``0 .. units-1``.
-- ``binary_crossentropy``: labels 0/1, at most 2 classes.
+- classification losses (``losses.CLASSIFICATION_LOSSES``: the cross-entropies, focal
+  ones and ``categorical_hinge``) need class labels (a regression dataset is refused),
+  except a categorical one on a regression-kind dataset whose ``target_dim`` equals the
+  output units: one-hot / probability targets.
+- ``sparse_categorical_crossentropy`` and the categorical ones: the output units equal
+  the training set's class count; validation and test labels lie in ``0 .. units-1``.
+- the binary ones: labels 0/1, at most 2 classes.
 - regression losses: the output units equal ``target_dim`` (1 for class labels
   used as numbers — allowed, as Keras allows it).
 - ``validation_split``: Keras' split, ``floor(n_rows · (1 − split))`` training
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from fitq.service.datasets.shape import DataShape
 from fitq.service.errors import InvalidSpec
 from fitq.service.spec.job import JobSpec
-from fitq.service.spec.losses import CROSS_ENTROPIES
+from fitq.service.spec.losses import BINARY_LOSSES, CATEGORICAL_LOSSES, CLASSIFICATION_LOSSES
 
 
 def check_against_data(
@@ -76,9 +76,9 @@ def _check_one(
         )
 
     if data.kind == "regression":
-        if loss == "categorical_crossentropy" and data.target_dim == units and units >= 2:
+        if loss in CATEGORICAL_LOSSES and data.target_dim == units and units >= 2:
             return  # one-hot (or probability) targets, as Keras' categorical_crossentropy takes
-        if loss in CROSS_ENTROPIES:
+        if loss in CLASSIFICATION_LOSSES:
             raise InvalidSpec(
                 f"{loss} needs class labels, but the {what} is a regression dataset "
                 f"(continuous targets); use mean_squared_error, mean_absolute_error or huber",
@@ -94,14 +94,14 @@ def _check_one(
 
     n_classes = data.n_classes if data.n_classes is not None else 0
     classes = f"{what} has {n_classes} class{'es' if n_classes != 1 else ''}"
-    if loss == "binary_crossentropy":
+    if loss in BINARY_LOSSES:
         if n_classes > 2:
             raise InvalidSpec(
-                f"{classes}; binary_crossentropy takes labels 0/1 — for {n_classes} classes use "
+                f"{classes}; {loss} takes labels 0/1 — for {n_classes} classes use "
                 f"sparse_categorical_crossentropy with {n_classes} output units and softmax",
                 loc=loss_loc if training else dataset_loc,
             )
-    elif loss in CROSS_ENTROPIES:
+    elif loss in CLASSIFICATION_LOSSES:
         if training and n_classes != units:
             raise InvalidSpec(
                 f"{classes}, {output}; a {loss} model needs one output unit per class",

@@ -27,7 +27,7 @@ from pydantic_core import PydanticCustomError
 from fitq.service.errors import InvalidSpec
 from fitq.service.spec import keras
 from fitq.service.spec.base import Fraction, Strict, fail, is_neutral, limits_of, name_key
-from fitq.service.spec.losses import Loss
+from fitq.service.spec.losses import BINARY_LOSSES, CATEGORICAL_LOSSES, Loss
 from fitq.service.spec.metrics import METRICS, MetricName, metric_name
 from fitq.service.spec.model import ModelSpec
 from fitq.service.spec.optimizers import Optimizer, RMSprop
@@ -220,7 +220,7 @@ class JobSpec(Strict):
         loss, model = self.compile.loss.name, self.model
         index, units = model.output_index, model.output_units
         units_loc = (self.field_loc("model"), "layers", index, "units")
-        if loss in ("sparse_categorical_crossentropy", "categorical_crossentropy") and units < 2:
+        if loss in ("sparse_categorical_crossentropy", *CATEGORICAL_LOSSES) and units < 2:
             fail(
                 units_loc,
                 "output_units",
@@ -229,11 +229,11 @@ class JobSpec(Strict):
                 "binary_crossentropy with 1 unit and sigmoid",
                 units,
             )
-        if loss == "binary_crossentropy" and units != 1:
+        if loss in BINARY_LOSSES and units != 1:
             fail(
                 units_loc,
                 "output_units",
-                f"binary_crossentropy takes 1 output unit (the probability of label 1; labels "
+                f"{loss} takes 1 output unit (the probability of label 1; labels "
                 f"are 0/1, one label column); the last dense layer (layers.{index}) has {units}. "
                 f"For {units} classes use sparse_categorical_crossentropy with softmax",
                 units,

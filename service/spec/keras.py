@@ -8,7 +8,9 @@ dtype strings, ``keras_version`` "2.x").
 
 One fitq layer per Keras layer, in order, the ``InputLayer`` excluded: the
 i-th entry of Keras' ``model.layers`` is fitq's ``layers.{i}`` — in error
-messages and in the trained model's weight names alike.
+messages and in the trained model's weight names alike. A multi-dimensional input
+(``Input(shape=(28, 28))``) becomes the model's ``input_shape``; its rows are stored
+flat, so ``Flatten`` (and a ``Reshape`` to one axis) is the identity on them.
 
 What is converted is a dict shaped like ``ModelSpec``'s input; names and
 values are validated there (an unknown activation inside a Keras export is
@@ -41,7 +43,15 @@ SUPPORTED_LAYERS = (
     "Softmax",
     "LeakyReLU",
     "ELU",
+    "PReLU",
     "Flatten",
+    "Reshape",
+    "Rescaling",
+    "Normalization",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
 )
 _SUPPORTED_TEXT = ", ".join(SUPPORTED_LAYERS) + " (after an optional InputLayer)"
 
@@ -119,7 +129,7 @@ def compile_config(source: str | bytes | bytearray | Mapping[str, Any]) -> dict[
 
 
 def model_from_keras(source: str | bytes | bytearray | Mapping[str, Any]) -> dict[str, Any]:
-    """Keras ``model.to_json()`` → ``{"input_dim": int, "layers": [fitq layer dicts]}``.
+    """Keras ``model.to_json()`` → ``{"input_dim", "input_shape", "layers": [fitq layers]}``.
 
     Raises ``InvalidSpec`` whose ``loc`` is relative to the model
     (``["layers", i]`` for a layer, ``[]`` for the whole export).
@@ -145,7 +155,8 @@ def model_from_keras(source: str | bytes | bytearray | Mapping[str, Any]) -> dic
         raise InvalidSpec("the model is frozen (trainable: false); fitq trains every layer")
     legacy = str(doc.get("keras_version", "")).startswith("2.")
 
-    input_dim: int | None = None
+    input_shape: list[int] | None = None
+    shape: list[int] | None = None  # the current layer's input shape, while known
     out: list[dict[str, Any]] = []
     for position, layer in enumerate(layers):
         if not isinstance(layer, Mapping) or not isinstance(layer.get("class_name"), str):
@@ -158,41 +169,48 @@ def model_from_keras(source: str | bytes | bytearray | Mapping[str, Any]) -> dic
                     f"an InputLayer may only come first (found at position {position})",
                     loc=["layers", len(out)],
                 )
-            input_dim = _input_layer_dim(layer)
+            input_shape = shape = _input_layer_shape(layer)
             continue
         index = len(out)
-        if index == 0 and input_dim is None:
-            input_dim = _first_layer_dim(layer)
-        out.append(_Layer(layer, index, legacy, input_dim).convert())
+        if index == 0 and input_shape is None:
+            input_shape = shape = _first_layer_shape(layer)
+        converter = _Layer(layer, index, legacy, shape)
+        out.append(converter.convert())
+        shape = converter.shape
 
-    if input_dim is None:
-        input_dim = _model_dim(doc)
-    if input_dim is None:
+    if input_shape is None:
+        input_shape = _model_shape(doc)
+    if input_shape is None:
         raise InvalidSpec(
             "the Keras model has no input shape; build it with keras.Input(shape=(n_features,)) "
             "as its first layer (or input_shape=(n_features,) on the first layer)"
         )
     if not out:
         raise InvalidSpec("the Keras model has no layers after its InputLayer")
-    return {"input_dim": input_dim, "layers": out}
+    return {"input_dim": math.prod(input_shape), "input_shape": input_shape, "layers": out}
 
 
 # ---------------------------------------------------------------- input shape
 
 
-def _flat_dim(shape: Any, *, batched: bool, where: str) -> int:
-    """(None, n) with a batch axis, (n,) without → n; anything else is refused."""
+def _input_shape(shape: Any, *, batched: bool, where: str) -> list[int]:
+    """(None, 28, 28) with a batch axis, (28, 28) without → [28, 28]; sizes must be known."""
     dims = list(shape) if isinstance(shape, list | tuple) else None
-    if dims is not None and batched and len(dims) == 2:
+    if dims is not None and batched and len(dims) >= 2:
         dims = dims[1:]
-    if dims is None or len(dims) != 1 or not isinstance(dims[0], int) or isinstance(dims[0], bool):
+    if (
+        dims is None
+        or not dims
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims)
+    ):
         raise InvalidSpec(
-            f"{where}: input shape {_shape_text(shape)} is not a flat vector of features; "
-            "fitq models take rows of n features, input shape (None, n)"
+            f"{where}: input shape {_shape_text(shape)} is not a shape of known sizes; "
+            "fitq models take rows of n features, input shape (None, n) (or (None, 28, 28) "
+            "with a Flatten)"
         )
-    if dims[0] < 1:
+    if min(dims) < 1:
         raise InvalidSpec(f"{where}: input shape {_shape_text(shape)} has no features")
-    return dims[0]
+    return dims
 
 
 def _config(value: Any, what: str) -> Mapping[str, Any]:
@@ -204,39 +222,39 @@ def _config(value: Any, what: str) -> Mapping[str, Any]:
     return value
 
 
-def _input_layer_dim(layer: Mapping[str, Any]) -> int:
+def _input_layer_shape(layer: Mapping[str, Any]) -> list[int]:
     config = _config(layer.get("config"), "the InputLayer's config")
     for key in ("batch_shape", "batch_input_shape"):
         if config.get(key) is not None:
-            return _flat_dim(config[key], batched=True, where="the InputLayer")
+            return _input_shape(config[key], batched=True, where="the InputLayer")
     if config.get("shape") is not None:
-        return _flat_dim(config["shape"], batched=False, where="the InputLayer")
+        return _input_shape(config["shape"], batched=False, where="the InputLayer")
     raise InvalidSpec("the InputLayer has no shape (batch_shape or batch_input_shape)")
 
 
-def _first_layer_dim(layer: Mapping[str, Any]) -> int | None:
+def _first_layer_shape(layer: Mapping[str, Any]) -> list[int] | None:
     where = f"layer 0 ({layer.get('class_name')})"
     config = _config(layer.get("config"), f"{where}: the config")
     for key in ("batch_input_shape", "batch_shape"):
         if config.get(key) is not None:
-            return _flat_dim(config[key], batched=True, where=where)
+            return _input_shape(config[key], batched=True, where=where)
     if config.get("input_shape") is not None:
-        return _flat_dim(config["input_shape"], batched=False, where=where)
+        return _input_shape(config["input_shape"], batched=False, where=where)
     if isinstance(config.get("input_dim"), int):
-        return int(config["input_dim"])
+        return [int(config["input_dim"])]
     build = _config(layer.get("build_config"), f"{where}: build_config")
     if build.get("input_shape") is not None:
-        return _flat_dim(build["input_shape"], batched=True, where=where)
+        return _input_shape(build["input_shape"], batched=True, where=where)
     return None
 
 
-def _model_dim(doc: Mapping[str, Any]) -> int | None:
+def _model_shape(doc: Mapping[str, Any]) -> list[int] | None:
     config = doc.get("config") if isinstance(doc.get("config"), Mapping) else {}
     assert isinstance(config, Mapping)
     build = _config(doc.get("build_config"), "the model's build_config")
     for shape in (config.get("build_input_shape"), build.get("input_shape")):
         if shape is not None:
-            return _flat_dim(shape, batched=True, where="the model")
+            return _input_shape(shape, batched=True, where="the model")
     return None
 
 
@@ -258,11 +276,11 @@ def _json_type(value: Any) -> str:
 class _Layer:
     """One Keras layer object and what fitq makes of it."""
 
-    def __init__(self, layer: Mapping[str, Any], index: int, legacy: bool, input_dim: int | None):
+    def __init__(self, layer: Mapping[str, Any], index: int, legacy: bool, shape: list[int] | None):
         self.class_name: str = layer["class_name"]
         self.index = index
         self.legacy = legacy
-        self.input_dim = input_dim
+        self.shape = shape  # the input's shape (None: unknown); convert() sets the output's
         raw = _config(layer.get("config"), f"layer {index} ({self.class_name}): the config")
         self.config: dict[str, Any] = {k: f32_shortest(v) for k, v in raw.items()}
         self.label = f"layer {index} ({self.class_name} {self.config.get('name', '?')!r})"
@@ -323,12 +341,15 @@ class _Layer:
         self.config.pop("lora_alpha", None)  # meaningless without lora_rank
         taken = self.take(
             ("units", "activation", "use_bias", "kernel_initializer", "bias_initializer",
-             "kernel_regularizer"),
-            {"bias_regularizer": none, "activity_regularizer": none, "kernel_constraint": none,
-             "bias_constraint": none, "lora_rank": none, "quantization_config": none},
+             "kernel_regularizer", "kernel_constraint", "bias_constraint"),
+            {"bias_regularizer": none, "activity_regularizer": none, "lora_rank": none,
+             "quantization_config": none},
         )  # fmt: skip
         if "activation" in taken:
             taken["activation"] = self.activation(taken["activation"])
+        units = taken.get("units")
+        if self.shape is not None and isinstance(units, int):
+            self.shape = [*self.shape[:-1], units]
         return {"type": "dense", **taken}
 
     def _Dropout(self) -> dict[str, Any]:
@@ -375,39 +396,89 @@ class _Layer:
         return self._normalization(batch=False)
 
     def _ReLU(self) -> dict[str, Any]:
-        zero: tuple[Any, ...] = (0, 0.0)
-        self.take((), {"max_value": (None,), "negative_slope": zero, "threshold": zero})
-        return {"type": "activation", "activation": "relu"}
+        return {"type": "relu", **self.take(("max_value", "negative_slope", "threshold"))}
 
     def _Softmax(self) -> dict[str, Any]:
-        self.take((), {"axis": (-1, 1, [-1], [1])})
+        self.take((), {"axis": (-1, [-1], *((1, [1]) if self._flat() else ()))})
         return {"type": "activation", "activation": "softmax"}
 
     def _LeakyReLU(self) -> dict[str, Any]:
-        key = "negative_slope" if "negative_slope" in self.config else "alpha"
-        slope = self.config.get(key, 0.3)
-        if slope != 0.2:
-            raise self.fail(
-                f"{key}={slope} is not supported: fitq's leaky_relu has a fixed negative "
-                "slope of 0.2 (the LeakyReLU layer's default is 0.3; set 0.2 or use another "
-                "activation)"
-            )
-        self.take((key,))
-        return {"type": "activation", "activation": "leaky_relu"}
+        # tf.keras 2 calls the slope alpha; Keras 3 negative_slope (its default: 0.3)
+        return {"type": "leaky_relu", **self.take(("negative_slope", "alpha"))}
 
     def _ELU(self) -> dict[str, Any]:
-        if self.config.get("alpha", 1.0) != 1.0:
-            raise self.fail(
-                f"alpha={self.config['alpha']} is not supported (fitq's elu has alpha 1)"
-            )
-        self.take(("alpha",))
-        return {"type": "activation", "activation": "elu"}
+        return {"type": "elu", **self.take(("alpha",))}
+
+    def _PReLU(self) -> dict[str, Any]:
+        none: tuple[Any, ...] = (None,)
+        neutral = {"alpha_regularizer": none, "alpha_constraint": none, "shared_axes": none}
+        return {"type": "prelu", **self.take(("alpha_initializer",), neutral)}
 
     def _Flatten(self) -> dict[str, Any]:
-        # The input is flat (the InputLayer said so), so Flatten is the identity; it stays a
-        # layer (``linear``) so that the indices of the layers after it do not move.
-        self.take((), {"data_format": ("channels_last", "channels_first")})
-        return {"type": "activation", "activation": "linear"}
+        # Rows are stored flat, so Flatten is the identity; it stays a layer so that the
+        # indices of the layers after it do not move. channels_first would first move the
+        # channel axis last, which a flat row cannot express.
+        formats = ("channels_last",) if not self._flat() else ("channels_last", "channels_first")
+        self.take((), {"data_format": formats})
+        self.shape = [math.prod(self.shape)] if self.shape is not None else None
+        return {"type": "flatten"}
+
+    def _Reshape(self) -> dict[str, Any]:
+        target = self.config.get("target_shape")
+        size = math.prod(self.shape) if self.shape is not None else None
+        if not (
+            isinstance(target, list | tuple)
+            and len(target) == 1
+            and (target[0] == -1 or (size is not None and target[0] == size))
+        ):
+            raise self.fail(
+                f"target_shape={json.dumps(target)} is not supported: fitq's layers take flat "
+                f"rows, so only a Reshape to one axis ((n,) with n the number of values"
+                f"{f', {size}' if size is not None else ''}, or (-1,)) is taken"
+            )
+        self.take(("target_shape",))
+        self.shape = [size] if size is not None else None
+        return {"type": "flatten"}
+
+    def _Rescaling(self) -> dict[str, Any]:
+        for key in ("scale", "offset"):
+            value = self.config.get(key)
+            if value is not None and not isinstance(value, int | float):
+                raise self.fail(
+                    f"{key}={json.dumps(value)[:60]} is not supported: fitq's Rescaling takes "
+                    "one number for every value (not one per channel)"
+                )
+        return {"type": "rescaling", **self.take(("scale", "offset"))}
+
+    def _Normalization(self) -> dict[str, Any]:
+        if self.config.get("mean") is None or self.config.get("variance") is None:
+            raise self.fail(
+                "a Normalization without mean and variance gets its statistics from adapt(), "
+                "which the model's JSON does not carry; pass Normalization(mean=…, "
+                "variance=…), or drop the layer and use fit.normalize"
+            )
+        axes: tuple[Any, ...] = (-1, [-1], *((1, [1]) if self._flat() else ()))
+        taken = self.take(("mean", "variance", "invert"), {"axis": axes})
+        return {"type": "normalization", **taken}
+
+    def _GaussianNoise(self) -> dict[str, Any]:
+        self.config.pop("seed", None)  # the job's seed decides every draw
+        return {"type": "gaussian_noise", **self.take(("stddev",))}
+
+    def _GaussianDropout(self) -> dict[str, Any]:
+        self.config.pop("seed", None)
+        return {"type": "gaussian_dropout", **self.take(("rate",))}
+
+    def _AlphaDropout(self) -> dict[str, Any]:
+        self.config.pop("seed", None)
+        return {"type": "alpha_dropout", **self.take(("rate",), {"noise_shape": (None,)})}
+
+    def _ActivityRegularization(self) -> dict[str, Any]:
+        return {"type": "activity_regularization", **self.take(("l1", "l2"))}
+
+    def _flat(self) -> bool:
+        """The layer's input is rows of one axis (as far as the export says)."""
+        return self.shape is None or len(self.shape) == 1
 
 
 def activation_name(value: Any) -> Any:

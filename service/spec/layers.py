@@ -1,12 +1,16 @@
-"""Layers: dense, dropout, activation, batch and layer normalization; activations and
-regularizers, the parts of a layer."""
+"""Layers: dense, dropout, activation, batch and layer normalization, and Keras' layers
+that fit a dense net on flat rows — relu, leaky_relu, elu, prelu, flatten, rescaling,
+normalization, gaussian_noise, gaussian_dropout, alpha_dropout, activity_regularization —
+each with Keras' parameters and defaults; activations, regularizers and constraints, the
+parts of a layer. Type names are Keras' class names in snake case (``LeakyReLU`` and
+``leaky_relu`` both name one)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, Field, PlainValidator
+from pydantic import BaseModel, BeforeValidator, Field, PlainValidator, model_validator
 from pydantic_core import PydanticCustomError
 
 from fitq.service.errors import InvalidSpec
@@ -16,11 +20,13 @@ from fitq.service.spec.base import (
     Fraction,
     NonNegative,
     Positive,
+    Real,
     Strict,
     dispatch,
     fail,
     name_key,
 )
+from fitq.service.spec.constraints import Constraint
 from fitq.service.spec.initializers import Initializer, NamedInitializer
 from fitq.service.spec.names import Names
 
@@ -88,6 +94,26 @@ class Dense(Strict):
     )
     bias_initializer: Initializer = Field(default_factory=lambda: NamedInitializer(name="zeros"))
     kernel_regularizer: Annotated[Regularizer | None, BeforeValidator(_regularizer)] = None
+    kernel_constraint: Constraint | None = None
+    bias_constraint: Constraint | None = None
+
+    @model_validator(mode="after")
+    def _constraint_axes(self) -> Dense:
+        """A negative axis as the weight's own: -1 is 1 on a kernel [in, units], 0 on a bias."""
+        for key, rank in (("kernel_constraint", 2), ("bias_constraint", 1)):
+            constraint = getattr(self, key)
+            axis = getattr(constraint, "axis", None)
+            if axis is None:
+                continue
+            if not -rank <= axis < rank:
+                fail(
+                    (key, "axis"),
+                    "axis",
+                    f"a bias has one axis (0 or -1), got {axis}",
+                    axis,
+                )
+            constraint.axis = axis % rank
+        return self
 
 
 class Dropout(Strict):
@@ -117,13 +143,146 @@ class LayerNormalization(Strict):
     scale: bool = True
 
 
+# ---------------------------------------------------------------- Keras' activation layers
+
+
+class ReLU(Strict):
+    """Keras' ReLU: min(x, max_value) above ``threshold``, ``negative_slope``·(x −
+    threshold) up to it (Keras refuses a negative value of any of the three)."""
+
+    type: Literal["relu"]
+    max_value: NonNegative | None = None
+    negative_slope: NonNegative = 0.0
+    threshold: NonNegative = 0.0
+
+
+class LeakyReLU(Strict):
+    """x for x > 0, ``negative_slope``·x otherwise; the layer's default slope is Keras'
+    0.3 (the ``leaky_relu`` activation's is 0.2). tf.keras 2 calls it ``alpha``."""
+
+    type: Literal["leaky_relu"]
+    negative_slope: NonNegative = 0.3
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        if "alpha" in data and "negative_slope" not in data:
+            data["negative_slope"] = data.pop("alpha")
+        return data
+
+
+class ELU(Strict):
+    """x for x > 0, ``alpha``·(eˣ − 1) otherwise."""
+
+    type: Literal["elu"]
+    alpha: Real = 1.0
+
+
+class PReLU(Strict):
+    """relu(x) − α·relu(−x) with α a trained weight per unit (Keras' shared_axes None)."""
+
+    type: Literal["prelu"]
+    alpha_initializer: Initializer = Field(default_factory=lambda: NamedInitializer(name="zeros"))
+
+
+# ---------------------------------------------------------------- reshaping, preprocessing
+
+
+class Flatten(Strict):
+    """Rows are stored flat: the identity, where a multi-dimensional input becomes rows."""
+
+    type: Literal["flatten"]
+
+
+class Rescaling(Strict):
+    """x·scale + offset (Keras' scale has no default)."""
+
+    type: Literal["rescaling"]
+    scale: Real
+    offset: Real = 0.0
+
+
+def _values(value: Any) -> Any:
+    """A number, as Keras broadcasts it, is one value for every feature."""
+    return [value] if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+class Normalization(Strict):
+    """Keras' Normalization with its statistics given: (x − mean) / max(√variance, 1e-7),
+    or mean + x·max(√variance, 1e-7) with ``invert``. One value per feature once the
+    model is read (a single value is every feature's)."""
+
+    type: Literal["normalization"]
+    mean: Annotated[list[Real], BeforeValidator(_values), Field(min_length=1)]
+    variance: Annotated[list[NonNegative], BeforeValidator(_values), Field(min_length=1)]
+    invert: bool = False
+
+    @model_validator(mode="after")
+    def _same_length(self) -> Normalization:
+        if len(self.mean) != len(self.variance):
+            fail(
+                ("variance",),
+                "length",
+                f"needs as many values as mean ({len(self.mean)}), got {len(self.variance)}",
+            )
+        return self
+
+
+# ---------------------------------------------------------------- noise and regularization
+
+
+class GaussianNoise(Strict):
+    """Training adds N(0, stddev²) noise; the identity at inference."""
+
+    type: Literal["gaussian_noise"]
+    stddev: NonNegative
+
+
+class GaussianDropout(Strict):
+    """Training multiplies by N(1, rate / (1 − rate)) noise; the identity at inference."""
+
+    type: Literal["gaussian_dropout"]
+    rate: Fraction
+
+
+class AlphaDropout(Strict):
+    """Dropout that keeps SELU's mean and variance (Keras' AlphaDropout)."""
+
+    type: Literal["alpha_dropout"]
+    rate: Fraction
+
+
+class ActivityRegularization(Strict):
+    """The identity; adds l1·Σ|x| + l2·Σx² ÷ the batch's rows to the loss (Keras 3)."""
+
+    type: Literal["activity_regularization"]
+    l1: NonNegative = 0.0
+    l2: NonNegative = 0.0
+
+
 LAYER_CLASSES: dict[str, type[BaseModel]] = {
     "dense": Dense,
     "dropout": Dropout,
     "activation": ActivationLayer,
     "batch_normalization": BatchNormalization,
     "layer_normalization": LayerNormalization,
+    "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "elu": ELU,
+    "prelu": PReLU,
+    "flatten": Flatten,
+    "rescaling": Rescaling,
+    "normalization": Normalization,
+    "gaussian_noise": GaussianNoise,
+    "gaussian_dropout": GaussianDropout,
+    "alpha_dropout": AlphaDropout,
+    "activity_regularization": ActivityRegularization,
 }
+ELEMENTWISE = frozenset(
+    {"dropout", "relu", "leaky_relu", "elu", "rescaling", "gaussian_noise", "gaussian_dropout",
+     "alpha_dropout", "activity_regularization"}
+)  # fmt: skip
+"""Layer types that act on each value alone, whatever the input's shape (so also before a
+flatten), besides activation layers other than softmax."""
 _LAYER_TYPES = Names("layer type", list(LAYER_CLASSES))
 
 
@@ -139,15 +298,16 @@ def _layer_dict(value: Any) -> dict[str, Any]:
     return {**value, "type": layer_type}
 
 
+_LAYER_UNION = (
+    Dense | Dropout | ActivationLayer | BatchNormalization | LayerNormalization | ReLU
+    | LeakyReLU | ELU | PReLU | Flatten | Rescaling | Normalization | GaussianNoise
+    | GaussianDropout | AlphaDropout | ActivityRegularization
+)  # fmt: skip
+
 Layer = Annotated[
-    Dense | Dropout | ActivationLayer | BatchNormalization | LayerNormalization,
+    _LAYER_UNION,
     PlainValidator(
-        dispatch(_layer_dict, LAYER_CLASSES, "type"),
-        json_schema_input_type=Dense
-        | Dropout
-        | ActivationLayer
-        | BatchNormalization
-        | LayerNormalization,
+        dispatch(_layer_dict, LAYER_CLASSES, "type"), json_schema_input_type=_LAYER_UNION
     ),
     AS_ITSELF,
 ]

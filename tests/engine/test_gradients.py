@@ -325,7 +325,8 @@ class TestStability:
         labels = torch.tensor([[1], [0], [2]])
         y = labels if name.startswith("sparse") else F.one_hot(labels.view(-1), 3).to(dtype)
         into = torch.zeros((), dtype=dtype)
-        grad = losses.get({"name": name, "from_logits": True}).total_and_grad(z.clone(), y, into)
+        loss = losses.get(normalized("loss", {"name": name, "from_logits": True}))
+        grad = loss.total_and_grad(z.clone(), y, into)
         assert torch.isfinite(into) and torch.isfinite(grad).all()
         ref = F.cross_entropy(z.double(), labels.view(-1), reduction="sum")
         torch.testing.assert_close(into.double(), ref, rtol=1e-6, atol=0.0)
@@ -335,9 +336,8 @@ class TestStability:
         z = torch.tensor([[1e4], [-1e4], [0.0]], dtype=dtype)
         y = torch.tensor([[0.0], [1.0], [1.0]], dtype=dtype)
         into = torch.zeros((), dtype=dtype)
-        grad = losses.get({"name": "binary_crossentropy", "from_logits": True}).total_and_grad(
-            z, y, into
-        )
+        loss = losses.get(normalized("loss", {"name": "binary_crossentropy", "from_logits": True}))
+        grad = loss.total_and_grad(z, y, into)
         assert torch.isfinite(into) and torch.isfinite(grad).all()
         torch.testing.assert_close(
             into.double(), torch.tensor(2e4 + 0.6931471805599453, dtype=torch.float64)

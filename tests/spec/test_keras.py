@@ -26,6 +26,8 @@ DENSE_DEFAULTS = {
     "kernel_initializer": {"name": "glorot_uniform"},
     "bias_initializer": {"name": "zeros"},
     "kernel_regularizer": None,
+    "kernel_constraint": None,
+    "bias_constraint": None,
 }
 REFERENCE_LAYERS = [
     {"type": "dense", "units": 128, "activation": "relu", **DENSE_DEFAULTS},
@@ -46,7 +48,7 @@ class TestExamples:
     def test_keras3_export_with_its_compile_config(self) -> None:
         body = {"keras_json": example("digits_keras3.json"), "dataset_id": "digits"}
         dumped = parse_spec(body).model_dump(mode="json")
-        assert dumped["model"] == {"input_dim": 64, "layers": REFERENCE_LAYERS}
+        assert dumped["model"] == {"input_dim": 64, "input_shape": [64], "layers": REFERENCE_LAYERS}
         # Its compile_config: Adam with Keras' float32 learning rate read back as 0.001.
         assert dumped["compile"] == {
             "optimizer": {
@@ -57,6 +59,9 @@ class TestExamples:
                 "epsilon": 1e-07,
                 "amsgrad": False,
                 "weight_decay": 0.0,
+                "clipnorm": None,
+                "clipvalue": None,
+                "global_clipnorm": None,
             },
             "loss": {"name": "sparse_categorical_crossentropy", "from_logits": False},
             "metrics": ["accuracy"],
@@ -71,7 +76,11 @@ class TestExamples:
             "dataset_id": "mnist",
         }
         spec = parse_spec(body)
-        assert spec.model.model_dump(mode="json") == {"input_dim": 784, "layers": REFERENCE_LAYERS}
+        assert spec.model.model_dump(mode="json") == {
+            "input_dim": 784,
+            "input_shape": [784],
+            "layers": REFERENCE_LAYERS,
+        }
         assert spec.field_loc("model") == "keras_json"
 
     def test_parsed_object_is_accepted_too(self) -> None:
@@ -134,9 +143,9 @@ class TestLayers:
             "batch_normalization",
             "dense",
             "dropout",
-            "activation",
+            "flatten",
             "layer_normalization",
-            "activation",
+            "relu",
             "dense",
             "activation",
         ]
@@ -148,8 +157,13 @@ class TestLayers:
             "scale": False,
         }
         assert model["layers"][2] == {"type": "dropout", "rate": 0.5}
-        assert model["layers"][3] == {"type": "activation", "activation": "linear"}
-        assert model["layers"][5] == {"type": "activation", "activation": "relu"}
+        assert model["layers"][3] == {"type": "flatten"}
+        assert model["layers"][5] == {
+            "type": "relu",
+            "max_value": None,
+            "negative_slope": 0.0,
+            "threshold": 0.0,
+        }
 
         dumped = parse_spec(
             keras_spec(*_keras_layers_again(), compile={"loss": "sparse_categorical_crossentropy"})
@@ -181,11 +195,15 @@ class TestLayers:
             (keras_layer("Lambda", function="x"), "layer 1 (Lambda 'lambda') is not supported"),
             (keras_layer("Conv2D", filters=3), "layer 1 (Conv2D 'conv2d') is not supported"),
             (keras_layer("MyDense", units=3), "layer 1 (MyDense 'mydense') is not supported"),
-            (keras_layer("LeakyReLU", negative_slope=0.3), "negative slope of 0.2"),
+            (keras_layer("PReLU", shared_axes=[1]), "shared_axes=[1] is not supported"),
+            (keras_layer("Reshape", target_shape=[3, 1]), "only a Reshape to one axis"),
+            (keras_layer("Normalization", axis=-1), "gets its statistics from adapt()"),
+            (keras_layer("Rescaling", scale=[1.0, 2.0, 3.0]), "not one per channel"),
+            (keras_layer("Softmax", axis=0), "axis=0 is not supported"),
             (keras_layer("BatchNormalization", axis=0), "axis=0 is not supported"),
             (keras_layer("Dropout", rate=0.5, noise_shape=[1, 4]), "noise_shape"),
             (dense(3, activity_regularizer={"class_name": "L1"}), "activity_regularizer"),
-            (dense(3, kernel_constraint={"class_name": "MaxNorm"}), "kernel_constraint"),
+            (dense(3, bias_regularizer={"class_name": "L2"}), "bias_regularizer"),
             (dense(3, trainable=False), "frozen layer"),
         ],
     )
@@ -235,10 +253,17 @@ class TestModels:
         error = refused(spec_dict(model=..., keras_json=keras_json))
         assert error.loc == ["body", "keras_json"] and words in error.message
 
-    def test_non_flat_input_refused(self) -> None:
+    def test_multi_dimensional_input_is_the_models_input_shape(self) -> None:
         doc = json.loads(keras_model(keras_layer("Flatten"), dense(10)))
         doc["config"]["layers"][0]["config"]["batch_shape"] = [None, 28, 28]
-        with pytest.raises(InvalidSpec, match=r"\(None, 28, 28\) is not a flat vector"):
+        model = keras.model_from_keras(doc)
+        assert (model["input_dim"], model["input_shape"]) == (784, [28, 28])
+        assert model["layers"][0] == {"type": "flatten"}
+
+    def test_unknown_sizes_in_the_input_shape_refused(self) -> None:
+        doc = json.loads(keras_model(keras_layer("Flatten"), dense(10)))
+        doc["config"]["layers"][0]["config"]["batch_shape"] = [None, None, 28]
+        with pytest.raises(InvalidSpec, match=r"\(None, None, 28\) is not a shape of known"):
             keras.model_from_keras(doc)
 
     def test_no_input_shape_refused(self) -> None:

@@ -16,6 +16,8 @@ DENSE_DEFAULTS = {
     "kernel_initializer": {"name": "glorot_uniform"},
     "bias_initializer": {"name": "zeros"},
     "kernel_regularizer": None,
+    "kernel_constraint": None,
+    "bias_constraint": None,
 }
 
 
@@ -29,12 +31,16 @@ def optimizer(value: Any, loss: str = "sparse_categorical_crossentropy") -> dict
     return result
 
 
+NO_CLIP = {"clipnorm": None, "clipvalue": None, "global_clipnorm": None}
+
+
 class TestContract:
     def test_spec_example_dumps_exactly_the_contract(self) -> None:
         dumped = parse_spec(SPEC_EXAMPLE).model_dump(mode="json")
         assert dumped == {
             "model": {
                 "input_dim": 784,
+                "input_shape": [784],
                 "layers": [
                     {"type": "dense", "units": 128, "activation": "relu", **DENSE_DEFAULTS},
                     {"type": "dropout", "rate": 0.2},
@@ -51,6 +57,7 @@ class TestContract:
                     "epsilon": 1e-07,
                     "amsgrad": False,
                     "weight_decay": 0.0,
+                    **NO_CLIP,
                 },
                 "loss": {"name": "sparse_categorical_crossentropy", "from_logits": False},
                 "metrics": ["accuracy"],
@@ -65,8 +72,11 @@ class TestContract:
                     "min_delta": 0.0,
                     "patience": 3,
                     "mode": "auto",
+                    "baseline": None,
                     "restore_best_weights": False,
+                    "start_from_epoch": 0,
                 },
+                "reduce_lr_on_plateau": None,
                 "normalize": False,
             },
             "seed": 0,
@@ -113,6 +123,7 @@ class TestContract:
             "validation_split": 0.0,
             "shuffle": True,
             "early_stopping": None,
+            "reduce_lr_on_plateau": None,
             "normalize": False,
         }
         assert [layer["units"] for layer in spec["model"]["layers"]] == [128, 64, 10]
@@ -180,7 +191,8 @@ class TestOptimizerDefaults:
         [
             (
                 "sgd",
-                {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0},
+                {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
+                 **NO_CLIP},  # fmt: skip
             ),
             (
                 "adagrad",
@@ -189,6 +201,7 @@ class TestOptimizerDefaults:
                     "initial_accumulator_value": 0.1,
                     "epsilon": 1e-7,
                     "weight_decay": 0.0,
+                    **NO_CLIP,
                 },
             ),
             (
@@ -200,6 +213,7 @@ class TestOptimizerDefaults:
                     "epsilon": 1e-7,
                     "centered": False,
                     "weight_decay": 0.0,
+                    **NO_CLIP,
                 },
             ),
             (
@@ -211,6 +225,7 @@ class TestOptimizerDefaults:
                     "epsilon": 1e-7,
                     "amsgrad": False,
                     "weight_decay": 0.0,
+                    **NO_CLIP,
                 },
             ),
             (
@@ -222,6 +237,7 @@ class TestOptimizerDefaults:
                     "epsilon": 1e-7,
                     "amsgrad": False,
                     "weight_decay": 0.004,
+                    **NO_CLIP,
                 },
             ),
         ],
@@ -250,6 +266,7 @@ class TestOptimizerDefaults:
             "momentum": 0.5,
             "nesterov": True,
             "weight_decay": 0.0,
+            **NO_CLIP,
         }
 
     def test_keras_serialized_optimizer(self) -> None:
@@ -283,13 +300,19 @@ class TestOptimizerDefaults:
             "epsilon": 1e-7,
             "centered": True,
             "weight_decay": 0.0,
+            **NO_CLIP,
         }
 
-    def test_keras_clipnorm_is_refused(self) -> None:
-        keras = {"class_name": "Adam", "config": {"clipnorm": 1.0}}
+    def test_keras_clipping_is_taken(self) -> None:
+        for key in NO_CLIP:
+            keras = {"class_name": "Adam", "config": {key: 1.0}}
+            assert optimizer(keras)[key] == 1.0
+
+    def test_keras_ema_is_refused(self) -> None:
+        keras = {"class_name": "Adam", "config": {"use_ema": True}}
         error = refused(spec_dict(compile={"optimizer": keras, "loss": "mse"}))
         assert error.loc == ["body", "compile", "optimizer"]
-        assert "clipnorm=1.0 is not supported" in error.message
+        assert "use_ema=true is not supported" in error.message
 
 
 class TestAliases:
@@ -337,17 +360,25 @@ class TestAliases:
         assert compiled(loss={"name": "categorical_crossentropy", "from_logits": True})["loss"] == {
             "name": "categorical_crossentropy",
             "from_logits": True,
+            "label_smoothing": 0.0,
         }
 
-    def test_label_smoothing_is_refused(self) -> None:
+    def test_label_smoothing_is_taken_where_keras_has_it(self) -> None:
         loss = {"class_name": "CategoricalCrossentropy", "config": {"label_smoothing": 0.1}}
-        assert "label_smoothing=0.1" in refused(spec_dict(compile={"loss": loss})).message
+        assert compiled(loss=loss)["loss"]["label_smoothing"] == 0.1
+        loss = {"class_name": "SparseCategoricalCrossentropy", "config": {"label_smoothing": 0.1}}
+        message = refused(spec_dict(compile={"loss": loss})).message
+        assert "unknown field 'label_smoothing'" in message
 
     @pytest.mark.parametrize(
         ("metrics", "loss", "expected"),
         [
             (["acc", "accuracy"], "sparse_categorical_crossentropy", ["accuracy"]),
-            (["sparse_categorical_accuracy"], "sparse_categorical_crossentropy", ["accuracy"]),
+            (
+                ["sparse_categorical_accuracy"],
+                "sparse_categorical_crossentropy",
+                ["sparse_categorical_accuracy"],
+            ),
             (["mean_absolute_error", "MSE"], "mse", ["mae", "mse"]),
             ("accuracy", "categorical_crossentropy", ["accuracy"]),
         ],
@@ -428,6 +459,7 @@ class TestAliases:
                 "momentum": 0.9,
                 "nesterov": True,
                 "weight_decay": 0.0,
+                **NO_CLIP,
             },
             "loss": {"name": "sparse_categorical_crossentropy", "from_logits": False},
             "metrics": ["accuracy"],

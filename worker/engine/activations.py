@@ -6,6 +6,9 @@ and may overwrite dy (the engine never reads dy again). Shapes: z, y, dy [n, uni
 
 Names and constants follow Keras 3 (see docs/spec-contract.md): leaky_relu slope
 0.2, elu alpha 1, gelu exact (erf), silu (Keras' swish), hard_sigmoid = relu6(x + 3) / 6.
+LeakyReLU and ELU take their parameter (Keras' layers of those names carry one), and
+`KerasReLU` is Keras' `relu(x, negative_slope, max_value, threshold)`: the registry
+(`get`) makes each named activation with the defaults above.
 """
 
 from __future__ import annotations
@@ -89,23 +92,63 @@ class Softmax(Activation):
 
 
 class LeakyReLU(Activation):
+    """z for z > 0, slope·z otherwise; slope ≥ 0 (Keras refuses a negative one)."""
+
     name, in_place = "leaky_relu", True
 
+    def __init__(self, negative_slope: float = LEAKY_RELU_SLOPE):
+        self.slope = float(negative_slope)
+
     def forward(self, z: Tensor) -> Tensor:
-        return F.leaky_relu_(z, LEAKY_RELU_SLOPE)
+        return F.leaky_relu_(z, self.slope)
 
     def backward(self, dy: Tensor, z: Tensor, y: Tensor) -> Tensor:
-        return torch.where(y > 0, dy, dy * LEAKY_RELU_SLOPE)  # y > 0 ⇔ z > 0
+        return torch.where(y > 0, dy, dy * self.slope)  # y > 0 ⇔ z > 0 (slope ≥ 0)
 
 
 class ELU(Activation):
-    name, in_place = "elu", True
+    """z for z > 0, α(eᶻ − 1) otherwise. In place when α ≥ 0, where y > 0 ⇔ z > 0."""
+
+    name = "elu"
+
+    def __init__(self, alpha: float = 1.0):
+        self.alpha = float(alpha)
+        self.in_place = self.alpha >= 0
 
     def forward(self, z: Tensor) -> Tensor:
-        return F.elu_(z, 1.0)
+        return F.elu_(z, self.alpha) if self.in_place else F.elu(z, self.alpha)
 
     def backward(self, dy: Tensor, z: Tensor, y: Tensor) -> Tensor:
-        return torch.where(y > 0, dy, dy * (y + 1.0))  # z ≤ 0: d/dz (eᶻ − 1) = y + 1
+        # z ≤ 0: d/dz α(eᶻ − 1) = α·eᶻ = y + α
+        positive = y > 0 if self.in_place else z > 0
+        return torch.where(positive, dy, dy * (y + self.alpha))
+
+
+class KerasReLU(Activation):
+    """Keras' relu with its parameters (the ReLU layer):
+
+        f(z) = min(z, max_value)        for z > threshold
+        f(z) = slope·(z − threshold)    otherwise
+
+    (Keras: clip(z·[z > t], 0, max) − slope·relu(t − z); t ≥ 0, so z > t means z > 0.)
+    """
+
+    name = "relu"
+
+    def __init__(self, max_value: float | None, negative_slope: float, threshold: float):
+        self.max_value = None if max_value is None else float(max_value)
+        self.slope = float(negative_slope)
+        self.threshold = float(threshold)
+
+    def forward(self, z: Tensor) -> Tensor:
+        above = z.clamp(max=self.max_value) if self.max_value is not None else z
+        return torch.where(z > self.threshold, above, (z - self.threshold).mul_(self.slope))
+
+    def backward(self, dy: Tensor, z: Tensor, y: Tensor) -> Tensor:
+        # 1 between the threshold and max_value, slope up to the threshold, 0 above max
+        below = z <= self.threshold
+        inside = ~below if self.max_value is None else ~below & (z <= self.max_value)
+        return torch.where(inside, dy, torch.where(below, dy * self.slope, 0.0))
 
 
 class SELU(Activation):

@@ -8,7 +8,7 @@ the inputs (unless it was gathered there already), and the sums are copied into 
 caller's row of per-step sums.
 
 The trainer hands over everything the graph touches: the step function, the input
-buffers, the number of sums and the optimizer's state (whose Python-side step counter
+buffers, the static cells of the sums and the optimizer's state (whose Python-side step counter
 a replay must advance, since the capture records the update but not the `+= 1`).
 Adam's step-dependent scalars live in device tensors the trainer fills before each
 step. Not used with dropout (the mask's generator would need registering with the
@@ -26,7 +26,7 @@ from fitq.worker.engine.optimizers import AdamConfig, Config, State
 
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before a CUDA graph is captured
 
-Cells = tuple[Tensor, ...]  # a step's sums: loss, then each metric (0-d device tensors)
+Cells = tuple[Tensor, ...]  # a step's sums: loss, then each metric's (views of one row)
 StepFn = Callable[[Tensor, Tensor, Cells], None]  # one training step on (xb, yb) → cells
 
 
@@ -46,7 +46,7 @@ class StepGraph:
         self,
         step: StepFn,
         inputs: tuple[Tensor, Tensor],
-        n_cells: int,
+        cells: Cells,
         optimizer_state: State,
         device: torch.device,
     ):
@@ -56,7 +56,7 @@ class StepGraph:
         self.device = device
         self.warm = 0
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.cells: Cells = torch.zeros(n_cells, device=device).unbind(0)
+        self.cells = cells  # the graph writes its sums here; replay copies them out
         self.stream = torch.cuda.Stream(device)
 
     def warming_up(self) -> bool:

@@ -4,8 +4,8 @@
 Keras' validation split (the last fraction of the rows, before any shuffling), targets
 in the form the loss takes (`targets`), fit.normalize's statistics applied to the
 resident data. Class indices become int64 [n, 1] for the (sparse) categorical
-cross-entropies (one-hot float [n, k] for `categorical_crossentropy` given indices — a
-documented convenience); everything else float32 [n, k] (`[n]` for one output unit).
+losses (one-hot float [n, k] for `losses.ONE_HOT_TARGETS` given indices — a documented
+convenience); everything else float32 [n, k] (`[n]` for one output unit).
 An array that cannot be that is a DataError naming it ("y", "validation y").
 """
 
@@ -22,6 +22,7 @@ from torch import Tensor
 
 from fitq.worker.engine.config import Checked, count, real
 from fitq.worker.engine.errors import DataError
+from fitq.worker.engine.losses import BINARY_TARGETS, ONE_HOT_TARGETS
 from fitq.worker.engine.model import check_features
 
 
@@ -100,7 +101,7 @@ def normalized(x: Tensor, norm: tuple[Tensor, Tensor]) -> Tensor:
     return (x - mean).div_(std)
 
 
-_CLASS_INDICES = ("sparse_categorical_crossentropy", "categorical_crossentropy")
+_CLASS_INDICES = ("sparse_categorical_crossentropy", *ONE_HOT_TARGETS)
 
 
 def targets(y: Any, n: int, what: str, loss: str, k: int, device: torch.device) -> Tensor:
@@ -125,7 +126,7 @@ def targets(y: Any, n: int, what: str, loss: str, k: int, device: torch.device) 
                 f"got {labels.min()}..{labels.max()}"
             )
         t = torch.from_numpy(labels).view(-1, 1)
-        if loss == "categorical_crossentropy":
+        if loss in ONE_HOT_TARGETS:
             t = torch.zeros(n, k).scatter_(1, t, 1.0)
         return t.to(device)
     if loss == "sparse_categorical_crossentropy":
@@ -136,8 +137,8 @@ def targets(y: Any, n: int, what: str, loss: str, k: int, device: torch.device) 
         raise DataError(
             f"{what} must have shape [n, {k}] (or [n] for one unit), got {list(arr.shape)}"
         )
-    if loss == "binary_crossentropy" and not ((arr >= 0) & (arr <= 1)).all():
-        raise DataError(f"{what} must hold labels in [0, 1] for binary_crossentropy")
+    if loss in BINARY_TARGETS and not ((arr >= 0) & (arr <= 1)).all():
+        raise DataError(f"{what} must hold labels in [0, 1] for {loss}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if not arr.flags.writeable:  # a memory-mapped dataset: torch wants writable memory
         arr = arr.copy()

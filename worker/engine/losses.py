@@ -1,10 +1,9 @@
-"""Losses: the value and, right below it, its gradient.
+"""Losses: the value and, right below it, its gradient; the registry of every loss.
 
-Every loss is Keras': a per-sample value (the mean over the last axis for the
-elementwise losses), averaged over the batch. The engine needs the *sum* over
-the batch (epoch means are weighted by batch size), so `total(out, y)` returns
-Σₙ loss(n) and `total_and_grad(out, y, into)` writes that sum into the 0-d tensor
-`into` and returns ∂(mean loss)/∂out  [n, k].
+Every loss is Keras' (the interface: `loss_base.Loss`): `total(out, y)` returns Σₙ
+loss(n) and `total_and_grad(out, y, into)` writes that sum into the 0-d tensor `into`
+and returns ∂(mean loss)/∂out [n, k]. This module has the cross-entropies, mse, mae and
+huber; `focal_losses` and `regression_losses` the others.
 
 Targets arrive in the form `prepare_targets` gives them: class indices [n, 1]
 (int64) for sparse categorical cross-entropy, floats [n, k] for the others.
@@ -13,6 +12,8 @@ Cross-entropies from logits use log-sum-exp (log_softmax / softplus), never log(
 softmax + cross-entropy gives dZ = (p − y)/n and sigmoid + binary cross-entropy
 dZ = (σ(z) − y)/(n·k). On probabilities (`from_logits: false` where the engine
 could not fuse the final activation away) they clip to [ε, 1 − ε], ε = 1e-7, as Keras.
+`label_smoothing` ε′ (categorical and binary) smooths the targets first, as Keras:
+y·(1 − ε′) + ε′/k for k classes, y·(1 − ε′) + ε′/2 for binary labels.
 """
 
 from __future__ import annotations
@@ -25,25 +26,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fitq.worker.engine import focal_losses, regression_losses
 from fitq.worker.engine.config import Checked, read, real
 from fitq.worker.engine.errors import ConfigError
+from fitq.worker.engine.loss_base import EPSILON, Loss
 
-EPSILON = 1e-7  # Keras' backend epsilon, the clip on probabilities
+__all__ = ["EPSILON", "LOSSES", "PARAMETERS", "Loss", "get"]
+
 _SUM = 2  # aten's Reduction::Sum
 
-
-class Loss:
-    name = ""
-    sparse_targets = False  # targets are class indices [n, 1]
-
-    def __init__(self, from_logits: bool = False):
-        self.from_logits = from_logits
-
-    def total(self, out: Tensor, y: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def total_and_grad(self, out: Tensor, y: Tensor, into: Tensor) -> Tensor:
-        raise NotImplementedError
+ONE_HOT_TARGETS = (
+    "categorical_crossentropy",
+    "categorical_focal_crossentropy",
+    "categorical_hinge",
+)
+"""Losses whose class-index targets the engine one-hot encodes (a documented convenience)."""
+BINARY_TARGETS = ("binary_crossentropy", "binary_focal_crossentropy")
+"""Losses whose targets must lie in [0, 1]."""
 
 
 class SparseCategoricalCrossentropy(Loss):
@@ -82,13 +81,24 @@ class SparseCategoricalCrossentropy(Loss):
 class CategoricalCrossentropy(Loss):
     name = "categorical_crossentropy"
 
+    def __init__(self, from_logits: bool, label_smoothing: float):
+        super().__init__(from_logits)
+        self.smoothing = label_smoothing
+
+    def _smooth(self, y: Tensor) -> Tensor:
+        if not self.smoothing:
+            return y
+        return y * (1.0 - self.smoothing) + self.smoothing / y.shape[1]
+
     def total(self, out: Tensor, y: Tensor) -> Tensor:
+        y = self._smooth(y)
         if self.from_logits:
             return -(y * torch.log_softmax(out, dim=1)).sum()
         q = out / out.sum(dim=1, keepdim=True)
         return -(y * q.clamp(EPSILON, 1.0 - EPSILON).log()).sum()
 
     def total_and_grad(self, out: Tensor, y: Tensor, into: Tensor) -> Tensor:
+        y = self._smooth(y)
         if not self.from_logits:
             return _cce_probabilities(out, y, into)
         n = out.shape[0]
@@ -112,7 +122,15 @@ def _cce_probabilities(p: Tensor, y: Tensor, into: Tensor) -> Tensor:
 class BinaryCrossentropy(Loss):
     name = "binary_crossentropy"
 
+    def __init__(self, from_logits: bool, label_smoothing: float):
+        super().__init__(from_logits)
+        self.smoothing = label_smoothing
+
+    def _smooth(self, y: Tensor) -> Tensor:
+        return y * (1.0 - self.smoothing) + 0.5 * self.smoothing if self.smoothing else y
+
     def total(self, out: Tensor, y: Tensor) -> Tensor:
+        y = self._smooth(y)
         k = out.shape[1]
         if self.from_logits:
             return F.binary_cross_entropy_with_logits(out, y, reduction="sum") / k
@@ -122,6 +140,7 @@ class BinaryCrossentropy(Loss):
     def total_and_grad(self, out: Tensor, y: Tensor, into: Tensor) -> Tensor:
         n, k = out.shape
         into.copy_(self.total(out, y))
+        y = self._smooth(y)
         if self.from_logits:
             return (torch.sigmoid(out) - y).mul_(1.0 / (n * k))  # dZ = (σ(z) − y)/(n·k)
         inside = (out > EPSILON) & (out < 1.0 - EPSILON)
@@ -181,9 +200,19 @@ LOSSES: dict[str, type[Loss]] = {
         SparseCategoricalCrossentropy,
         CategoricalCrossentropy,
         BinaryCrossentropy,
+        focal_losses.BinaryFocalCrossentropy,
+        focal_losses.CategoricalFocalCrossentropy,
         MeanSquaredError,
         MeanAbsoluteError,
         Huber,
+        regression_losses.MeanAbsolutePercentageError,
+        regression_losses.MeanSquaredLogarithmicError,
+        regression_losses.LogCosh,
+        regression_losses.KLDivergence,
+        regression_losses.Poisson,
+        regression_losses.Hinge,
+        regression_losses.SquaredHinge,
+        regression_losses.CategoricalHinge,
     )
 }
 
@@ -197,8 +226,31 @@ class CrossEntropyConfig(Checked):
 
 
 @dataclass(frozen=True)
+class SmoothedCrossEntropyConfig(Checked):
+    from_logits: bool
+    label_smoothing: Annotated[float, real(ge=0, le=1)]
+
+
+@dataclass(frozen=True)
+class BinaryFocalConfig(Checked):
+    apply_class_balancing: bool
+    alpha: Annotated[float, real(ge=0, le=1)]  # label 1's weight; label 0's is 1 − alpha
+    gamma: Annotated[float, real(ge=0)]  # (1 − p_t)^γ is finite at p_t = 1
+    from_logits: bool
+    label_smoothing: Annotated[float, real(ge=0, le=1)]
+
+
+@dataclass(frozen=True)
+class CategoricalFocalConfig(Checked):
+    alpha: Annotated[float, real(ge=0)]
+    gamma: Annotated[float, real(ge=0)]
+    from_logits: bool
+    label_smoothing: Annotated[float, real(ge=0, le=1)]
+
+
+@dataclass(frozen=True)
 class RegressionConfig(Checked):
-    """mean_squared_error and mean_absolute_error take no parameters."""
+    """The losses without parameters (mse, mae, mape, msle, log_cosh, …, the hinges)."""
 
 
 @dataclass(frozen=True)
@@ -208,11 +260,19 @@ class HuberConfig(Checked):
 
 PARAMETERS: dict[str, type[Checked]] = {
     "sparse_categorical_crossentropy": CrossEntropyConfig,
-    "categorical_crossentropy": CrossEntropyConfig,
-    "binary_crossentropy": CrossEntropyConfig,
-    "mean_squared_error": RegressionConfig,
-    "mean_absolute_error": RegressionConfig,
+    "categorical_crossentropy": SmoothedCrossEntropyConfig,
+    "binary_crossentropy": SmoothedCrossEntropyConfig,
+    "binary_focal_crossentropy": BinaryFocalConfig,
+    "categorical_focal_crossentropy": CategoricalFocalConfig,
     "huber": HuberConfig,
+    **{
+        name: RegressionConfig
+        for name in (
+            "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
+            "mean_squared_logarithmic_error", "log_cosh", "kl_divergence", "poisson", "hinge",
+            "squared_hinge", "categorical_hinge",
+        )
+    },  # fmt: skip
 }
 
 

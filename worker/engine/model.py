@@ -1,14 +1,15 @@
 """The model: a stack of layers built from `spec["model"]`, its weights by their
 exported names, and the predictor the API loads from a trained model's safetensors.
 
-Weight names (SPEC §5): `layers.{i}.kernel` [in, out], `layers.{i}.bias`,
-`layers.{i}.gamma/beta/moving_mean/moving_variance`, i = the index in
-`spec["model"]["layers"]` (a dropout layer takes an index and has no weights);
-`normalization.mean` / `normalization.std` [input_dim] when `fit.normalize` is on.
+Weight names: `layers.{i}.kernel` [in, out], `layers.{i}.bias`,
+`layers.{i}.gamma/beta/moving_mean/moving_variance`, `layers.{i}.alpha` (prelu), i = the
+index in `spec["model"]["layers"]` (a layer without weights, dropout, takes an index
+too); `normalization.mean` / `normalization.std` [input_dim] when `fit.normalize` is on.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -23,11 +24,13 @@ from fitq.worker.engine.config import Checked, count, read
 from fitq.worker.engine.errors import ConfigError, DataError
 from fitq.worker.engine.layers import ActivationLayer, Context, Dense, Layer, build
 from fitq.worker.engine.losses import Loss
-from fitq.worker.engine.metrics import Metric
+from fitq.worker.engine.metrics import Metric, results, width
+from fitq.worker.engine.metrics import cells as metrics_cells
 
 PREDICT_BATCH_ROWS = 8192  # rows per forward pass in predict/evaluate
 
-# the streams derived from a job's seed; each draws from its own generator
+# the streams derived from a job's seed; each draws from its own generator (the
+# dropout stream feeds every noise layer: dropout, gaussian noise and dropouts)
 SEED_STREAM_INIT, SEED_STREAM_SHUFFLE, SEED_STREAM_DROPOUT = 0, 1, 2
 
 
@@ -54,15 +57,29 @@ def default_device() -> str:
 
 @dataclass(frozen=True)
 class ModelConfig(Checked):
-    """A normalized `spec["model"]`: `input_dim` features into `layers`, in order."""
+    """A normalized `spec["model"]`: `input_dim` features into `layers`, in order.
+    `input_shape` is the shape the rows had before they were stored flat (its product is
+    `input_dim`); the engine computes on flat rows, where Flatten is the identity."""
 
     input_dim: Annotated[int, count(ge=1)]
+    input_shape: list[int]
     layers: list[Mapping[str, Any]]
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.layers:
             raise ConfigError("layers must not be empty")
+        shape = self.input_shape
+        if (
+            not isinstance(shape, list)
+            or not shape
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+            or math.prod(shape) != self.input_dim
+        ):
+            raise ConfigError(
+                f"input_shape must be a list of sizes >= 1 whose product is input_dim "
+                f"({self.input_dim}), got {shape!r}"
+            )
 
 
 class Model:
@@ -99,10 +116,14 @@ class Model:
         trainable = [i for i, layer in enumerate(self.layers) if layer.params]
         self._first_trainable = trainable[0] if trainable else len(self.layers)
         self.fused_activation: activations.Activation | None = None
-        self.has_dropout = any(getattr(layer, "rate", 0) > 0 for layer in self.layers)
+        # draws noise while training (dropout, gaussian noise, …): no CUDA graph then
+        self.has_dropout = any(layer.random for layer in self.layers)
+        # adds a penalty to the loss: weight (L1L2 kernels) or activity regularization
         self.regularized = any(
             getattr(layer, "l1", 0) or getattr(layer, "l2", 0) for layer in self.layers
         )
+        self.constrained = any(layer.constrained for layer in self.layers)
+        self._rows = 1  # the last forward's batch rows
 
     def _flatten(self) -> None:
         """Put every trainable tensor into one flat buffer, and every gradient into another,
@@ -145,6 +166,7 @@ class Model:
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
         """x [n, input_dim] → the last layer's output [n, output_dim] (logits when fused)."""
+        self._rows = x.shape[0]
         for layer in self.layers:
             x = layer.forward(x, ctx)
         return x
@@ -164,11 +186,28 @@ class Model:
         return out
 
     def penalty(self) -> Tensor | None:
-        """Σ of the layers' regularization terms, as Keras adds them to the loss."""
-        terms = [p for layer in self.layers if (p := layer.penalty()) is not None]
-        if not terms:
-            return None
-        return torch.stack(terms).sum()
+        """What Keras adds to the last forward's batch loss: the weights' regularization
+        terms, and the activity regularization of the batch ÷ its rows."""
+        terms = self.weight_penalties()
+        activity = self.activity()
+        if activity is not None:
+            terms.append(activity / self._rows)
+        return torch.stack(terms).sum() if terms else None
+
+    def weight_penalties(self) -> list[Tensor]:
+        """The layers' weight regularization terms (L1L2 on dense kernels)."""
+        return [p for layer in self.layers if (p := layer.penalty()) is not None]
+
+    def activity(self) -> Tensor | None:
+        """Σ over the last forward's rows of the activity regularization terms (None: none)."""
+        terms = [a for layer in self.layers if (a := layer.activity()) is not None]
+        return torch.stack(terms).sum() if terms else None
+
+    def constrain(self) -> None:
+        """Apply the weights' constraints, in place: call it after every update."""
+        for layer in self.layers:
+            if layer.constrained:
+                layer.constrain()
 
     # ------------------------------------------------------------------ named weights
 
@@ -242,26 +281,29 @@ def evaluate_tensors(
     model: Model, loss: Loss, metrics: list[Metric], x: Tensor, y: Tensor, ctx: Context
 ) -> dict[str, float]:
     """Keras' `evaluate` over device tensors (targets as the loss takes them): the mean
-    loss, regularization included, and each metric, in batches of PREDICT_BATCH_ROWS."""
+    loss, regularization included, and each metric, in batches of PREDICT_BATCH_ROWS.
+    The activity regularization is summed over rows (Keras adds each batch's ÷ its
+    rows to that batch's mean loss), so the batches' size does not change the result."""
     n = x.shape[0]
-    cells = torch.zeros(1 + len(metrics), device=x.device)
+    cells = torch.zeros(width(metrics), device=x.device)
     part = torch.zeros_like(cells)
-    views = part.unbind(0)
+    views = metrics_cells(part, metrics)
     for lo in range(0, n, PREDICT_BATCH_ROWS):
         xb, yb = x[lo : lo + PREDICT_BATCH_ROWS], y[lo : lo + PREDICT_BATCH_ROWS]
         out = model.forward(xb, ctx)
         views[0].copy_(loss.total(out, yb))
+        activity = model.activity()
+        if activity is not None:
+            views[0].add_(activity)
         for metric, cell in zip(metrics, views[1:], strict=True):
             metric.total(out, yb, cell, loss.from_logits, model.fused_activation)
         cells.add_(part)
     sums = cells.to("cpu", torch.float64).tolist()
     logs = {"loss": sums[0] / n}
-    penalty = model.penalty()
-    if penalty is not None:
-        logs["loss"] += float(penalty)
-    for metric, total in zip(metrics, sums[1:], strict=True):
-        logs[metric.name] = total / n
-    return logs
+    penalties = model.weight_penalties()
+    if penalties:
+        logs["loss"] += float(torch.stack(penalties).sum())
+    return logs | results(metrics, sums, n)
 
 
 def load_model(

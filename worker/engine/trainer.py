@@ -151,8 +151,10 @@ class Trainer:
         self.n_train = n_train = data.n_train
         self.batch_size = self.fit_config.batch_size or n_train
         self.steps_per_epoch = self.fit_config.steps(n_train)
-        self._stats = torch.zeros(self.steps_per_epoch, 1 + len(self.metrics), device=self.device)
-        self._cells = [row.unbind(0) for row in self._stats.unbind(0)]
+        self._stats = torch.zeros(
+            self.steps_per_epoch, metrics.width(self.metrics), device=self.device
+        )
+        self._cells = [metrics.cells(row, self.metrics) for row in self._stats.unbind(0)]
         self._batches: dict[int, tuple[Tensor, Tensor]] = {}
         self._graph = None
 
@@ -298,6 +300,8 @@ class Trainer:
             optimizers.adam_update_foreach(cfg, opt.state, opt.params, grads, self._adam_scalars)
         else:
             self.optimizer.step([model.flat_grads])
+        if model.constrained:  # Keras applies constraints right after the update
+            model.constrain()
 
     def _check_finite(self, lo: int, hi: int) -> None:
         assert self._stats is not None
@@ -318,8 +322,7 @@ class Trainer:
         assert self._stats is not None
         sums = self._stats.to("cpu", torch.float64).sum(dim=0).tolist()
         logs = {"loss": sums[0] / self.n_train}
-        for metric, total in zip(self.metrics, sums[1:], strict=True):
-            logs[metric.name] = total / self.n_train
+        logs |= metrics.results(self.metrics, sums, self.n_train)  # stateful ones: of counts
         if self._xv is not None and self._yv is not None:
             for k, v in self._evaluate_tensors(self._xv, self._yv).items():
                 logs[f"val_{k}"] = v
@@ -340,7 +343,9 @@ class Trainer:
             self._graph = StepGraph(
                 self._step,
                 self._buffers(self.batch_size),  # where shuffled batches are gathered
-                1 + len(self.metrics),
+                metrics.cells(
+                    torch.zeros(metrics.width(self.metrics), device=self.device), self.metrics
+                ),
                 self.optimizer.state,
                 self.device,
             )

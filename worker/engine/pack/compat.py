@@ -13,10 +13,11 @@ any number of rows).
 The key is None (the job trains solo) for anything the pack does not implement, so a
 packed member never computes other math than its solo run: a layer type other than
 dense, dropout, activation and layer_normalization (`batch_normalization` among them:
-its batch statistics would see a short batch's padding), a metric other than accuracy,
-mae and mse, an optimizer other than sgd, adagrad, rmsprop, adam and adamw, and any
-field of the spec this module does not list, unless it is off (None, 0 or false). A
-field the spec gains later therefore keeps its jobs solo until the pack learns it.
+its batch statistics would see a short batch's padding), a loss other than the three
+cross-entropies, mse, mae and huber, a metric other than accuracy, mae and mse, an
+optimizer other than sgd, adagrad, rmsprop, adam and adamw, and any field of the spec
+this module does not list, unless it is off (None, 0 or false). A field the spec gains
+later therefore keeps its jobs solo until the pack learns it.
 
 Pure standard library: the API computes the key at submit without importing torch.
 The device is not part of the key: a worker packs only the jobs it claimed for its
@@ -43,6 +44,10 @@ _LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "layer_normalization": (("center", "scale"), ("epsilon",)),
 }
 _LOSS_FIELDS = ("name", "from_logits", "delta")
+_LOSSES = frozenset(
+    {"sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
+     "mean_squared_error", "mean_absolute_error", "huber"}
+)  # fmt: skip
 _METRICS = frozenset({"accuracy", "mae", "mse"})
 _OPTIMIZER_FIELDS: dict[str, tuple[str, ...]] = {
     "sgd": ("momentum", "nesterov"),
@@ -86,6 +91,7 @@ def structure(spec: Mapping[str, Any]) -> dict[str, Any] | None:
         extra is None
         or not _only(optimizer, (*_OPTIMIZER_COMMON, *extra))
         or not isinstance(optimizer.get("learning_rate"), int | float)  # not a schedule
+        or loss.get("name") not in _LOSSES
         or not _only(loss, _LOSS_FIELDS)
         or not set(compile_["metrics"]) <= _METRICS
         or not _only(compile_, ("optimizer", "loss", "metrics"))
