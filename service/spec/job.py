@@ -10,11 +10,10 @@ stopping's monitor against the logged metrics); against its datasets in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AliasChoices,
-    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -25,10 +24,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from fitq.service.errors import InvalidSpec
-from fitq.service.spec import keras
+from fitq.service.spec import callbacks, keras
 from fitq.service.spec.base import Fraction, Strict, fail, is_neutral, limits_of, name_key
+from fitq.service.spec.callbacks import EarlyStopping, ReduceLROnPlateau
 from fitq.service.spec.losses import BINARY_LOSSES, CATEGORICAL_LOSSES, Loss
-from fitq.service.spec.metrics import METRICS, MetricName, metric_name
+from fitq.service.spec.metrics import MetricName, metric_name
 from fitq.service.spec.model import ModelSpec
 from fitq.service.spec.optimizers import Optimizer, RMSprop
 
@@ -83,27 +83,6 @@ class CompileSpec(Strict):
         return names
 
 
-def _monitor(value: Any) -> Any:
-    """Keras' spellings of a History key: ``val_acc`` → ``val_accuracy``."""
-    if not isinstance(value, str):
-        return value
-    prefix, base = ("val_", value[4:]) if value.startswith("val_") else ("", value)
-    canonical = "loss" if base == "loss" else METRICS.get(name_key(base))
-    return prefix + canonical if canonical else value
-
-
-class EarlyStopping(Strict):
-    """Keras' EarlyStopping callback (``min_delta`` is taken as its absolute value, as Keras)."""
-
-    monitor: Annotated[str, BeforeValidator(_monitor)] = "val_loss"
-    min_delta: Annotated[
-        float, BeforeValidator(lambda v: abs(v) if type(v) in (int, float) else v)
-    ] = 0.0
-    patience: int = Field(default=0, ge=0)
-    mode: Literal["auto", "min", "max"] = "auto"
-    restore_best_weights: bool = False
-
-
 class FitSpec(Strict):
     """Keras' ``model.fit()``; ``batch_size: null`` is the whole training set in one batch."""
 
@@ -112,7 +91,12 @@ class FitSpec(Strict):
     validation_split: Fraction = 0.0
     shuffle: bool = True
     early_stopping: EarlyStopping | None = None
+    reduce_lr_on_plateau: ReduceLROnPlateau | None = None
     normalize: bool = False
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return callbacks.fold(data)  # a Keras-like ``callbacks`` list, into the keys above
 
     @field_validator("epochs")
     @classmethod
@@ -259,21 +243,34 @@ class JobSpec(Strict):
                 "silently ignore validation_split)",
                 fit.validation_split,
             )
-        if fit.early_stopping is None:
-            return
+        if fit.reduce_lr_on_plateau is not None and not isinstance(
+            self.compile.optimizer.learning_rate, int | float
+        ):
+            fail(
+                ("fit", "reduce_lr_on_plateau"),
+                "reduce_lr_schedule",
+                "reduce_lr_on_plateau sets the learning rate, but compile.optimizer's follows "
+                "a schedule (Keras refuses to set a scheduled rate too); use one or the other",
+            )
         logged = ["loss", *self.compile.metrics]
         available = logged + [f"val_{k}" for k in logged] if has_validation else logged
-        monitor = fit.early_stopping.monitor
-        if monitor not in available:
+        for key, what in (
+            ("early_stopping", "early stopping"),
+            ("reduce_lr_on_plateau", "reduce_lr_on_plateau"),
+        ):
+            callback = getattr(fit, key)
+            monitor = callback.monitor if callback is not None else None
+            if monitor is None or monitor in available:
+                continue
             hint = (
                 "it needs validation data: set fit.validation_split > 0 or validation_dataset_id"
                 if monitor.startswith("val_") and monitor[4:] in logged
                 else f"expected one of: {', '.join(available)}"
             )
             fail(
-                ("fit", "early_stopping", "monitor"),
+                ("fit", key, "monitor"),
                 "monitor",
-                f"early stopping monitors {monitor!r}, which is not logged; {hint}",
+                f"{what} monitors {monitor!r}, which is not logged; {hint}",
                 monitor,
             )
 

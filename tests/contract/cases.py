@@ -11,18 +11,20 @@ import math
 import sys
 import types
 from collections.abc import Callable
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from fitq.service.spec import ACTIVATIONS, CROSS_ENTROPIES, EarlyStopping, FitSpec
+from fitq.service.spec.callbacks import ReduceLROnPlateau
 from fitq.service.spec.initializers import INITIALIZER_CLASSES
 from fitq.service.spec.layers import LAYER_CLASSES, Regularizer
 from fitq.service.spec.losses import LOSS_CLASSES
 from fitq.service.spec.model import ModelSpec
 from fitq.service.spec.optimizers import OPTIMIZER_CLASSES
+from fitq.service.spec.schedules import SCHEDULE_CLASSES
 
 INPUT_DIM, HIDDEN, CLASSES = 3, 4, 3
 SMALL = 4  # the largest size (units, epochs, batch) drawn: the step must stay tiny
@@ -32,12 +34,33 @@ Body = dict[str, Any]
 # ---------------------------------------------------------------- one field
 
 
+def _number_member(annotation: Any) -> Any:
+    """The number in a union of a number and objects (a learning rate or a schedule)."""
+    if get_origin(annotation) not in (Union, types.UnionType):
+        return None
+    for arg in get_args(annotation):
+        if get_origin(arg) is Annotated and get_args(arg)[0] in (int, float):
+            return arg
+    return None
+
+
+def _constraints(model: type[BaseModel], name: str) -> list[Any]:
+    """The field's numeric constraints (Ge, Lt, …), also those of a union's number."""
+    field = model.model_fields[name]
+    found = list(field.metadata)
+    member = _number_member(field.annotation)
+    if member is not None:
+        for info in get_args(member)[1:]:
+            found += list(getattr(info, "metadata", []))
+    return found
+
+
 def bounds(model: type[BaseModel], name: str) -> tuple[float | None, bool, float | None, bool]:
     """(low, low is open, high, high is open) of a numeric field; None where unbounded."""
     low: float | None = None
     high: float | None = None
     low_open = high_open = False
-    for m in model.model_fields[name].metadata:
+    for m in _constraints(model, name):
         if isinstance(m, Ge):
             low, low_open = float(m.ge), False  # type: ignore[arg-type]
         elif isinstance(m, Gt):
@@ -52,6 +75,9 @@ def bounds(model: type[BaseModel], name: str) -> tuple[float | None, bool, float
 def _kind(model: type[BaseModel], name: str) -> tuple[Any, bool]:
     """(the field's base type or Literal, whether null is allowed)."""
     annotation = model.model_fields[name].annotation
+    member = _number_member(annotation)
+    if member is not None:  # a number or an object: the number's cases here
+        return get_args(member)[0], type(None) in get_args(annotation)
     if get_origin(annotation) in (Union, types.UnionType):
         args = [a for a in get_args(annotation) if a is not type(None)]
         return (args[0] if len(args) == 1 else annotation), type(None) in get_args(annotation)
@@ -199,6 +225,47 @@ def _uniform_pairs() -> list[Body]:
     return [{"minval": a, "maxval": b} for a, b in [(lo, 0.0), (0.0, hi), (lo, lo), (hi, hi)]]
 
 
+# The keys a schedule requires (Keras has no default for them), for its cases.
+_SCHEDULE_BASE: dict[str, Body] = {
+    "piecewise_constant_decay": {"boundaries": [1.0, 3.0], "values": [0.1, 0.05, 0.01]},
+    **{
+        name: {"initial_learning_rate": 0.1, "decay_steps": 2.0, "decay_rate": 0.5}
+        for name in ("exponential_decay", "inverse_time_decay")
+    },
+    "polynomial_decay": {"initial_learning_rate": 0.1, "decay_steps": 2.0},
+    "cosine_decay": {"initial_learning_rate": 0.1, "decay_steps": 2.0},
+    "cosine_decay_restarts": {"initial_learning_rate": 0.1, "first_decay_steps": 2.0},
+}
+
+
+def schedule_cases() -> list[tuple[str, Body]]:
+    """Every schedule with each of its values at its bounds (under sgd), every schedule
+    under every optimizer that takes it (ftrl: those that never reach 0), the callbacks."""
+    out: list[tuple[str, Body]] = []
+    for name, model in SCHEDULE_CLASSES.items():
+        base = {"schedule": name, **_SCHEDULE_BASE[name]}
+        for p in cases(model, base):
+            out.append((f"schedule {p}", job(optimizer={"name": "sgd", "learning_rate": p})))
+        for optimizer in OPTIMIZER_CLASSES:
+            rate = {**base, "alpha": 0.1} if "cosine" in name else base
+            if optimizer == "ftrl" and name == "polynomial_decay":
+                rate = {**rate, "end_learning_rate": 0.01}
+            out.append(
+                (f"schedule {name} {optimizer}", job(optimizer={"name": optimizer,
+                                                                "learning_rate": rate}))
+            )  # fmt: skip
+    for p in cases(ReduceLROnPlateau, skip=("monitor",)):
+        for monitor in ("loss", "val_accuracy"):
+            fit = {"validation_split": 0.25, "reduce_lr_on_plateau": {**p, "monitor": monitor}}
+            for optimizer in ("sgd", "ftrl", "nadam"):
+                out.append((f"reduce_lr {monitor} {p} {optimizer}", job(optimizer=optimizer,
+                                                                        fit=fit)))  # fmt: skip
+    every = [{"type": "early_stopping"}, {"type": "reduce_lr_on_plateau"},
+             {"class_name": "TerminateOnNaN", "config": {"raise_error": True}}]  # fmt: skip
+    out.append(("callbacks", job(fit={"validation_split": 0.25, "callbacks": every})))
+    return out
+
+
 def bound_cases() -> list[tuple[str, Body]]:
     """(an id, a job body) for every part the spec accepts, each value at its bounds."""
     out: list[tuple[str, Body]] = []
@@ -208,6 +275,7 @@ def bound_cases() -> list[tuple[str, Body]]:
             out.append((f"optimizer {name} {p}", job(optimizer={"name": name, **p})))
     for alias in ("momentum", "gd"):
         out.append((f"optimizer {alias}", job(optimizer=alias, fit={"batch_size": None})))
+    out += schedule_cases()
     for name, model in INITIALIZER_CLASSES.items():
         skip = ("minval", "maxval") if name == "random_uniform" else ()
         found = cases(model, skip=skip) or [{}]
@@ -279,9 +347,25 @@ def _layer() -> st.SearchStrategy[Body]:
     return st.one_of([_dense(), *others])
 
 
+def _schedule() -> st.SearchStrategy[Body]:
+    def one(name: str) -> st.SearchStrategy[Body]:
+        fixed: dict[str, st.SearchStrategy[Any]] = {}
+        if name == "piecewise_constant_decay":
+            fixed = {
+                "boundaries": st.just([1.0, 2.0]),
+                "values": st.lists(st.floats(0, 10), min_size=3, max_size=3),
+            }
+        model = SCHEDULE_CLASSES[name]
+        return params(model, **fixed).map(lambda p: {"schedule": name, **p})
+
+    return st.one_of([one(name) for name in SCHEDULE_CLASSES])
+
+
 def _optimizer() -> st.SearchStrategy[Body]:
     def one(name: str) -> st.SearchStrategy[Body]:
-        return params(OPTIMIZER_CLASSES[name]).map(lambda p: {"name": name, **p})
+        model = OPTIMIZER_CLASSES[name]
+        rate = values(model, "learning_rate") | _schedule()
+        return params(model, learning_rate=rate).map(lambda p: {"name": name, **p})
 
     return st.one_of([one(name) for name in OPTIMIZER_CLASSES])
 
@@ -294,12 +378,15 @@ def _loss() -> st.SearchStrategy[Body]:
 
 
 def _fit() -> st.SearchStrategy[Body]:
-    early = params(EarlyStopping, monitor=st.sampled_from(["loss", "val_loss"]))
+    monitor = st.sampled_from(["loss", "val_loss"])
+    early = params(EarlyStopping, monitor=monitor)
+    plateau = params(ReduceLROnPlateau, monitor=monitor)
     return params(
         FitSpec,
         epochs=st.integers(1, 2),
         batch_size=st.none() | st.integers(1, 2 * SMALL),
         early_stopping=st.none() | early,
+        reduce_lr_on_plateau=st.none() | plateau,
     )
 
 

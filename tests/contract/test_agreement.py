@@ -14,14 +14,16 @@ from pydantic import BaseModel
 
 from fitq.service.errors import InvalidSpec
 from fitq.service.spec import CompileSpec, EarlyStopping, FitSpec, ModelSpec, parse_spec
+from fitq.service.spec.callbacks import ReduceLROnPlateau
 from fitq.service.spec.initializers import INITIALIZER_CLASSES
 from fitq.service.spec.layers import LAYER_CLASSES, Regularizer
 from fitq.service.spec.losses import LOSS_CLASSES
 from fitq.service.spec.optimizers import OPTIMIZER_CLASSES
+from fitq.service.spec.schedules import SCHEDULE_CLASSES
 from fitq.worker.engine import (
     ConfigError,
     Trainer,
-    early_stopping,
+    callbacks,
     initializers,
     inputs,
     layers,
@@ -31,11 +33,13 @@ from fitq.worker.engine import (
 )
 from fitq.worker.engine import model as engine_model
 from fitq.worker.engine.config import bounds_of
+from fitq.worker.engine.optimizers import schedules
 from tests.contract.cases import bounds, dense, job
 
 # (what, the spec's model, the engine's config class) for every part the engine reads
 PAIRS: list[tuple[str, type[BaseModel], type]] = [
     *[(f"optimizer {n}", m, optimizers.CONFIGS[n]) for n, m in OPTIMIZER_CLASSES.items()],
+    *[(f"schedule {n}", m, schedules.CLASSES[n]) for n, m in SCHEDULE_CLASSES.items()],
     *[(f"initializer {n}", m, initializers.PARAMETERS[n]) for n, m in INITIALIZER_CLASSES.items()],
     *[(f"loss {n}", m, losses.PARAMETERS[n]) for n, m in LOSS_CLASSES.items()],
     *[(f"layer {n}", m, layers.CONFIGS[n]) for n, m in LAYER_CLASSES.items()],
@@ -43,7 +47,8 @@ PAIRS: list[tuple[str, type[BaseModel], type]] = [
     ("model", ModelSpec, engine_model.ModelConfig),
     ("compile", CompileSpec, trainer.CompileConfig),
     ("fit", FitSpec, inputs.FitConfig),
-    ("early_stopping", EarlyStopping, early_stopping.EarlyStopping),
+    ("early_stopping", EarlyStopping, callbacks.EarlyStopping),
+    ("reduce_lr_on_plateau", ReduceLROnPlateau, callbacks.ReduceLROnPlateau),
 ]
 IDS = [what for what, _, _ in PAIRS]
 
@@ -55,13 +60,14 @@ def _engine_keys(cls: type) -> list[str]:
 class TestTheSameParts:
     def test_every_kind_the_engine_knows_the_spec_accepts(self) -> None:
         assert set(optimizers.CONFIGS) == set(OPTIMIZER_CLASSES)
+        assert set(schedules.CLASSES) == set(SCHEDULE_CLASSES)
         assert set(initializers.PARAMETERS) == set(INITIALIZER_CLASSES)
         assert set(losses.PARAMETERS) == set(LOSS_CLASSES)
         assert set(layers.CONFIGS) == set(LAYER_CLASSES)
 
     @pytest.mark.parametrize(("what", "spec", "engine"), PAIRS, ids=IDS)
     def test_the_same_keys(self, what: str, spec: type[BaseModel], engine: type) -> None:
-        spec_keys = [k for k in spec.model_fields if k not in ("name", "type")]
+        spec_keys = [k for k in spec.model_fields if k not in ("name", "type", "schedule")]
         assert sorted(spec_keys) == sorted(_engine_keys(engine))
 
     @pytest.mark.parametrize(("what", "spec", "engine"), PAIRS, ids=IDS)
@@ -111,6 +117,67 @@ RULES = [
         ["model", "layers", 0, "kernel_initializer", "maxval"],
         "maxval - minval must be <=",
     ),
+    (
+        "two gradient clips",
+        job(optimizer={"name": "adam", "clipnorm": 1.0, "clipvalue": 0.5}),
+        ["compile", "optimizer", "clipvalue"],
+        "at most one of clipnorm, clipvalue, global_clipnorm",
+    ),
+]
+
+# Schedules as normalized (every key), for the rules below.
+COSINE = {"schedule": "cosine_decay", "initial_learning_rate": 0.1, "decay_steps": 10.0,
+          "alpha": 0.0, "warmup_target": None, "warmup_steps": 0.0}  # fmt: skip
+EXPONENTIAL = {"schedule": "exponential_decay", "initial_learning_rate": 0.1,
+               "decay_steps": 10.0, "decay_rate": 0.5, "staircase": False}  # fmt: skip
+PIECEWISE = {"schedule": "piecewise_constant_decay", "boundaries": [10.0, 20.0],
+             "values": [0.1, 0.01, 0.001]}  # fmt: skip
+LEARNING_RATE = ("compile", "optimizer", "learning_rate")
+WITH_PLATEAU = {"validation_split": 0.25, "reduce_lr_on_plateau": {}}
+
+# Rules whose field cannot simply be left out: (id, a body that breaks the rule, the 422's
+# loc, the engine's words, a valid body, and where its stored spec is then set to what?)
+SET_RULES = [
+    (
+        "ftrl with a schedule that reaches 0",
+        job(optimizer={"name": "ftrl", "learning_rate": COSINE}),
+        [*LEARNING_RATE],
+        "ftrl divides by the learning rate",
+        job(optimizer={"name": "ftrl"}),
+        (LEARNING_RATE, COSINE),
+    ),
+    (
+        "piecewise values not one more than boundaries",
+        job(optimizer={"name": "sgd", "learning_rate": {**PIECEWISE, "values": [0.1, 0.01]}}),
+        [*LEARNING_RATE, "values"],
+        "one more entry than boundaries",
+        job(optimizer={"name": "sgd", "learning_rate": PIECEWISE}),
+        ((*LEARNING_RATE, "values"), [0.1, 0.01]),
+    ),
+    (
+        "piecewise boundaries not increasing",
+        job(optimizer={"name": "sgd", "learning_rate": {**PIECEWISE, "boundaries": [20, 10]}}),
+        [*LEARNING_RATE, "boundaries"],
+        "strictly increasing",
+        job(optimizer={"name": "sgd", "learning_rate": PIECEWISE}),
+        ((*LEARNING_RATE, "boundaries"), [20.0, 10.0]),
+    ),
+    (
+        "a piecewise rate below 0",
+        job(optimizer={"name": "sgd", "learning_rate": {**PIECEWISE, "values": [0.1, -1, 0]}}),
+        [*LEARNING_RATE, "values", 1],
+        "values must be numbers >= 0",
+        job(optimizer={"name": "sgd", "learning_rate": PIECEWISE}),
+        ((*LEARNING_RATE, "values"), [0.1, -1.0, 0.0]),
+    ),
+    (
+        "reduce_lr_on_plateau with a schedule",
+        job(optimizer={"name": "sgd", "learning_rate": EXPONENTIAL}, fit=WITH_PLATEAU),
+        ["fit", "reduce_lr_on_plateau"],
+        "the learning rate follows a schedule",
+        job(optimizer="sgd", fit=WITH_PLATEAU),
+        (LEARNING_RATE, EXPONENTIAL),
+    ),
 ]
 
 
@@ -148,6 +215,28 @@ class TestTheSameRules:
         with pytest.raises(ConfigError, match=engine_words):
             Trainer(stored["model"], stored["compile"], stored["fit"], stored["seed"], "cpu")
 
+    @pytest.mark.parametrize(
+        ("body", "loc", "engine_words", "valid", "change"),
+        [r[1:] for r in SET_RULES],
+        ids=[r[0] for r in SET_RULES],
+    )
+    def test_refused_at_submit_and_by_the_engine_when_set(
+        self,
+        body: dict[str, Any],
+        loc: list[str | int],
+        engine_words: str,
+        valid: dict[str, Any],
+        change: tuple[tuple[str, ...], Any],
+    ) -> None:
+        with pytest.raises(InvalidSpec) as info:
+            parse_spec(body)
+        assert info.value.loc == ["body", *loc]
+        stored = parse_spec(valid).model_dump(mode="json")
+        path, value = change
+        _at(stored, path[:-1])[path[-1]] = copy.deepcopy(value)
+        with pytest.raises(ConfigError, match=engine_words):
+            Trainer(stored["model"], stored["compile"], stored["fit"], stored["seed"], "cpu")
+
     def test_no_layers_is_refused_by_both(self) -> None:
         body = job()
         body["model"]["layers"] = []
@@ -175,10 +264,12 @@ EVERY_PART = job(
         {"type": "layer_normalization"},
         {"type": "activation", "activation": "relu"},
     ],
-    optimizer="adam",
+    optimizer={"name": "adam", "learning_rate": PIECEWISE, "global_clipnorm": 1.0},
     loss={"name": "huber"},
     fit={"validation_split": 0.25, "early_stopping": {"monitor": "val_loss"}},
 )
+# ... and what cannot share a job with it (a constant learning rate ReduceLROnPlateau sets)
+PLATEAU = job(optimizer="ftrl", fit=WITH_PLATEAU)
 
 
 def _objects(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], dict]]:
@@ -206,27 +297,38 @@ def _at(stored: dict[str, Any], path: tuple[Any, ...]) -> dict[str, Any]:
     return node
 
 
-STORED = parse_spec(EVERY_PART).model_dump(mode="json")
-OBJECTS = [path for path, _ in _objects(STORED)]
-KEYS = [(path, key) for path, node in _objects(STORED) for key in node]
+STORED = {
+    name: parse_spec(body).model_dump(mode="json")
+    for name, body in (("every_part", EVERY_PART), ("plateau", PLATEAU))
+}
+OBJECTS = [(name, path) for name, spec in STORED.items() for path, _ in _objects(spec)]
+KEYS = [
+    (name, path, key) for name, spec in STORED.items() for path, node in _objects(spec)
+    for key in node
+]  # fmt: skip
 
 
 class TestAsItIs:
-    def test_the_stored_spec_builds(self) -> None:
-        _build(copy.deepcopy(STORED))
+    @pytest.mark.parametrize("name", sorted(STORED))
+    def test_the_stored_spec_builds(self, name: str) -> None:
+        _build(copy.deepcopy(STORED[name]))
 
-    @pytest.mark.parametrize("path", OBJECTS, ids=[".".join(map(str, p)) for p in OBJECTS])
-    def test_an_unknown_key_is_refused(self, path: tuple[Any, ...]) -> None:
-        stored = copy.deepcopy(STORED)
+    @pytest.mark.parametrize(
+        ("name", "path"), OBJECTS, ids=[f"{n}:{'.'.join(map(str, p))}" for n, p in OBJECTS]
+    )
+    def test_an_unknown_key_is_refused(self, name: str, path: tuple[Any, ...]) -> None:
+        stored = copy.deepcopy(STORED[name])
         _at(stored, path)["surprise"] = 1
         with pytest.raises(ConfigError, match="unknown surprise"):
             _build(stored)
 
     @pytest.mark.parametrize(
-        ("path", "key"), KEYS, ids=[".".join(map(str, (*p, k))) for p, k in KEYS]
+        ("name", "path", "key"),
+        KEYS,
+        ids=[f"{n}:{'.'.join(map(str, (*p, k)))}" for n, p, k in KEYS],
     )
-    def test_a_missing_key_is_refused(self, path: tuple[Any, ...], key: str) -> None:
-        stored = copy.deepcopy(STORED)
+    def test_a_missing_key_is_refused(self, name: str, path: tuple[Any, ...], key: str) -> None:
+        stored = copy.deepcopy(STORED[name])
         del _at(stored, path)[key]
         with pytest.raises(ConfigError):
             _build(stored)

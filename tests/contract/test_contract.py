@@ -107,7 +107,9 @@ class TestAtTheBounds:
         ids = " ".join(name for name, _ in BOUND_CASES)
         metrics = {m for loss in CROSS_ENTROPIES + ("huber",) for m in metrics_for(loss)}
         assert metrics == set(get_args(MetricName))
-        for part in ("optimizer", "initializer", "regularizer", "activation", "layer", "loss"):
+        parts = ("optimizer", "schedule", "reduce_lr", "initializer", "regularizer", "activation",
+                 "layer", "loss")  # fmt: skip
+        for part in parts:
             assert f"{part} " in ids
 
     def test_sgd_momentum_1_is_refused_at_submit_with_its_location(self) -> None:

@@ -13,7 +13,7 @@ import safetensors.torch
 import torch
 
 from fitq.worker.engine import DataError, Trainer, TrainingError, load_predictor
-from fitq.worker.engine.early_stopping import EarlyStopping
+from fitq.worker.engine.callbacks import EarlyStopping
 from tests.engine.helpers import blobs, dense, normalized, spec
 
 

@@ -10,8 +10,11 @@ Tensors (all on the CPU in the file):
     early_stopping.best.layers.…     restore_best_weights' copy of the best weights
 
 Metadata: one key, `fitq_checkpoint`, holding a JSON object: the format version, the
-run's fingerprint, epoch, step, whether mid-epoch, training rows, the optimizer's step,
-History so far, early stopping's state, the epoch's elapsed time (see `Checkpoint`).
+run's fingerprint, epoch, step, whether mid-epoch, training rows, the optimizer's step
+and host numbers (the current learning rate, NAdam's μ product), History so far, early
+stopping's and ReduceLROnPlateau's state, the epoch's elapsed time (see `Checkpoint`).
+The last two are newer than the format's version 1: a checkpoint without them (an older
+one, or a pack's) resumes with their starting values, which are then the right ones.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import safetensors.torch
@@ -62,6 +65,8 @@ class Checkpoint:
     normalization: tuple[Tensor, Tensor] | None  # fit.normalize's mean and std
     early_stopping: dict[str, Any] | None  # EarlyStopping.state()
     best_weights: dict[str, Tensor] | None  # restore_best_weights' copy
+    optimizer_numbers: dict[str, float] = field(default_factory=dict)  # host_numbers()
+    reduce_lr_on_plateau: dict[str, Any] | None = None  # ReduceLROnPlateau.state()
 
     def to_bytes(self) -> bytes:
         tensors: dict[str, Tensor] = {f"model.{k}": t for k, t in self.weights.items()}
@@ -84,6 +89,8 @@ class Checkpoint:
             "history": self.history,
             "stop_training": self.stop_training,
             "early_stopping": self.early_stopping,
+            "optimizer_numbers": self.optimizer_numbers,
+            "reduce_lr_on_plateau": self.reduce_lr_on_plateau,
             "epoch_seconds": self.epoch_seconds,
             "train_seconds": self.train_seconds,
         }
@@ -116,6 +123,8 @@ class Checkpoint:
             normalization=(mean, std) if mean is not None and std is not None else None,
             early_stopping=meta["early_stopping"],
             best_weights=having(_BEST) or None,
+            optimizer_numbers=dict(meta.get("optimizer_numbers") or {}),
+            reduce_lr_on_plateau=meta.get("reduce_lr_on_plateau"),
         )
 
 

@@ -100,10 +100,12 @@ def bounds_of(cls: type) -> dict[str, Bounds]:
 
 
 def check_bounds(config: Any) -> None:
-    """Every bounded field of a config dataclass within its bounds (null passes)."""
+    """Every bounded field of a config dataclass within its bounds (null and objects pass)."""
     for name, bounds in bounds_of(type(config)).items():
         value = getattr(config, name)
-        if value is not None and not bounds.allows(value):
+        if value is None or isinstance(value, Checked):  # an object (a learning-rate
+            continue  # schedule) is a config checked on its own
+        if not isinstance(value, int | float) or not bounds.allows(value):
             raise ConfigError(f"{name} must be {bounds.text()}, got {value!r}")
 
 

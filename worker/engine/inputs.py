@@ -34,7 +34,8 @@ class FitConfig(Checked):
     batch_size: Annotated[int | None, count(ge=1)]
     validation_split: Annotated[float, real(ge=0, lt=1)]  # the rows trained on must be ≥ 0
     shuffle: bool
-    early_stopping: Mapping[str, Any] | None
+    early_stopping: Mapping[str, Any] | None  # callbacks.EarlyStopping's keys
+    reduce_lr_on_plateau: Mapping[str, Any] | None  # callbacks.ReduceLROnPlateau's keys
     normalize: bool
 
     def train_rows(self, n_rows: int, has_validation_data: bool) -> int:

@@ -7,7 +7,9 @@ One training step, under torch.no_grad() (no autograd anywhere):
     Σloss  ← loss.total_and_grad(out, yb)         written into this step's row of `stats`
     Σmetric← metric.total(out, yb)                (before the update, as Keras' History)
     grads  ← model.backward(∂loss/∂out)           + the regularizers' gradients
-    params ← optimizer.step(grads)                 the foreach path
+    params ← optimizer.apply(grads)                clip, decay, update (the foreach path on
+                                                   CUDA); its begin_step() ran on the host
+                                                   before the step: the step's learning rate
 
 `stats` is a device tensor [steps_per_epoch, 1 + metrics] of per-step sums, so a
 step never waits for the device: it is read once at the epoch end (and every
@@ -32,11 +34,11 @@ import torch
 from torch import Tensor
 
 from fitq.worker.engine import losses, metrics, optimizers
+from fitq.worker.engine.callbacks import EarlyStopping, ReduceLROnPlateau
 from fitq.worker.engine.checkpoint import Checkpoint, fingerprint
 from fitq.worker.engine.config import Checked, read
-from fitq.worker.engine.cuda_graph import Cells, StepGraph, adam_scalars
-from fitq.worker.engine.early_stopping import EarlyStopping
-from fitq.worker.engine.errors import TrainingError
+from fitq.worker.engine.cuda_graph import Cells, StepGraph
+from fitq.worker.engine.errors import ConfigError, TrainingError
 from fitq.worker.engine.inputs import FitConfig, normalized, prepare, targets
 from fitq.worker.engine.layers import Context
 from fitq.worker.engine.model import (
@@ -104,16 +106,25 @@ class Trainer:
         ) in _FUSABLE and not self.loss.from_logits:
             self.model.fuse_final_activation()
             self.loss.from_logits = True
+        on_cuda = self.device.type == "cuda"
         self.optimizer = optimizers.Optimizer(
             optimizers.make_config(compile_config.optimizer),
             [self.model.flat_params],
             # one flat tensor: on the CPU the per-tensor path is the fast one (no foreach
-            # kernels there); on CUDA the foreach path is what a graph captures
-            foreach=self.device.type == "cuda",
+            # kernels there); on CUDA the foreach path is what a graph captures, reading
+            # the step's scalars (learning rate, …) from device tensors, eager or replayed
+            foreach=on_cuda,
+            sizes=[t.numel() for t in self.model.params],  # Keras' variables (clipnorm)
+            device_scalars=self.device if on_cuda else None,
         )
         self.early_stopping = EarlyStopping.from_spec(self.fit_config.early_stopping)
+        self.reduce_lr = ReduceLROnPlateau.from_spec(self.fit_config.reduce_lr_on_plateau)
+        if self.reduce_lr is not None and self.optimizer.schedule is not None:
+            raise ConfigError(
+                "fit.reduce_lr_on_plateau: the learning rate follows a schedule, which "
+                "sets it at every step (Keras refuses to set a scheduled rate too)"
+            )
         self.cuda_graph = cuda_graph
-        self._adam_scalars = adam_scalars(self.optimizer.config, self.device)
         self._shuffle_gen = shuffle_generator(self.seed)
         self._dropout_gen = dropout_generator(self.seed, self.device)
         self._train_ctx = Context(training=True, reuse=True, generator=self._dropout_gen)
@@ -219,6 +230,8 @@ class Trainer:
             self._segment_start = None
         self._check_finite(0, steps)
         logs = self._epoch_logs()
+        if self.reduce_lr is not None:
+            self.reduce_lr.log(logs, self.optimizer)
         self._epoch_seconds += time.perf_counter() - trained
         logs["seconds"] = self._epoch_seconds
         logs["samples_per_second"] = (
@@ -229,6 +242,8 @@ class Trainer:
         es = self.early_stopping
         if es is not None and es.update(epoch, logs, self.model.named_tensors()):
             self.stop_training = True
+        if self.reduce_lr is not None:
+            self.reduce_lr.update(logs, self.optimizer)
         self.epoch, self.step, self._perm = epoch, 0, None
         self._epoch_seconds = self._train_seconds = 0.0
         if on_epoch_end is not None:
@@ -239,11 +254,7 @@ class Trainer:
         hi = min(lo + self.batch_size, self.n_train)
         try:
             xb, yb = self._batch(lo, hi)
-            if self._adam_scalars is not None:  # outside any graph: the values change
-                cfg: Any = self.optimizer.config
-                step_size, bc2_sqrt = optimizers._adam_scalars(cfg, self.optimizer.state.step + 1)
-                self._adam_scalars[0].fill_(step_size)
-                self._adam_scalars[1].fill_(bc2_sqrt)
+            self.optimizer.begin_step()  # outside any graph: the values change
             graph = self._graph_for(hi - lo)
             if graph is None:
                 self._step(xb, yb, self._cells[s])
@@ -293,13 +304,7 @@ class Trainer:
             assert penalty is not None
             cells[0].add_(penalty, alpha=xb.shape[0])  # the batch's mean loss + penalty
         model.backward(dout)
-        if self._adam_scalars is not None:
-            opt = self.optimizer
-            cfg: Any = opt.config
-            grads = [model.flat_grads]
-            optimizers.adam_update_foreach(cfg, opt.state, opt.params, grads, self._adam_scalars)
-        else:
-            self.optimizer.step([model.flat_grads])
+        self.optimizer.apply([model.flat_grads])
         if model.constrained:  # Keras applies constraints right after the update
             model.constrain()
 
@@ -346,7 +351,6 @@ class Trainer:
                 metrics.cells(
                     torch.zeros(metrics.width(self.metrics), device=self.device), self.metrics
                 ),
-                self.optimizer.state,
                 self.device,
             )
         return self._graph
@@ -394,9 +398,10 @@ class Trainer:
 
     def checkpoint(self) -> bytes:
         """Everything a resumed fit needs to continue bit for bit: weights, optimizer
-        state, RNG states, this epoch's permutation and per-step sums, early-stopping
-        state, epoch and step, history. Call it between steps (in a hook, or after a
-        hook's exception); safetensors bytes, no pickle (format: checkpoint.py)."""
+        state (its host numbers: the current learning rate, …), RNG states, this epoch's
+        permutation and per-step sums, the callbacks' state, epoch and step, history.
+        Call it between steps (in a hook, or after a hook's exception); safetensors
+        bytes, no pickle (format: checkpoint.py)."""
         if self._stats is None:
             raise TrainingError("checkpoint() needs a fit in progress")
         if self.device.type == "cuda":
@@ -409,6 +414,7 @@ class Trainer:
             weights=self.model.named_tensors(),
             optimizer=self.optimizer.state_tensors(),
             optimizer_step=self.optimizer.state.step,
+            optimizer_numbers=self.optimizer.host_numbers(),
             rng={
                 "shuffle": self._shuffle_gen.get_state(),
                 "dropout": self._dropout_gen.get_state(),
@@ -426,6 +432,7 @@ class Trainer:
             normalization=self._norm,
             early_stopping=es.state() if es is not None else None,
             best_weights=es.best_weights if es is not None else None,
+            reduce_lr_on_plateau=self.reduce_lr.state() if self.reduce_lr is not None else None,
         ).to_bytes()
 
     def _restore(self, data: bytes) -> None:
@@ -436,6 +443,7 @@ class Trainer:
             raise TrainingError(f"the checkpoint trained on {c.n_train} rows, not {self.n_train}")
         self.model.load_named_tensors(c.weights)
         self.optimizer.load_state_tensors(c.optimizer_step, c.optimizer)
+        self.optimizer.load_host_numbers(c.optimizer_numbers)
         self._shuffle_gen.set_state(c.rng["shuffle"])
         self._dropout_gen.set_state(c.rng["dropout"])
         assert self._stats is not None
@@ -458,3 +466,5 @@ class Trainer:
             es.load_state(
                 c.early_stopping, {k: t.to(self.device) for k, t in best.items()} if best else None
             )
+        if self.reduce_lr is not None and c.reduce_lr_on_plateau is not None:
+            self.reduce_lr.load_state(c.reduce_lr_on_plateau)

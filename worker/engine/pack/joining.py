@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from fitq.worker.engine import optimizers
-from fitq.worker.engine.early_stopping import EarlyStopping
+from fitq.worker.engine.callbacks import EarlyStopping
 from fitq.worker.engine.errors import DataError
 from fitq.worker.engine.model import check_features
 from fitq.worker.engine.pack import solo

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fitq.worker.engine.early_stopping import EarlyStopping
+from fitq.worker.engine.callbacks import EarlyStopping
 from fitq.worker.engine.errors import TrainingError
 from fitq.worker.engine.optimizers import Config
 from fitq.worker.engine.pack.solo import FitConfig

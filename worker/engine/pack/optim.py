@@ -78,11 +78,11 @@ class PackedOptimizer:
         def col(values: Sequence[float]) -> Tensor:
             return torch.tensor(values, dtype=like.dtype).view(-1, 1).to(like.device)
 
-        c: Coefs = {"neg_lr": col([-x.learning_rate for x in cs])}
+        c: Coefs = {"neg_lr": col([-x.constant_learning_rate for x in cs])}
         decoupled = isinstance(cs[0], AdamConfig) and cs[0].decoupled
         if any(x.weight_decay for x in cs):
             if decoupled:
-                c["decay"] = col([1 - x.learning_rate * x.weight_decay for x in cs])
+                c["decay"] = col([1 - x.constant_learning_rate * x.weight_decay for x in cs])
             else:
                 c["wd"] = col([x.weight_decay for x in cs])
         attr = _attrs
