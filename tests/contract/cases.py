@@ -17,11 +17,20 @@ from annotated_types import Ge, Gt, Le, Lt
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from fitq.service.spec import ACTIVATIONS, CROSS_ENTROPIES, EarlyStopping, FitSpec
+from fitq.service.spec import ACTIVATIONS, EarlyStopping, FitSpec
+from fitq.service.spec.base import FLOAT32_MAX
 from fitq.service.spec.callbacks import ReduceLROnPlateau
+from fitq.service.spec.constraints import CONSTRAINT_CLASSES
 from fitq.service.spec.initializers import INITIALIZER_CLASSES
 from fitq.service.spec.layers import LAYER_CLASSES, Regularizer
-from fitq.service.spec.losses import LOSS_CLASSES
+from fitq.service.spec.losses import (
+    BINARY_LOSSES,
+    CATEGORICAL_LOSSES,
+    HINGE_LOSSES,
+    LOSS_CLASSES,
+    REGRESSION_LOSSES,
+)
+from fitq.service.spec.metrics import MetricName
 from fitq.service.spec.model import ModelSpec
 from fitq.service.spec.optimizers import OPTIMIZER_CLASSES
 from fitq.service.spec.schedules import SCHEDULE_CLASSES
@@ -165,20 +174,27 @@ def params(
 
 
 def output_layer(loss: str) -> Body:
-    if loss in ("sparse_categorical_crossentropy", "categorical_crossentropy"):
+    if loss in ("sparse_categorical_crossentropy", *CATEGORICAL_LOSSES):
         return {"type": "dense", "units": CLASSES, "activation": "softmax"}
-    if loss == "binary_crossentropy":
+    if loss in BINARY_LOSSES:
         return {"type": "dense", "units": 1, "activation": "sigmoid"}
     return {"type": "dense", "units": 1}
+
+
+_SPARSE_METRICS = ["sparse_categorical_accuracy", "sparse_top_k_categorical_accuracy"]
+_OUTPUT_METRICS = [
+    m for m in get_args(MetricName) if m not in ("accuracy", *_SPARSE_METRICS)
+]  # compared with targets of the outputs' shape
 
 
 def metrics_for(loss: str) -> list[str]:
     """Every metric the spec allows with ``loss``."""
     if loss == "sparse_categorical_crossentropy":
-        return ["accuracy"]
-    if loss in CROSS_ENTROPIES:
-        return ["accuracy", "mae", "mse"]
-    return ["mae", "mse"]
+        return ["accuracy", *_SPARSE_METRICS]
+    if loss in (*CATEGORICAL_LOSSES, *BINARY_LOSSES, *HINGE_LOSSES):
+        return ["accuracy", *_OUTPUT_METRICS]
+    assert loss in REGRESSION_LOSSES, loss
+    return _OUTPUT_METRICS
 
 
 def job(
@@ -266,6 +282,56 @@ def schedule_cases() -> list[tuple[str, Body]]:
     return out
 
 
+# What a layer type needs besides its defaults (Keras has no default for these).
+_LAYER_REQUIRED: dict[str, Body] = {
+    "dense": {"units": HIDDEN},
+    "dropout": {"rate": 0.5},
+    "activation": {"activation": "tanh"},
+    "rescaling": {"scale": 0.5},
+    "normalization": {"mean": [0.5] * HIDDEN, "variance": [2.0] * HIDDEN},
+    "gaussian_noise": {"stddev": 0.1},
+    "gaussian_dropout": {"rate": 0.5},
+    "alpha_dropout": {"rate": 0.5},
+}
+
+
+def layer_part_cases() -> list[tuple[str, Body]]:
+    """What `cases` cannot draw from a layer's scalar fields: constraints, normalization's
+    lists at their bounds, prelu's initializer, a multi-dimensional input."""
+    out: list[tuple[str, Body]] = []
+    for name, model in CONSTRAINT_CLASSES.items():
+        base = {"min_value": 0.0} if name == "min_max_norm" else {}
+        for p in cases(model, base) or [{}]:
+            if name == "min_max_norm" and p.get("min_value", 0.0) > p.get("max_value", 1.0):
+                p = {**p, "max_value": p["min_value"]}  # a rule across fields: min ≤ max
+            kernel = {"name": name, **p}
+            bias = {**kernel, "axis": 0} if "axis" in model.model_fields else kernel
+            layer = dense(kernel_constraint=kernel, bias_constraint=bias)
+            out.append((f"constraint {name} {p}", job([layer])))
+    out.append(("constraint by name", job([dense(kernel_constraint="NonNeg")])))
+    f32 = FLOAT32_MAX
+    for mean, variance in [(-f32, 0.0), (f32, f32), (0.0, 0.0)]:
+        layer = {"type": "normalization", "mean": [mean] * HIDDEN, "variance": [variance] * HIDDEN}
+        for invert in (False, True):
+            body = job([dense(), {**layer, "invert": invert}])
+            out.append((f"layer normalization {mean} {variance} {invert}", body))
+    scalar = {"type": "normalization", "mean": 1.0, "variance": 4.0}  # every feature's
+    out.append(("layer normalization of one value", job([dense(), scalar])))
+    for init in ("glorot_uniform", {"name": "constant", "value": -1.0}):
+        out.append(
+            (f"layer prelu {init}", job([dense(), {"type": "prelu", "alpha_initializer": init}]))
+        )
+    elementwise = [
+        {"type": t, **_LAYER_REQUIRED.get(t, {})}
+        for t in ("rescaling", "gaussian_noise", "relu", "leaky_relu", "elu", "dropout",
+                  "gaussian_dropout", "alpha_dropout", "activity_regularization")
+    ] + [{"type": "activation", "activation": "gelu"}]  # fmt: skip
+    body = job([*elementwise, {"type": "flatten"}, dense()])
+    body["model"] = {"input_shape": [1, INPUT_DIM], "layers": body["model"]["layers"]}
+    out.append(("model input_shape before a flatten", body))
+    return out
+
+
 def bound_cases() -> list[tuple[str, Body]]:
     """(an id, a job body) for every part the spec accepts, each value at its bounds."""
     out: list[tuple[str, Body]] = []
@@ -291,20 +357,19 @@ def bound_cases() -> list[tuple[str, Body]]:
         layers = [dense(), {"type": "activation", "activation": name}]
         out.append((f"activation layer {name}", job(layers)))
     for name, model in LAYER_CLASSES.items():
-        required = {"dense": {"units": HIDDEN}, "dropout": {"rate": 0.5}}.get(name, {})
-        required = {"activation": "tanh"} if name == "activation" else required
+        required = _LAYER_REQUIRED.get(name, {})
         for p in cases(model, required, skip=("activation",)) or [required]:
             layers = [dense(), {"type": name, **p}] if name != "dense" else [{"type": name, **p}]
             out.append((f"layer {name} {p}", job(layers)))
+    out += layer_part_cases()
     for p in cases(ModelSpec):
         body = job()
         body["model"].update(p)
         out.append((f"model {p}", body))
     for name, model in LOSS_CLASSES.items():
-        for p in cases(model) or [{}]:
-            for metric in metrics_for(name):
-                body = job(loss={"name": name, **p}, metrics=[metric])
-                out.append((f"loss {name} {p} metric {metric}", body))
+        for p in cases(model) or [{}]:  # with every metric the loss allows
+            body = job(loss={"name": name, **p}, metrics=metrics_for(name))
+            out.append((f"loss {name} {p}", body))
     for p in cases(FitSpec, skip=("early_stopping",)):
         out.append((f"fit {p}", job(fit=p)))
     for p in cases(EarlyStopping, skip=("monitor",)):
@@ -335,12 +400,37 @@ def _dense() -> st.SearchStrategy[Body]:
         kernel_initializer=_initializers(),
         bias_initializer=_initializers(),
         kernel_regularizer=st.none() | params(Regularizer),
+        kernel_constraint=st.none() | _weight_constraints(),
+        bias_constraint=st.none() | _weight_constraints(),
     ).map(lambda p: {"type": "dense", **p})
+
+
+def _weight_constraints() -> st.SearchStrategy[Body]:
+    def one(name: str) -> st.SearchStrategy[Body]:
+        model = CONSTRAINT_CLASSES[name]
+        fixed = {"axis": st.just(0)} if "axis" in model.model_fields else {}  # a bias's too
+        if name == "min_max_norm":  # min ≤ max
+            fixed |= {"min_value": st.floats(0, 1), "max_value": st.floats(1, 10)}
+        return params(model, **fixed).map(lambda p: {"name": name, **p})
+
+    return st.one_of([one(name) for name in CONSTRAINT_CLASSES])
+
+
+# the strategies of a layer type's fields that are not numbers (one value: every feature's)
+_LAYER_FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
+    "activation": {"activation": st.sampled_from(ACTIVATIONS)},
+    "normalization": {
+        "mean": st.lists(st.floats(-10, 10), min_size=1, max_size=1),
+        "variance": st.lists(st.floats(0, 10), min_size=1, max_size=1),
+    },
+}
 
 
 def _layer() -> st.SearchStrategy[Body]:
     def one(name: str) -> st.SearchStrategy[Body]:
-        fixed = {"activation": st.sampled_from(ACTIVATIONS)} if name == "activation" else {}
+        fixed = dict(_LAYER_FIELDS.get(name, {}))
+        if name == "prelu":
+            fixed["alpha_initializer"] = _initializers()
         return params(LAYER_CLASSES[name], **fixed).map(lambda p: {"type": name, **p})
 
     others = [one(name) for name in LAYER_CLASSES if name != "dense"]

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from fitq.service.errors import InvalidSpec
 from fitq.service.spec import CompileSpec, EarlyStopping, FitSpec, ModelSpec, parse_spec
 from fitq.service.spec.callbacks import ReduceLROnPlateau
+from fitq.service.spec.constraints import CONSTRAINT_CLASSES
 from fitq.service.spec.initializers import INITIALIZER_CLASSES
 from fitq.service.spec.layers import LAYER_CLASSES, Regularizer
 from fitq.service.spec.losses import LOSS_CLASSES
@@ -24,6 +25,7 @@ from fitq.worker.engine import (
     ConfigError,
     Trainer,
     callbacks,
+    constraints,
     initializers,
     inputs,
     layers,
@@ -43,6 +45,7 @@ PAIRS: list[tuple[str, type[BaseModel], type]] = [
     *[(f"initializer {n}", m, initializers.PARAMETERS[n]) for n, m in INITIALIZER_CLASSES.items()],
     *[(f"loss {n}", m, losses.PARAMETERS[n]) for n, m in LOSS_CLASSES.items()],
     *[(f"layer {n}", m, layers.CONFIGS[n]) for n, m in LAYER_CLASSES.items()],
+    *[(f"constraint {n}", m, constraints.PARAMETERS[n]) for n, m in CONSTRAINT_CLASSES.items()],
     ("regularizer", Regularizer, layers.RegularizerConfig),
     ("model", ModelSpec, engine_model.ModelConfig),
     ("compile", CompileSpec, trainer.CompileConfig),
@@ -171,6 +174,49 @@ SET_RULES = [
         ((*LEARNING_RATE, "values"), [0.1, -1.0, 0.0]),
     ),
     (
+        "min_max_norm's range reversed",
+        job([dense(kernel_constraint={"name": "min_max_norm", "min_value": 2.0})]),
+        ["model", "layers", 0, "kernel_constraint", "max_value"],
+        "max_value must be >= min_value",
+        job([dense(kernel_constraint={"name": "min_max_norm"})]),
+        (("model", "layers", 0, "kernel_constraint", "min_value"), 2.0),
+    ),
+    (
+        "a bias constraint on a second axis",
+        job([dense(bias_constraint={"name": "unit_norm", "axis": 1})]),
+        ["model", "layers", 0, "bias_constraint", "axis"],
+        "a bias has axis 0 only",
+        job([dense(bias_constraint="unit_norm")]),
+        (("model", "layers", 0, "bias_constraint", "axis"), 1),
+    ),
+    (
+        "an input_shape of another size than input_dim",
+        {**job(), "model": {**job()["model"], "input_shape": [2, 2]}},
+        ["model", "input_shape"],
+        "whose product is input_dim",
+        job(),
+        (("model", "input_shape"), [2, 2]),
+    ),
+    (
+        "normalization statistics for another width",
+        job([dense(), {"type": "normalization", "mean": [0, 0], "variance": [1, 1]}]),
+        ["model", "layers", 1, "mean"],
+        "need one value per feature",
+        job([dense(), {"type": "normalization", "mean": 0.0, "variance": 1.0}]),
+        (
+            ("model", "layers", 1),
+            {"type": "normalization", "mean": [0.0] * 2, "variance": [1.0] * 2, "invert": False},
+        ),
+    ),
+    (
+        "a variance below 0",
+        job([dense(), {"type": "normalization", "mean": [0] * 4, "variance": [1, -1, 1, 1]}]),
+        ["model", "layers", 1, "variance", 1],
+        "each variance must be a number >= 0",
+        job([dense(), {"type": "normalization", "mean": 0.0, "variance": 1.0}]),
+        (("model", "layers", 1, "variance"), [1.0, -1.0, 1.0, 1.0]),
+    ),
+    (
         "reduce_lr_on_plateau with a schedule",
         job(optimizer={"name": "sgd", "learning_rate": EXPONENTIAL}, fit=WITH_PLATEAU),
         ["fit", "reduce_lr_on_plateau"],
@@ -263,6 +309,18 @@ EVERY_PART = job(
         {"type": "batch_normalization"},
         {"type": "layer_normalization"},
         {"type": "activation", "activation": "relu"},
+        dense(kernel_constraint={"name": "min_max_norm"}, bias_constraint="max_norm"),
+        {"type": "prelu", "alpha_initializer": {"name": "random_uniform"}},
+        {"type": "relu", "max_value": 6.0},
+        {"type": "leaky_relu"},
+        {"type": "elu"},
+        {"type": "flatten"},
+        {"type": "rescaling", "scale": 2.0},
+        {"type": "normalization", "mean": 0.5, "variance": 2.0},
+        {"type": "gaussian_noise", "stddev": 0.1},
+        {"type": "gaussian_dropout", "rate": 0.1},
+        {"type": "alpha_dropout", "rate": 0.1},
+        {"type": "activity_regularization", "l2": 0.01},
     ],
     optimizer={"name": "adam", "learning_rate": PIECEWISE, "global_clipnorm": 1.0},
     loss={"name": "huber"},
@@ -299,7 +357,13 @@ def _at(stored: dict[str, Any], path: tuple[Any, ...]) -> dict[str, Any]:
 
 STORED = {
     name: parse_spec(body).model_dump(mode="json")
-    for name, body in (("every_part", EVERY_PART), ("plateau", PLATEAU))
+    for name, body in (
+        ("every_part", EVERY_PART),
+        ("plateau", PLATEAU),
+        ("binary_focal", job(loss="binary_focal_crossentropy", metrics=["auc", "precision"])),
+        ("categorical_focal", job(loss="categorical_focal_crossentropy")),
+        ("smoothed", job(loss={"name": "categorical_crossentropy", "label_smoothing": 0.1})),
+    )
 }
 OBJECTS = [(name, path) for name, spec in STORED.items() for path, _ in _objects(spec)]
 KEYS = [

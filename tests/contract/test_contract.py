@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, reject, settings
 from fitq.service.datasets.shape import DataShape
 from fitq.service.errors import InvalidSpec
 from fitq.service.spec import CROSS_ENTROPIES, JobSpec, check_against_data, parse_spec
+from fitq.service.spec.losses import BINARY_LOSSES, CLASSIFICATION_LOSSES
 from fitq.service.spec.metrics import MetricName
 from fitq.worker.engine import ConfigError, DataError, Trainer, TrainingError
 from tests.contract.cases import bound_cases, job, jobs, metrics_for
@@ -41,8 +42,8 @@ class _OneEpoch(Exception):
 
 def _shape(spec: JobSpec) -> DataShape:
     units, loss = spec.model.output_units, spec.compile.loss.name
-    if loss in CROSS_ENTROPIES:
-        classes = 2 if loss == "binary_crossentropy" else units
+    if loss in CLASSIFICATION_LOSSES:
+        classes = 2 if loss in BINARY_LOSSES else units
         return DataShape(ROWS, spec.model.input_dim, "classification", classes)
     return DataShape(ROWS, spec.model.input_dim, "regression", None, target_dim=units)
 

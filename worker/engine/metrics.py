@@ -236,7 +236,8 @@ class AUC(Metric):
     def total(
         self, out: Tensor, y: Tensor, into: Tensor, logits: bool, activation: Activation | None
     ) -> None:
-        p = _outputs(out, activation).reshape(-1).to(torch.float32).clamp(0.0, 1.0)
+        p = _outputs(out, activation).reshape(-1).to(torch.float32)
+        p = p.nan_to_num(nan=0.0).clamp_(0.0, 1.0)  # a diverged run fails on its loss, later
         bucket = (p * (AUC_THRESHOLDS - 1)).ceil_().sub_(1).clamp_(min=0).long()
         positive = (y != 0).reshape(-1).to(into.dtype)
         into.zero_()
