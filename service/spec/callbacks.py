@@ -75,19 +75,12 @@ class ReduceLROnPlateau(_Callback):
     min_lr: NonNegative = 0.0
 
 
-class TerminateOnNaN(Strict):
-    """Keras' TerminateOnNaN: what every fitq fit does (``raise_error`` either way)."""
-
-    raise_error: bool = False
-
-
 CALLBACK_CLASSES: dict[str, type[BaseModel]] = {
     "early_stopping": EarlyStopping,
     "reduce_lr_on_plateau": ReduceLROnPlateau,
-    "terminate_on_nan": TerminateOnNaN,
 }
-CALLBACKS = Names("callback", list(CALLBACK_CLASSES))
-FOLDED = ("early_stopping", "reduce_lr_on_plateau")  # the fit keys the list is folded into
+"""The callbacks the fit spec keeps, each under its own key of ``fit``."""
+CALLBACKS = Names("callback", [*CALLBACK_CLASSES, "terminate_on_nan"])
 
 
 def fold(fit: dict[str, Any]) -> dict[str, Any]:
@@ -100,8 +93,8 @@ def fold(fit: dict[str, Any]) -> dict[str, Any]:
         fail(("callbacks",), "callbacks_type", "callbacks must be a list of callbacks", entries)
     for index, entry in enumerate(entries):
         name, params = _entry(entry, index)
-        if name not in FOLDED:
-            TerminateOnNaN.model_validate(params)  # only raise_error, a boolean
+        if name == "terminate_on_nan":
+            _terminate_on_nan(params, index)
             continue
         if fit.get(name) is not None:
             fail(
@@ -130,6 +123,20 @@ def _entry(entry: Any, index: int) -> tuple[str, dict[str, Any]]:
         "class_name and config",
         entry,
     )
+
+
+def _terminate_on_nan(params: dict[str, Any], index: int) -> None:
+    """Keras' TerminateOnNaN: what every fitq fit does, so only checked (``raise_error``,
+    a boolean, either way)."""
+    for key, value in params.items():
+        if key != "raise_error":
+            fail(
+                ("callbacks", index, key),
+                "unknown_field",
+                f"unknown field {key!r}; expected: raise_error",
+            )
+        if not isinstance(value, bool):
+            fail(("callbacks", index, key), "bool_type", "must be true or false", value)
 
 
 def _name(value: Any, index: int) -> str:

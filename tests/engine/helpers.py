@@ -14,6 +14,7 @@ import torch
 from pydantic import TypeAdapter
 
 from fitq.service.spec import CompileSpec, EarlyStopping, FitSpec, ModelSpec
+from fitq.service.spec.callbacks import ReduceLROnPlateau
 from fitq.service.spec.initializers import Initializer
 from fitq.service.spec.layers import Layer
 from fitq.service.spec.losses import Loss
@@ -34,6 +35,7 @@ _PARTS: dict[str, Any] = {
     "loss": Loss,
     "initializer": Initializer,
     "early_stopping": EarlyStopping,
+    "reduce_lr_on_plateau": ReduceLROnPlateau,
 }
 
 

@@ -292,6 +292,36 @@ class TestTrajectories:
         _assert_trajectories_close(_ours(spec, True, device_scalars=True), _ours(spec, False))
 
 
+class TestClipping:
+    @pytest.mark.parametrize("key", ["clipnorm", "clipvalue", "global_clipnorm"])
+    def test_one_flat_buffer_clips_as_its_variables_would(self, key):
+        """The trainer's parameters are one flat buffer: told the variables' sizes, the
+        clip (clipnorm: per variable) does what it does to the variables themselves."""
+        spec = {"name": "sgd", "learning_rate": 0.1, key: 0.5}
+        apart = _params()
+        flat = torch.cat([p.reshape(-1) for p in apart])
+        sizes = [p.numel() for p in apart]
+        together = optimizers.Optimizer(_config(spec), [flat], sizes=sizes)
+        separate = optimizers.Optimizer(_config(spec), apart)
+        for step in range(5):
+            grads = [_grad(p, step) for p in apart]
+            separate.step(grads)
+            together.step([torch.cat([g.reshape(-1) for g in grads])])
+        torch.testing.assert_close(flat, torch.cat([p.reshape(-1) for p in apart]))
+
+    def test_clipnorm_scales_each_variable_to_its_norm_and_no_further(self):
+        big, small = (
+            torch.full((4,), 3.0, dtype=torch.float64),
+            torch.full((2,), 0.1, dtype=torch.float64),
+        )
+        cfg = _config({"name": "sgd", "learning_rate": 1.0, "clipnorm": 1.0})
+        params = [torch.zeros(4, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)]
+        opt = optimizers.Optimizer(cfg, params)
+        opt.step([big.clone(), small.clone()])
+        assert torch.linalg.vector_norm(opt.params[0]).item() == pytest.approx(1.0)
+        torch.testing.assert_close(opt.params[1], -small)
+
+
 DECOUPLED = {"adamw", "lion", "ftrl"}  # the others: torch's L2 on the gradient
 
 

@@ -54,7 +54,7 @@ class Clip:
 
     def _variables(self, grads: list[Tensor]) -> list[Tensor]:
         """One view per variable: of the one flat tensor, or the tensors themselves."""
-        if len(grads) == len(self.sizes):
+        if len(grads) == len(self.sizes) or not self.sizes:
             return [g.view(-1) for g in grads]
         (flat,) = grads
         return list(flat.view(-1).split(self.sizes))
