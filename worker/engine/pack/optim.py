@@ -1,4 +1,4 @@
-"""The solo optimizers' update rules (worker/engine/optimizers.py, torch.optim's) for K
+"""The solo optimizers' update rules (worker/engine/optimizers/, torch.optim's) for K
 members at once, over one flat buffer [K, P]: every op is one kernel over all members'
 parameters, every hyperparameter a [K, 1] column, so members may differ in all of them.
 
