@@ -292,6 +292,51 @@ class TestTrajectories:
         _assert_trajectories_close(_ours(spec, True, device_scalars=True), _ours(spec, False))
 
 
+COSINE = {"schedule": "cosine_decay", "initial_learning_rate": 0.05, "decay_steps": 40,
+          "alpha": 0.1, "warmup_target": 0.1, "warmup_steps": 10}  # fmt: skip
+
+
+class TestSchedules:
+    @pytest.mark.parametrize(
+        "name,make",
+        [
+            ("sgd", lambda p: torch.optim.SGD(p, lr=1.0, momentum=0.9, foreach=False)),
+            ("adam", lambda p: torch.optim.Adam(p, lr=1.0, eps=1e-7, foreach=False)),
+            ("adamw", lambda p: torch.optim.AdamW(p, lr=1.0, eps=1e-7, weight_decay=0.004,
+                                                  foreach=False)),
+            ("adamax", lambda p: torch.optim.Adamax(p, lr=1.0, eps=1e-7, foreach=False)),
+        ],
+    )  # fmt: skip
+    def test_equals_torch_under_lambda_lr(self, name, make):
+        """torch's LambdaLR stepped after each update gives the update t the rate
+        schedule(t − 1): Keras' `iterations`, the updates before it."""
+        extra = {"momentum": 0.9} if name == "sgd" else {}
+        cfg = _config({"name": name, "learning_rate": COSINE, **extra})
+        schedule = cfg.schedule
+        assert schedule is not None
+
+        def with_scheduler(params):
+            opt = make(params)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: schedule(t))
+
+            class Stepped:
+                def step(self):
+                    opt.step()
+                    scheduler.step()
+
+            return Stepped()
+
+        spec = {"name": name, "learning_rate": COSINE, **extra}
+        _assert_trajectories_close(_ours(spec, False), _torch(with_scheduler))
+
+    @pytest.mark.parametrize("name", sorted(optimizers.CONFIGS))
+    def test_device_scalars_follow_the_schedule(self, name):
+        rate = COSINE if name != "ftrl" else {**COSINE, "initial_learning_rate": 0.01}
+        spec = {"name": name, "learning_rate": rate}
+        spec |= {"momentum": 0.5} if name == "sgd" else {}
+        _assert_trajectories_close(_ours(spec, True, device_scalars=True), _ours(spec, False))
+
+
 class TestClipping:
     @pytest.mark.parametrize("key", ["clipnorm", "clipvalue", "global_clipnorm"])
     def test_one_flat_buffer_clips_as_its_variables_would(self, key):
