@@ -9,6 +9,8 @@ moving_variance; LayerNormalization: gamma, beta). Layer configs carry only keys
 every Keras 3 release accepts, so `keras.saving.load_model` opens it on any backend.
 
 Layers are named after fitq's: the layer of `layers.{i}.*` is `<type>_{i}` (`dense_0`).
+The input is the model's `input_shape` ((None, 28, 28) for a model that flattens images);
+the layers before its flatten act on each value alone, as the spec requires.
 
 Normalization: fitq computes (x − mean) / std; Keras' `Normalization` layer computes
 (x − mean) / max(√variance, ε) with ε = `keras.config.epsilon()` (1e-7). It gets
@@ -66,6 +68,23 @@ H5_STEMS = {
     "Activation": "activation",
     "BatchNormalization": "batch_normalization",
     "LayerNormalization": "layer_normalization",
+    "ReLU": "re_lu",
+    "LeakyReLU": "leaky_re_lu",
+    "ELU": "elu",
+    "PReLU": "p_re_lu",
+    "Flatten": "flatten",
+    "GaussianNoise": "gaussian_noise",
+    "GaussianDropout": "gaussian_dropout",
+    "AlphaDropout": "alpha_dropout",
+    "ActivityRegularization": "activity_regularization",
+}
+GAUSSIAN_NOISE_MAX_STDDEV = 1.0  # Keras 3's GaussianNoise refuses a larger stddev
+# fitq's constraint → Keras' class (same parameters, same names)
+CONSTRAINTS = {
+    "max_norm": "MaxNorm",
+    "non_neg": "NonNeg",
+    "unit_norm": "UnitNorm",
+    "min_max_norm": "MinMaxNorm",
 }
 
 
@@ -74,7 +93,7 @@ class _KerasLayer:
     class_name: str
     config: dict[str, Any]
     weights: list[np.ndarray] = field(default_factory=list)
-    input_dim: int | None = None  # for build_config, on layers with state
+    input_shape: tuple[int, ...] | None = None  # for build_config, on layers with state
 
 
 def to_keras(safetensors_bytes: bytes, *, saved_at: datetime | None = None) -> bytes:
@@ -127,13 +146,15 @@ def _normalization_layers(model: TrainedModel) -> list[_KerasLayer]:
     if shift:
         rescale = {**_base("normalization_scale"), "scale": scale, "offset": 0.0}
         out.append(_KerasLayer("Rescaling", rescale))
+    # one statistic per value of an input of any shape (axis 1.. of a (None, 28, 28) input)
+    shape = model.input_shape
     config = {
         **_base("normalization"),
-        "axis": -1,
-        "mean": mean.tolist(),
-        "variance": (std * std).tolist(),  # exact in float64: std has 24 significant bits
+        "axis": -1 if len(shape) == 1 else list(range(1, len(shape) + 1)),
+        "mean": mean.reshape(shape).tolist(),
+        "variance": (std * std).reshape(shape).tolist(),  # exact: std has 24 significant bits
     }
-    out.append(_KerasLayer("Normalization", config, [], model.input_dim))
+    out.append(_KerasLayer("Normalization", config, [], model.input_shape))
     return out
 
 
@@ -156,13 +177,42 @@ def _layer(layer: Layer) -> _KerasLayer:
             "activation": _activation(layer),
             "use_bias": "bias" in w,
             "kernel_regularizer": None if not reg else _l1l2(reg),
+            "kernel_constraint": _constraint(cfg.get("kernel_constraint")),
+            "bias_constraint": _constraint(cfg.get("bias_constraint")),
         }
         weights = [w["kernel"]] + ([w["bias"]] if "bias" in w else [])
-        return _KerasLayer("Dense", config, weights, layer.in_dim)
-    if layer.type == "dropout":
-        return _KerasLayer("Dropout", {**base, "rate": float(cfg.get("rate", 0.0))})
+        return _KerasLayer("Dense", config, weights, (layer.in_dim,))
     if layer.type == "activation":
         return _KerasLayer("Activation", {**base, "activation": _activation(layer)})
+    if layer.type in _AS_CONFIGURED:
+        class_name, keys = _AS_CONFIGURED[layer.type]
+        return _KerasLayer(class_name, {**base, **{k: _number(cfg[k]) for k in keys}})
+    if layer.type == "prelu":
+        config = {
+            **base,
+            "alpha_initializer": _serialized("keras.initializers", "Zeros", {}),
+            "alpha_regularizer": None,
+            "alpha_constraint": None,
+            "shared_axes": None,
+        }  # the initializer matters no more: the trained alpha is the weight
+        return _KerasLayer("PReLU", config, [w["alpha"]], (layer.in_dim,))
+    if layer.type == "flatten":
+        return _KerasLayer("Flatten", {**base, "data_format": "channels_last"})
+    if layer.type == "rescaling":
+        scale, offset = float(cfg["scale"]), float(cfg["offset"])
+        return _KerasLayer("Rescaling", {**base, "scale": scale, "offset": offset})
+    if layer.type == "normalization":
+        stats = {k: [float(v) for v in cfg[k]] for k in ("mean", "variance")}
+        config = {**base, "axis": -1, **stats, "invert": bool(cfg["invert"])}
+        return _KerasLayer("Normalization", config, [], (layer.in_dim,))
+    if layer.type == "gaussian_noise":
+        stddev = float(cfg["stddev"])
+        if stddev > GAUSSIAN_NOISE_MAX_STDDEV:
+            raise Conflict(
+                f"layer {layer.index}: GaussianNoise(stddev={stddev:g}): Keras 3 takes a stddev "
+                "of at most 1 (the noise is training's only; predictions do not depend on it)"
+            )
+        return _KerasLayer("GaussianNoise", {**base, "stddev": stddev, "seed": None})
     norm = {
         **base,
         "axis": -1,
@@ -177,7 +227,31 @@ def _layer(layer: Layer) -> _KerasLayer:
         class_name = "BatchNormalization"
     else:
         class_name = "LayerNormalization"
-    return _KerasLayer(class_name, norm, [w[k] for k in order if k in w], layer.in_dim)
+    return _KerasLayer(class_name, norm, [w[k] for k in order if k in w], (layer.in_dim,))
+
+
+# types whose Keras layer takes the spec's parameters as they are: (class, keys)
+_AS_CONFIGURED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "dropout": ("Dropout", ("rate",)),
+    "relu": ("ReLU", ("max_value", "negative_slope", "threshold")),
+    "leaky_relu": ("LeakyReLU", ("negative_slope",)),
+    "elu": ("ELU", ("alpha",)),
+    "gaussian_dropout": ("GaussianDropout", ("rate",)),
+    "alpha_dropout": ("AlphaDropout", ("rate",)),
+    "activity_regularization": ("ActivityRegularization", ("l1", "l2")),
+}
+
+
+def _number(value: Any) -> Any:
+    return None if value is None else float(value)
+
+
+def _constraint(spec: Any) -> dict[str, Any] | None:
+    """A dense weight's constraint as Keras serializes it (None: none)."""
+    if not spec:
+        return None
+    config = {k: v for k, v in spec.items() if k != "name"}
+    return _serialized("keras.constraints", CONSTRAINTS[spec["name"]], config)
 
 
 def _l1l2(reg: Any) -> dict[str, Any]:
@@ -190,7 +264,7 @@ def _serialized(module: str, class_name: str, config: dict[str, Any]) -> dict[st
 
 
 def _model_config(model: TrainedModel, layers: list[_KerasLayer]) -> dict[str, Any]:
-    shape = [None, model.input_dim]
+    shape = [None, *model.input_shape]
     entries = [
         _serialized(
             "keras.layers",
@@ -200,8 +274,8 @@ def _model_config(model: TrainedModel, layers: list[_KerasLayer]) -> dict[str, A
     ]
     for layer in layers:
         entry = _serialized("keras.layers", layer.class_name, layer.config)
-        if layer.input_dim is not None:
-            entry["build_config"] = {"input_shape": [None, layer.input_dim]}
+        if layer.input_shape is not None:
+            entry["build_config"] = {"input_shape": [None, *layer.input_shape]}
         entries.append(entry)
     config = {**_base("fitq"), "layers": entries, "build_input_shape": shape}
     return {**_serialized("keras", "Sequential", config), "build_config": {"input_shape": shape}}

@@ -4,10 +4,15 @@ output `y` [N, output_dim], the final layer's values — what fitq's predict ret
 Opset 17 (IR version 8, so runtimes from 2021 on load it) and standard operators only:
 Sub/Div for the normalization (fitq's own (x − mean) / std), Gemm (MatMul without a
 bias) for dense, BatchNormalization with the moving statistics and LayerNormalization
-(axis −1) in their inference form, nothing for dropout. Activations: Relu, Sigmoid, Tanh,
-Softmax (axis −1), LeakyRelu (α 0.2), Elu (α 1), Selu, Softplus, Softsign,
-HardSigmoid (α 1/6, β ½: relu6(x + 3) / 6), x·Sigmoid(x) for silu, and gelu's exact form
-x·½·(1 + Erf(x/√2)) (the Gelu operator needs opset 20). Initializers keep fitq's tensor
+(axis −1) in their inference form, nothing for dropout, the noise layers, activity
+regularization and flatten (rows are flat: a model with an `input_shape` of (28, 28)
+takes x as [N, 784] here). Activations: Relu, Sigmoid, Tanh, Softmax (axis −1),
+LeakyRelu (α 0.2, or the layer's slope), Elu (α 1, or the layer's), Selu, Softplus,
+Softsign, HardSigmoid (α 1/6, β ½: relu6(x + 3) / 6), x·Sigmoid(x) for silu, gelu's exact
+form x·½·(1 + Erf(x/√2)) (the Gelu operator needs opset 20); PRelu with the trained slope;
+Keras' relu with max_value/threshold/slope as Where(x > t, Min(x, max), slope·(x − t)).
+Rescaling is Mul and Add; Keras' Normalization Sub and Div (Mul and Add with `invert`)
+by max(√variance, 1e-7), computed in float32 as the engine does. Initializers keep fitq's tensor
 names (`layers.0.kernel`, `normalization.mean`, …); the stored spec is the model's
 `fitq_spec` metadata property.
 """
@@ -31,7 +36,8 @@ from fitq.service.export.trained import SPEC_METADATA_KEY, Layer
 OPSET = 17
 IR_VERSION = 8  # the IR of opset 17's release (onnx 1.12)
 INPUT, OUTPUT = "x", "y"
-LEAKY_RELU_SLOPE = 0.2  # Keras 3's default, fitq's fixed slope
+LEAKY_RELU_SLOPE = 0.2  # Keras 3's default: the leaky_relu activation's slope
+KERAS_EPSILON = 1e-7  # Keras' Normalization divides by at least this
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
@@ -120,8 +126,56 @@ def _activation(g: _Graph, layer: Layer, h: str) -> str:
     return build(g, h)
 
 
+# layers that compute nothing at inference (rows are flat: flatten is the identity too)
+_IDENTITY = frozenset(
+    {"dropout", "flatten", "gaussian_noise", "gaussian_dropout", "alpha_dropout",
+     "activity_regularization"}
+)  # fmt: skip
+
+
+def _keras_relu(g: _Graph, layer: Layer, h: str) -> str:
+    """Keras' ReLU layer: min(x, max_value) above the threshold, slope·(x − threshold)."""
+    cfg, prefix = layer.config, f"layers.{layer.index}."
+    slope, t = float(cfg["negative_slope"]), float(cfg["threshold"])
+    top = None if cfg.get("max_value") is None else float(cfg["max_value"])
+    if t == 0 and top is None:
+        return g.op("LeakyRelu", [h], alpha=slope) if slope else g.op("Relu", [h])
+    if t == 0 and slope == 0 and top is not None:
+        return g.op("Clip", [h, g.const(prefix + "min", 0.0), g.const(prefix + "max", top)])
+    above = h if top is None else g.op("Min", [h, g.const(prefix + "max_value", top)])
+    below = g.op("Mul", [g.op("Sub", [h, g.const(prefix + "threshold", t)]),
+                         g.const(prefix + "negative_slope", slope)])  # fmt: skip
+    return g.op("Where", [g.op("Greater", [h, g.const(prefix + "threshold", t)]), above, below])
+
+
+def _preprocessing(g: _Graph, layer: Layer, h: str) -> str:
+    """rescaling: x·scale + offset; normalization: (x − mean) / d or mean + x·d."""
+    cfg, prefix = layer.config, f"layers.{layer.index}."
+    if layer.type == "rescaling":
+        h = g.op("Mul", [h, g.const(prefix + "scale", float(cfg["scale"]))])
+        return g.op("Add", [h, g.const(prefix + "offset", float(cfg["offset"]))])
+    mean = g.const(prefix + "mean", np.asarray(cfg["mean"], np.float32))
+    variance = np.asarray(cfg["variance"], np.float32)
+    d = g.const(prefix + "d", np.maximum(np.sqrt(variance), np.float32(KERAS_EPSILON)))
+    if cfg["invert"]:
+        return g.op("Add", [mean, g.op("Mul", [h, d])])
+    return g.op("Div", [g.op("Sub", [h, mean]), d])
+
+
 def _layer(g: _Graph, layer: Layer, h: str) -> str:
     prefix, w = f"layers.{layer.index}.", layer.weights
+    if layer.type in _IDENTITY:
+        return h
+    if layer.type == "relu":
+        return _keras_relu(g, layer, h)
+    if layer.type == "leaky_relu":
+        return g.op("LeakyRelu", [h], alpha=float(layer.config["negative_slope"]))
+    if layer.type == "elu":
+        return g.op("Elu", [h], alpha=float(layer.config["alpha"]))
+    if layer.type == "prelu":
+        return g.op("PRelu", [h, g.const(prefix + "alpha", w["alpha"])])
+    if layer.type in ("rescaling", "normalization"):
+        return _preprocessing(g, layer, h)
     if layer.type == "dense":
         kernel = g.const(prefix + "kernel", w["kernel"])
         if "bias" in w:
@@ -131,8 +185,6 @@ def _layer(g: _Graph, layer: Layer, h: str) -> str:
         return _activation(g, layer, h)
     if layer.type == "activation":
         return _activation(g, layer, h)
-    if layer.type == "dropout":
-        return h  # the identity at inference
     # scale and bias are required inputs (LayerNormalization's bias is not): γ = 1,
     # β = 0 where the layer has none, which changes no value
     ones, zeros = np.ones(layer.in_dim, np.float32), np.zeros(layer.in_dim, np.float32)

@@ -1,15 +1,17 @@
 """A trained model's safetensors file, read and checked once for every exporter.
 
 The file is what the worker writes (`Trainer.export_safetensors`): `layers.{i}.kernel`
-[in, out], `layers.{i}.bias`, `layers.{i}.gamma/beta/moving_mean/moving_variance` for the
-i-th entry of the normalized spec's `model.layers`, `normalization.mean/std` [input_dim]
-when the model was trained with `fit.normalize`, and the normalized spec as JSON in the
-metadata key `fitq_spec`. Read with numpy alone: the API serves exports without torch.
+[in, out], `layers.{i}.bias`, `layers.{i}.gamma/beta/moving_mean/moving_variance`,
+`layers.{i}.alpha` (prelu) for the i-th entry of the normalized spec's `model.layers`,
+`normalization.mean/std` [input_dim] when the model was trained with `fit.normalize`, and
+the normalized spec as JSON in the metadata key `fitq_spec`. Read with numpy alone: the
+API serves exports without torch.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,12 +26,20 @@ SPEC_METADATA_KEY = "fitq_spec"
 HEADER_MAX_BYTES = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 
 
+# layer types without tensors of their own (their spec says all they compute)
+WEIGHTLESS = frozenset(
+    {"dropout", "activation", "relu", "leaky_relu", "elu", "flatten", "rescaling",
+     "normalization", "gaussian_noise", "gaussian_dropout", "alpha_dropout",
+     "activity_regularization"}
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Layer:
     """One entry of `model.layers`, with its tensors by fitq's names (float32)."""
 
     index: int
-    type: str  # dense, dropout, activation, batch_normalization, layer_normalization
+    type: str  # the normalized spec's layer type
     config: Mapping[str, Any]  # the normalized spec's entry, as stored
     weights: Mapping[str, np.ndarray]
     in_dim: int
@@ -42,10 +52,11 @@ class Layer:
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """What every exporter reads: the input width, the stored normalization (or None),
-    the layers in order, and the whole stored job spec."""
+    """What every exporter reads: the input width and shape, the stored normalization (or
+    None), the layers in order, and the whole stored job spec."""
 
     input_dim: int
+    input_shape: tuple[int, ...]  # the rows' shape before they were stored flat
     layers: tuple[Layer, ...]
     mean: np.ndarray | None  # [input_dim], float32
     std: np.ndarray | None  # [input_dim], float32, > 0
@@ -74,6 +85,14 @@ def read(data: bytes) -> TrainedModel:
     specs = model_cfg.get("layers")
     if not isinstance(input_dim, int) or input_dim < 1 or not isinstance(specs, list) or not specs:
         raise InvalidInput("the model spec needs an input_dim >= 1 and at least one layer")
+    shape = model_cfg.get("input_shape", [input_dim])  # absent from older models' specs
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(type(d) is int and d >= 1 for d in shape)
+        or math.prod(shape) != input_dim
+    ):
+        raise InvalidInput(f"the model spec's input_shape {shape!r} does not hold input_dim values")
     pool = {name: _float32(name, t) for name, t in tensors.items()}
     mean, std = _normalization(pool, input_dim)
     layers = []
@@ -84,7 +103,7 @@ def read(data: bytes) -> TrainedModel:
         dim = layer.out_dim
     if pool:
         raise InvalidInput(f"tensors that belong to no layer: {', '.join(sorted(pool))}")
-    return TrainedModel(input_dim, tuple(layers), mean, std, spec)
+    return TrainedModel(input_dim, tuple(shape), tuple(layers), mean, std, spec)
 
 
 def _spec(data: bytes) -> dict[str, Any]:
@@ -161,6 +180,8 @@ def _layer(i: int, cfg: Any, in_dim: int, pool: dict[str, np.ndarray]) -> Layer:
         if kind == "batch_normalization":
             for name in ("moving_mean", "moving_variance"):
                 weights[name] = _take(pool, prefix + name, (in_dim,))
-    elif kind not in ("dropout", "activation"):
+    elif kind == "prelu":
+        weights["alpha"] = _take(pool, prefix + "alpha", (in_dim,))
+    elif kind not in WEIGHTLESS:
         raise Conflict(f"layer {i}: a {kind!r} layer cannot be exported")
     return Layer(i, str(kind), cfg, weights, in_dim, out_dim)

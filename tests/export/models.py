@@ -25,6 +25,7 @@ class Case:
     normalize: bool = False
     feature_scale: tuple[float, ...] = (3.0,) * INPUT_DIM  # each feature's spread
     feature_shift: tuple[float, ...] = (0.0,) * INPUT_DIM
+    input_shape: tuple[int, ...] = (INPUT_DIM,)  # the rows' shape before they are flat
 
 
 def dense(units: int, activation: str = "linear", **kw: Any) -> dict[str, Any]:
@@ -85,6 +86,75 @@ CASES: dict[str, Case] = {
         normalize=True,
     ),
     "sigmoid_classifier": Case((dense(8, "relu"), dense(1, "sigmoid")), loss="binary_crossentropy"),
+    # Keras' layers with their parameters, each between two dense layers
+    **{
+        f"{name}_layer": Case((dense(6), layer, dense(2)))
+        for name, layer in [
+            ("relu", {"type": "relu"}),
+            ("relu_leaky", {"type": "relu", "negative_slope": 0.2}),
+            ("relu_clipped", {"type": "relu", "max_value": 1.5}),
+            (
+                "relu_all",
+                {"type": "relu", "max_value": 2.0, "negative_slope": 0.1, "threshold": 0.5},
+            ),
+            ("leaky_relu", {"type": "leaky_relu", "negative_slope": 0.05}),
+            ("elu", {"type": "elu", "alpha": 0.5}),
+            ("elu_negative", {"type": "elu", "alpha": -0.3}),
+            ("prelu", {"type": "prelu", "alpha_initializer": {"name": "constant", "value": 0.3}}),
+            ("rescaling", {"type": "rescaling", "scale": 0.25, "offset": -1.0}),
+            (
+                "normalization",
+                {
+                    "type": "normalization",
+                    "mean": [0.5, -1, 0, 2, 1, 0],
+                    "variance": [4.0, 0.25, 1, 9, 0.01, 2],
+                },
+            ),
+            (
+                "normalization_invert",
+                {"type": "normalization", "mean": 1.0, "variance": 0.5, "invert": True},
+            ),
+            ("gaussian_noise", {"type": "gaussian_noise", "stddev": 0.5}),
+            ("gaussian_dropout", {"type": "gaussian_dropout", "rate": 0.3}),
+            ("alpha_dropout", {"type": "alpha_dropout", "rate": 0.3}),
+            (
+                "activity_regularization",
+                {"type": "activity_regularization", "l1": 0.01, "l2": 0.01},
+            ),
+        ]
+    },  # fmt: skip
+    "constraints": Case(
+        (
+            dense(
+                6,
+                "relu",
+                kernel_constraint={"name": "max_norm", "max_value": 0.5},
+                bias_constraint="non_neg",
+            ),
+            dense(
+                2,
+                kernel_constraint={"name": "min_max_norm", "min_value": 0.2, "axis": 1},
+                bias_constraint={"name": "unit_norm"},
+            ),
+        )
+    ),  # fmt: skip
+    "image": Case(  # a 2×2 input, values scaled before its flatten
+        (
+            {"type": "rescaling", "scale": 0.5},
+            {"type": "leaky_relu"},
+            {"type": "flatten"},
+            dense(5, "relu"),
+            dense(2),
+        ),
+        input_shape=(2, 2),
+    ),
+    "image_normalized": Case(
+        ({"type": "flatten"}, dense(5, "relu"), dense(2)),
+        normalize=True,
+        feature_scale=(1.0, 40.0, 1e-9, 5.0),
+        feature_shift=(0.0, 100.0, -3.0, 0.5),
+        input_shape=(2, 2),
+    ),
     "everything": Case(
         (
             dense(8, "selu", use_bias=False),
@@ -114,7 +184,7 @@ class Trained:
 
 def job_spec(case: Case) -> dict[str, Any]:
     body = {
-        "model": {"input_dim": INPUT_DIM, "layers": list(case.layers)},
+        "model": {"input_shape": list(case.input_shape), "layers": list(case.layers)},
         "compile": {"optimizer": "adam", "loss": case.loss},
         "fit": {"epochs": 4, "batch_size": 16, "normalize": case.normalize},
         "dataset_id": "d",

@@ -37,7 +37,8 @@ class TestPredictions:
         t = trained(name)
         model = load(keras, to_keras(t.model_file), tmp_path)
         assert isinstance(model, keras.Sequential)
-        got = model.predict(t.x, verbose=0)
+        x = t.x.reshape(len(t.x), *t.spec["model"]["input_shape"])  # rows as Keras takes them
+        got = model.predict(x, verbose=0)
         assert max_difference(got, t.expected) <= TOLERANCE
 
     @pytest.mark.parametrize("name", ["normalize", "normalize_tiny_std"])
@@ -99,6 +100,17 @@ class TestArchive:
         metadata = json.loads(zipfile.ZipFile(io.BytesIO(archive)).read("metadata.json"))
         assert metadata["date_saved"] == "2025-01-02@03:04:05"
 
+    def test_keras_layers_keep_their_parameters(self, keras: ModuleType, tmp_path: Path) -> None:
+        model = load(keras, to_keras(trained("relu_all_layer").model_file), tmp_path)
+        relu = model.get_layer("relu_1")
+        assert (relu.max_value, relu.negative_slope, relu.threshold) == (2.0, 0.1, 0.5)
+        model = load(keras, to_keras(trained("constraints").model_file), tmp_path)
+        dense = model.get_layer("dense_0")
+        assert dense.kernel_constraint.max_value == 0.5
+        assert type(dense.bias_constraint).__name__ == "NonNeg"
+        model = load(keras, to_keras(trained("image").model_file), tmp_path)
+        assert tuple(model.input_shape) == (None, 2, 2)
+
     def test_layers_keep_their_settings(self, keras: ModuleType, tmp_path: Path) -> None:
         model = load(keras, to_keras(trained("regularized").model_file), tmp_path)
         reg = model.get_layer("dense_0").kernel_regularizer
@@ -121,6 +133,15 @@ class TestRefusals:
         layers = [{"type": "dense", "units": 1, "activation": "relu6"}]
         data = model_file(layers, {"layers.0.kernel": np.ones((2, 1)), "layers.0.bias": [0.0]})
         with pytest.raises(Conflict, match="layer 0: activation 'relu6'"):
+            to_keras(data)
+
+    def test_gaussian_noise_keras_3_would_refuse(self) -> None:
+        layers = [
+            {"type": "gaussian_noise", "stddev": 1.5},
+            {"type": "dense", "units": 1, "use_bias": False},
+        ]
+        data = model_file(layers, {"layers.1.kernel": np.ones((2, 1))})
+        with pytest.raises(Conflict, match=r"layer 0: GaussianNoise\(stddev=1.5\)"):
             to_keras(data)
 
     def test_stds_too_far_apart_for_one_power_of_two(self) -> None:

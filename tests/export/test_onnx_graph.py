@@ -41,6 +41,11 @@ class TestPredictions:
 
 
 class TestGraph:
+    @pytest.mark.parametrize("name", list(CASES))
+    def test_every_case_is_valid_onnx(self, name: str, onnx: ModuleType) -> None:
+        proto = onnx.load_from_string(to_onnx(trained(name).model_file))
+        onnx.checker.check_model(proto, full_check=True)
+
     def test_is_valid_onnx_at_the_standard_opset(self, onnx: ModuleType) -> None:
         proto = onnx.load_from_string(to_onnx(trained("everything").model_file))
         onnx.checker.check_model(proto, full_check=True)

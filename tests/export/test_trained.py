@@ -10,13 +10,19 @@ import safetensors.numpy
 
 from fitq.service.errors import Conflict, InvalidInput
 from fitq.service.export import trained as model_files
-from tests.export.models import model_file, trained
+from fitq.service.spec.layers import LAYER_CLASSES
+from tests.export.models import CASES, model_file, trained
 
 DENSE = [{"type": "dense", "units": 1}]
 DENSE_TENSORS = {"layers.0.kernel": np.ones((2, 1)), "layers.0.bias": np.zeros(1)}
 
 
 class TestRead:
+    def test_every_layer_type_the_spec_accepts_is_exported(self) -> None:
+        """The export tests' cases hold each layer type: an exporter learns every new one."""
+        covered = {layer["type"] for case in CASES.values() for layer in case.layers}
+        assert covered == set(LAYER_CLASSES)
+
     def test_a_trained_model(self) -> None:
         t = trained("everything")
         model = model_files.read(t.model_file)
@@ -85,5 +91,14 @@ class TestRefusals:
             model_files.read(model_file(DENSE, tensors))
 
     def test_a_layer_type_no_exporter_knows(self) -> None:
-        with pytest.raises(Conflict, match="layer 0: a 'prelu' layer cannot be exported"):
-            model_files.read(model_file([{"type": "prelu"}], {}))
+        with pytest.raises(Conflict, match="layer 0: a 'conv2d' layer cannot be exported"):
+            model_files.read(model_file([{"type": "conv2d"}], {}))
+
+    def test_an_input_shape_of_another_size(self) -> None:
+        data = safetensors.numpy.save(
+            {k: v.astype(np.float32) for k, v in DENSE_TENSORS.items()},
+            {"fitq_spec": json.dumps({"model": {"input_dim": 2, "input_shape": [3, 1],
+                                                "layers": DENSE}})},
+        )  # fmt: skip
+        with pytest.raises(InvalidInput, match="does not hold input_dim values"):
+            model_files.read(data)
