@@ -10,8 +10,9 @@ fitq's normalized form has one key per callback, ``fit.early_stopping`` and
 
 TerminateOnNaN is accepted and dropped: every fitq fit stops at the first NaN or Inf
 loss (the job then fails: the update computed from that loss has already made the
-weights NaN, in Keras too). ``verbose`` is accepted and ignored. Each callback at most
-once. The engine's ``worker/engine/callbacks.py`` gives their rules.
+weights NaN, in Keras too). So is History, which every fit keeps (the job's metrics).
+``verbose`` is accepted and ignored. Each callback at most once. The engine's
+``worker/engine/callbacks.py`` gives their rules.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ CALLBACK_CLASSES: dict[str, type[BaseModel]] = {
     "reduce_lr_on_plateau": ReduceLROnPlateau,
 }
 """The callbacks the fit spec keeps, each under its own key of ``fit``."""
-CALLBACKS = Names("callback", [*CALLBACK_CLASSES, "terminate_on_nan"])
+CALLBACKS = Names("callback", [*CALLBACK_CLASSES, "terminate_on_nan", "history"])
 
 
 def fold(fit: dict[str, Any]) -> dict[str, Any]:
@@ -95,6 +96,8 @@ def fold(fit: dict[str, Any]) -> dict[str, Any]:
         name, params = _entry(entry, index)
         if name == "terminate_on_nan":
             _terminate_on_nan(params, index)
+            continue
+        if name == "history":  # Keras adds it to every fit; so does fitq (the job's metrics)
             continue
         if fit.get(name) is not None:
             fail(

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from fitq.worker.engine import optimizers
+from fitq.service.spec import parse_spec
+from fitq.worker.engine import Trainer, optimizers
 from fitq.worker.engine.optimizers import schedules
-from tests.engine.helpers import normalized
+from tests.engine.helpers import blobs, normalized
 
 STEPS = 40
 
@@ -177,3 +178,35 @@ class TestSchedulesAgainstKeras:
         for step in (0, 10, 30, 70, 150):
             assert restarts(step) == 1.0
             assert restarts(step - 1) < 0.03 if step else True
+
+
+def _compiled_export(keras: ModuleType, optimizer: Any) -> str:
+    """A real Keras export: a compiled Sequential's `to_json()` (with its compile_config)."""
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+         keras.layers.Dense(3, activation="softmax")]
+    )  # fmt: skip
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["acc"])
+    return str(model.to_json())
+
+
+class TestKerasExportsTrain:
+    @pytest.mark.parametrize(
+        "name",
+        ["SGD", "RMSprop", "Adagrad", "Adadelta", "Adam", "AdamW", "Adamax", "Nadam", "Lion",
+         "Ftrl"],
+    )  # fmt: skip
+    def test_a_compiled_model_with_a_schedule_and_a_clip_trains(self, keras, name) -> None:
+        s = keras.optimizers.schedules
+        rate = s.ExponentialDecay(0.05 if name != "Lion" else 0.005, 20, 0.9)
+        optimizer = getattr(keras.optimizers, name)(learning_rate=rate, clipnorm=1.0)
+        body = {"keras_json": _compiled_export(keras, optimizer), "dataset_id": "d",
+                "fit": {"epochs": 5, "batch_size": 16}}  # fmt: skip
+        spec = parse_spec(body).model_dump(mode="json")
+        assert spec["compile"]["optimizer"]["name"] == name.lower()
+        assert spec["compile"]["optimizer"]["clipnorm"] == 1.0
+        assert spec["compile"]["optimizer"]["learning_rate"]["schedule"] == "exponential_decay"
+        trainer = Trainer(spec["model"], spec["compile"], spec["fit"], spec["seed"], "cpu")
+        x, y = blobs(n=160)
+        history = trainer.fit(x, y)
+        assert history["loss"][-1] < history["loss"][0], name

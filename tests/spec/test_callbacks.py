@@ -57,6 +57,7 @@ class TestTheCallbacksList:
                 {"type": "TerminateOnNaN"},
                 {"module": "keras.callbacks", "class_name": "TerminateOnNaN",
                  "config": {"raise_error": True}, "registered_name": None},
+                {"class_name": "History", "config": {}},
             ]
         )  # fmt: skip
         assert fit["early_stopping"] == {**EARLY_STOPPING, "patience": 5}
@@ -109,3 +110,19 @@ class TestAcrossTheJob:
         error = refused(body)
         assert error.loc == ["body", "fit", "reduce_lr_on_plateau"]
         assert "follows a schedule" in error.message
+
+
+class TestRefusedCallbacks:
+    """docs/keras.md's refused rows: each a 422 naming the callback."""
+
+    @pytest.mark.parametrize(
+        "class_name",
+        ["ModelCheckpoint", "BackupAndRestore", "CSVLogger", "TensorBoard", "ProgbarLogger",
+         "RemoteMonitor", "LearningRateScheduler", "LambdaCallback", "SwapEMAWeights",
+         "OrbaxCheckpoint"],
+    )  # fmt: skip
+    def test_refused_by_name(self, class_name: str) -> None:
+        entry = {"module": "keras.callbacks", "class_name": class_name, "config": {}}
+        error = refused(spec_dict(fit={"callbacks": [entry]}))
+        assert error.loc == ["body", "fit", "callbacks", 0]
+        assert f"unknown callback '{class_name}'" in error.message

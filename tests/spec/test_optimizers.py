@@ -204,3 +204,26 @@ class TestSchedules:
         assert error.loc == ["body", "compile", "optimizer", "learning_rate"]
         assert "ftrl divides by the learning rate" in error.message
         optimizer({"name": "ftrl", "learning_rate": {**rate, "alpha": 0.01}})  # accepted
+
+
+class TestRefusedOptimizers:
+    """docs/keras.md's refused rows: each a 422 naming the optimizer."""
+
+    @pytest.mark.parametrize(
+        "class_name",
+        ["Lamb", "Adafactor", "Muon", "SchedulefreeAdamW", "LossScaleOptimizer", "MultiOptimizer"],
+    )
+    def test_refused_by_name(self, class_name: str) -> None:
+        keras = {"module": "keras.optimizers", "class_name": class_name, "config": {}}
+        error = refused(spec_dict(compile={"optimizer": keras, "loss": "mse"}))
+        assert error.loc == ["body", "compile", "optimizer"]
+        assert f"unknown optimizer '{class_name}'" in error.message
+
+    @pytest.mark.parametrize(
+        ("key", "value"),
+        [("use_ema", True), ("gradient_accumulation_steps", 4), ("loss_scale_factor", 128.0)],
+    )
+    def test_refused_options(self, key: str, value: Any) -> None:
+        keras = {"class_name": "Adam", "config": {key: value}}
+        error = refused(spec_dict(compile={"optimizer": keras, "loss": "mse"}))
+        assert f"{key}=" in error.message and "is not supported" in error.message
