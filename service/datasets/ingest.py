@@ -14,12 +14,18 @@ complete — and ``load_canonical`` maps it back.
 
 The pieces, one module each: ``formats`` decides the format by the file's
 bytes and checks the client's file name against them (a mismatch is
-refused); ``tabular`` reads CSV/TSV/Parquet (header required, ``label`` names
-the target column, default the last; rows in messages are numbered as the user
-sees them); ``npz`` reads arrays ``x`` and ``y`` without ever unpickling;
-``targets`` holds the rule that says classification or regression (by the
-target's type: text/booleans/non-negative integers classify, floats regress;
-``task`` overrides).
+refused); ``tabular`` reads CSV/TSV and ``parquet`` Parquet (header required,
+``label`` names the target column, default the last; rows in messages are
+numbered as the user sees them); ``npz`` reads arrays ``x`` and ``y`` without
+ever unpickling; ``targets`` holds the rule that says classification or
+regression (by the target's type: text/booleans/non-negative integers
+classify, floats regress; ``task`` overrides).
+
+Memory: each reader counts what the file decodes to before it allocates it
+and asks ``limits.Limits`` (features, cells, decoded bytes), then decodes into
+one float32 matrix a chunk at a time. Ingest runs in the API process, which so
+holds about the decoded dataset and never more than ``FITQ_MAX_DATASET_BYTES``
+of it plus a read buffer, whatever a file claims or expands to.
 """
 
 from __future__ import annotations
@@ -33,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from fitq.service.datasets import formats, npz, tabular
+from fitq.service.datasets import formats, npz, parquet, tabular
+from fitq.service.datasets.limits import NO_LIMITS, Limits
 from fitq.service.datasets.shape import DataShape, TaskKind
-from fitq.service.datasets.targets import Targets, infer_targets
+from fitq.service.datasets.targets import Coded, Targets, infer_coded_targets, infer_targets
 from fitq.service.errors import InvalidDataset
 from fitq.service.store import ArtifactStore, keys
 
@@ -77,16 +84,15 @@ def ingest_file(
     filename: str | None = None,
     label: str | None = None,
     task: TaskKind | None = None,
-    max_cells: int | None = None,
-    max_uncompressed_bytes: int = npz.DEFAULT_MAX_UNCOMPRESSED_BYTES,
+    limits: Limits = NO_LIMITS,
 ) -> IngestedDataset:
     """Read the upload at ``path`` into canonical form, or raise ``InvalidDataset``.
 
     ``filename`` is the client's name for the file, a hint checked against the
     bytes and never used as a path. ``label`` names the target column of a
     tabular file (default the last column). ``task`` forces classification or
-    regression instead of the rule in ``targets``. ``max_cells`` bounds rows ×
-    features; ``max_uncompressed_bytes`` bounds what an NPZ expands to.
+    regression instead of the rule in ``targets``. ``limits`` bound what the
+    file may decode to, checked before it is decoded.
     """
     path = Path(path)
     fmt = formats.detect_format(path, filename)
@@ -97,23 +103,23 @@ def ingest_file(
                 "its array 'y'",
                 loc=["body", "label"],
             )
-        arrays = npz.read_npz(
-            path, max_cells=max_cells, max_uncompressed_bytes=max_uncompressed_bytes
-        )
+        arrays = npz.read_npz(path, limits)
         x = arrays.x
         targets = infer_targets(arrays.y, name="y", where=lambda i: f"y[{i}]", task=task)
         feature_names = [f"x{j}" for j in range(x.shape[1])]
         label_name = None
     else:
         if fmt == "parquet":
-            table = tabular.read_parquet(path, label=label, max_cells=max_cells)
+            table = parquet.read_parquet(path, label=label, limits=limits)
         else:
             delimiter = "\t" if fmt == "tsv" else ","
-            table = tabular.read_text(path, delimiter=delimiter, label=label, max_cells=max_cells)
+            table = tabular.read_text(path, delimiter=delimiter, label=label, limits=limits)
         x = table.x
-        targets = infer_targets(
-            table.y, name=f"label column {table.label!r}", where=table.where, task=task
-        )
+        name = f"label column {table.label!r}"
+        if isinstance(table.y, Coded):
+            targets = infer_coded_targets(table.y, name=name, where=table.where, task=task)
+        else:
+            targets = infer_targets(table.y, name=name, where=table.where, task=task)
         feature_names, label_name = table.feature_names, table.label
     return _dataset(x, targets, fmt, feature_names, label_name)
 

@@ -1,13 +1,21 @@
 """The NPZ reader: a zip of ``.npy`` arrays, ``x`` (features) and ``y`` (targets).
 
-Read defensively, without trusting the archive:
+Read defensively, without trusting the archive, and counted before allocated:
 
-- nothing is ever unpickled: an object array is refused from its header
-  before its data is touched (and ``allow_pickle=False`` regardless);
-- the zip directory's total uncompressed size is checked against a limit
+- the zip's end record is read first: more members than ``MAX_MEMBERS`` or a
+  directory over ``MAX_DIRECTORY_BYTES`` is refused before the directory is
+  parsed (zipfile makes an object per member);
+- the directory's total uncompressed size is checked against a limit
   before anything is decompressed (zip bombs), and each array's header must
   agree with the size of its member, so a forged shape cannot allocate more
   than the archive holds;
+- nothing is ever unpickled: an object array is refused from its header
+  before its data is touched (and ``allow_pickle=False`` regardless);
+- the headers' shapes and dtypes are checked against the limits (features,
+  cells, decoded bytes: ``limits.Limits``) before any data is read, then
+  ``x`` is decompressed ``READ_CHUNK_BYTES`` at a time into one float32 matrix:
+  ingest holds the decoded dataset and one chunk, never ``x`` in its stored
+  dtype beside it;
 - ``x`` is 2-D ``[n, f]`` (1-D is one feature) of booleans, integers or floats,
   every value finite; ``y`` is 1-D ``[n]`` or 2-D ``[n, k]``, numeric or text.
   Other arrays in the archive are ignored.
@@ -15,6 +23,7 @@ Read defensively, without trusting the archive:
 
 from __future__ import annotations
 
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -23,11 +32,25 @@ from typing import IO
 
 import numpy as np
 
+from fitq.service.datasets.limits import (
+    DEFAULT_MAX_UNCOMPRESSED_BYTES as DEFAULT_MAX_UNCOMPRESSED_BYTES,
+)
+from fitq.service.datasets.limits import Limits
 from fitq.service.datasets.targets import first_nonfinite_row
 from fitq.service.errors import InvalidDataset
 
-DEFAULT_MAX_UNCOMPRESSED_BYTES = 4 << 30
-"""An NPZ whose members add up to more than this, uncompressed, is refused (bytes)."""
+MAX_MEMBERS = 64
+"""Members an NPZ may hold (numpy.savez writes one per array: x, y and a few more)."""
+MAX_DIRECTORY_BYTES = 1 << 20
+"""The largest zip directory read (bytes): 64 members with names of up to 16 KB."""
+READ_CHUNK_BYTES = 8 << 20
+"""What is decompressed at a time into the feature matrix (bytes)."""
+_END = struct.Struct("<4s4H2LH")
+"""The end of central directory record: signature, disks, entries (this disk, all),
+directory size and offset, comment length."""
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_END = struct.Struct("<4sQ2H2L4Q")
+_UNKNOWN_16, _UNKNOWN_32 = 0xFFFF, 0xFFFFFFFF
 
 PICKLED = "NPZ holds pickled objects in {name!r}; fitq never unpickles (save numeric arrays)"
 
@@ -43,22 +66,26 @@ class _Header:
     shape: tuple[int, ...]
     fortran_order: bool
     dtype: np.dtype
+    size: int  # bytes of the .npy header, before the data
 
 
-def read_npz(path: Path, *, max_cells: int | None, max_uncompressed_bytes: int) -> Arrays:
+def read_npz(path: Path, limits: Limits) -> Arrays:
     """Read arrays ``x`` and ``y`` of the NPZ at ``path`` (features float32, targets raw)."""
+    _check_directory(path)
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise InvalidDataset(f"the file is not a readable NPZ (zip) archive: {e}") from None
     with zf:
         infos = zf.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise InvalidDataset(_too_many(len(infos)))
         total = sum(info.file_size for info in infos)
-        if total > max_uncompressed_bytes:
+        if total > limits.max_uncompressed_bytes:
             raise InvalidDataset(
                 f"NPZ expands to {total} bytes uncompressed, over the limit of "
-                f"{max_uncompressed_bytes} bytes (FITQ_MAX_NPZ_UNCOMPRESSED_BYTES); nothing "
-                "was decompressed"
+                f"{limits.max_uncompressed_bytes} bytes (FITQ_MAX_NPZ_UNCOMPRESSED_BYTES); "
+                "nothing was decompressed"
             )
         if not any(info.filename.endswith(".npy") for info in infos):
             raise InvalidDataset(
@@ -76,14 +103,60 @@ def read_npz(path: Path, *, max_cells: int | None, max_uncompressed_bytes: int) 
         hx = _header(zf, members["x"], "x")
         hy = _header(zf, members["y"], "y")
         n, f = _check_shapes(hx, hy)
-        if max_cells is not None and n * f > max_cells:
-            raise InvalidDataset(
-                f"dataset too large: {n * f} cells ({n} rows × {f} features), limit {max_cells} "
-                "(FITQ_MAX_DATASET_CELLS)"
-            )
-        x = _read(zf, members["x"], "x").reshape(n, f)
+        limits.check_features(f)
+        limits.check_size(n, f, target_bytes=_count(hy.shape) * hy.dtype.itemsize)
+        x = _read_features(zf, members["x"], hx, n, f)
         y = _read(zf, members["y"], "y")
-    return Arrays(_features(x), y)
+    return Arrays(x, y)
+
+
+def _check_directory(path: Path) -> None:
+    """Refuse a zip whose end record declares more than ``MAX_MEMBERS`` members or
+    a directory over ``MAX_DIRECTORY_BYTES``, before zipfile reads the directory."""
+    members, directory = _declared_directory(path)
+    if members > MAX_MEMBERS:
+        raise InvalidDataset(_too_many(members))
+    if directory > MAX_DIRECTORY_BYTES:
+        raise InvalidDataset(
+            f"the zip's directory is {directory} bytes, over {MAX_DIRECTORY_BYTES}; an NPZ "
+            "holds a few arrays (numpy.savez(f, x=x, y=y))"
+        )
+
+
+def _declared_directory(path: Path) -> tuple[int, int]:
+    """(members, directory bytes) as the end record (zip64's when there is one) declares."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        tail_size = min(size, _END.size + 0xFFFF)  # the record, then a comment of ≤ 64 KiB
+        f.seek(size - tail_size)
+        tail = f.read(tail_size)
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or at + _END.size > len(tail):
+            raise InvalidDataset("the file is not a readable NPZ (zip) archive: no end record")
+        _, _, _, _, members, directory, offset, _ = _END.unpack_from(tail, at)
+        if members != _UNKNOWN_16 and _UNKNOWN_32 not in (directory, offset):
+            return members, directory
+        locator = at - _ZIP64_LOCATOR.size
+        if locator < 0 or tail[locator : locator + 4] != b"PK\x06\x07":
+            return max(members, _UNKNOWN_16), directory  # a zip64 value without its record
+        _, _, end64, _ = _ZIP64_LOCATOR.unpack_from(tail, locator)
+        f.seek(end64)
+        record = f.read(_ZIP64_END.size)
+    if len(record) != _ZIP64_END.size or record[:4] != b"PK\x06\x06":
+        return max(members, _UNKNOWN_16), directory
+    fields = _ZIP64_END.unpack(record)
+    return fields[7], fields[8]
+
+
+def _too_many(members: int) -> str:
+    return (
+        f"the zip holds {members} members, over {MAX_MEMBERS}; an NPZ holds a few arrays "
+        "(numpy.savez(f, x=x, y=y))"
+    )
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if shape else 1
 
 
 def _header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> _Header:
@@ -101,10 +174,9 @@ def _header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> _Header:
         raise InvalidDataset(f"array {name!r} in the NPZ is not a valid .npy array: {e}") from None
     if dtype.hasobject:
         raise InvalidDataset(PICKLED.format(name=name))
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if count * dtype.itemsize > info.file_size - header_bytes:
+    if _count(tuple(shape)) * dtype.itemsize > info.file_size - header_bytes:
         raise InvalidDataset(f"array {name!r} in the NPZ is truncated or corrupt")
-    return _Header(tuple(shape), fortran, dtype)
+    return _Header(tuple(shape), fortran, dtype, header_bytes)
 
 
 def _check_shapes(hx: _Header, hy: _Header) -> tuple[int, int]:
@@ -152,17 +224,55 @@ def _load(f: IO[bytes]) -> np.ndarray:
     return array
 
 
-def _features(x: np.ndarray) -> np.ndarray:
-    """x as C-contiguous float32; refuses NaN, ±Inf and values beyond float32's range."""
-    _check_finite(x, "NaN or infinite")
-    with np.errstate(over="ignore"):  # overflow becomes ±inf, refused just below
-        x = np.ascontiguousarray(x, dtype=np.float32)
-    _check_finite(x, "too large for float32 (beyond ±3.4e38)")
+def _read_features(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, header: _Header, n: int, f: int
+) -> np.ndarray:
+    """x as C-contiguous float32 [n, f], decompressed a chunk at a time; refuses NaN,
+    ±Inf and values beyond float32's range, naming the first (by row, then column;
+    a Fortran-ordered array is read and checked column by column)."""
+    x = np.empty((n, f), dtype=np.float32)
+    dtype = header.dtype
+    try:
+        with zf.open(info) as src:
+            _read_exactly(src, header.size)
+            if header.fortran_order and f > 1:
+                rows = max(1, READ_CHUNK_BYTES // dtype.itemsize)
+                for j in range(f):
+                    for lo in range(0, n, rows):
+                        hi = min(n, lo + rows)
+                        block = np.frombuffer(_read_exactly(src, (hi - lo) * dtype.itemsize), dtype)
+                        _put(x, lo, j, block.reshape(hi - lo, 1))
+            else:
+                rows = max(1, READ_CHUNK_BYTES // (f * dtype.itemsize))
+                for lo in range(0, n, rows):
+                    hi = min(n, lo + rows)
+                    data = _read_exactly(src, (hi - lo) * f * dtype.itemsize)
+                    _put(x, lo, 0, np.frombuffer(data, dtype).reshape(hi - lo, f))
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise InvalidDataset(f"array 'x' in the NPZ could not be read: {e}") from None
     return x
 
 
-def _check_finite(x: np.ndarray, why: str) -> None:
-    i = first_nonfinite_row(x)
+def _read_exactly(src: IO[bytes], size: int) -> bytes:
+    data = src.read(size)
+    if len(data) != size:
+        raise InvalidDataset("array 'x' in the NPZ is truncated or corrupt")
+    return data
+
+
+def _put(x: np.ndarray, row: int, column: int, block: np.ndarray) -> None:
+    """``block`` [r, c] into ``x`` at (row, column) as float32, each value checked."""
+    _check_finite(block, row, column, "NaN or infinite")
+    target = x[row : row + block.shape[0], column : column + block.shape[1]]
+    with np.errstate(over="ignore"):  # overflow becomes ±inf, refused just below
+        target[...] = block
+    _check_finite(target, row, column, "too large for float32 (beyond ±3.4e38)")
+
+
+def _check_finite(block: np.ndarray, row: int, column: int, why: str) -> None:
+    i = first_nonfinite_row(block)
     if i is not None:
-        j = int(np.flatnonzero(~np.isfinite(x[i]))[0])
-        raise InvalidDataset(f"x[{i}, {j}] is {why}; features must be finite numbers")
+        j = int(np.flatnonzero(~np.isfinite(block[i]))[0])
+        raise InvalidDataset(
+            f"x[{row + i}, {column + j}] is {why}; features must be finite numbers"
+        )

@@ -12,6 +12,12 @@ at them is deleted.
 
 Built-in datasets (``digits``, ``iris``, …) have no row: their id is their
 name, every key can read them, and none can delete them (409).
+
+Quota. What a key's datasets take in the store (:func:`stored_bytes`: each
+row's canonical arrays, counted per row even where two rows share files) is
+bounded by ``FITQ_MAX_STORED_BYTES_PER_KEY``; an upload that would pass it is a
+413 naming the usage and the limit, checked after ingest (the size is the
+decoded one) and before the row is written.
 """
 
 from __future__ import annotations
@@ -21,17 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, exists, func, or_, select
+from sqlalchemy import case, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from fitq.service import paging
 from fitq.service.api.schemas import ClassificationTask, DatasetPublic, RegressionTask
-from fitq.service.datasets import builtin, ingest, npz
+from fitq.service.datasets import builtin, ingest
 from fitq.service.datasets.formats import client_name
+from fitq.service.datasets.limits import Limits
 from fitq.service.datasets.shape import DataShape, TaskKind
 from fitq.service.db.engine import after_commit
-from fitq.service.db.models import TERMINAL_STATUSES, Dataset, Job, utcnow
-from fitq.service.errors import Conflict, InvalidInput, NotFound
+from fitq.service.db.models import TERMINAL_STATUSES, ApiKey, Dataset, Job, utcnow
+from fitq.service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from fitq.service.paging import Page
 from fitq.service.store import ArtifactStore, keys
 
@@ -68,11 +75,12 @@ def create(
     owner_id: str,
     upload: NewUpload,
     *,
-    max_cells: int,
-    max_uncompressed_bytes: int = npz.DEFAULT_MAX_UNCOMPRESSED_BYTES,
+    limits: Limits,
+    max_stored_bytes: int | None = None,
 ) -> Dataset:
     """Ingest ``upload`` (unless the same bytes and options are already stored)
-    and record it as a new dataset of ``owner_id``.
+    and record it as a new dataset of ``owner_id``, within ``max_stored_bytes``
+    for all of the owner's datasets (None: no quota).
 
     CPU-bound: the API calls it in a worker thread. The temp file is the
     caller's to remove.
@@ -81,20 +89,19 @@ def create(
     task = _task(upload.task)
     name = _name(upload)
     prefix = keys.dataset(upload.sha256, label=label, task=task)
+    ds = None
     if ingest.is_saved(store, prefix):
         facts = _Facts.from_meta(ingest.load_meta(store, prefix))
         log.info("dataset bytes already stored", extra={"action": "dedup", "prefix": prefix})
     else:
         ds = ingest.ingest_file(
-            upload.path,
-            filename=upload.filename,
-            label=label,
-            task=task,
-            max_cells=max_cells,
-            max_uncompressed_bytes=max_uncompressed_bytes,
+            upload.path, filename=upload.filename, label=label, task=task, limits=limits
         )
-        ingest.save_canonical(ds, store, prefix)
         facts = _Facts.from_meta(ds.meta())
+    if max_stored_bytes is not None:
+        check_stored_bytes(session, owner_id, canonical_bytes(facts.shape), max_stored_bytes)
+    if ds is not None:
+        ingest.save_canonical(ds, store, prefix)
     row = Dataset(
         owner_id=owner_id,
         name=name,
@@ -118,6 +125,36 @@ def create(
     session.flush()
     log.info("dataset created", extra={"action": "create", "dataset_id": row.id, "prefix": prefix})
     return row
+
+
+def canonical_bytes(shape: DataShape) -> int:
+    """The bytes of a dataset's canonical arrays: features float32, class labels
+    int64, regression targets float32."""
+    target = 8 if shape.kind == "classification" else 4 * shape.target_dim
+    return shape.n_rows * (shape.n_features * 4 + target)
+
+
+def stored_bytes(session: Session, owner_id: str) -> int:
+    """What ``owner_id``'s datasets take in the store (``canonical_bytes`` of each row)."""
+    target = case(
+        (Dataset.kind == "classification", 8), else_=4 * func.coalesce(Dataset.target_dim, 1)
+    )
+    total = func.sum(Dataset.n_rows * (Dataset.n_features * 4 + target))
+    return int(session.scalar(select(func.coalesce(total, 0)).where(Dataset.owner_id == owner_id)))
+
+
+def check_stored_bytes(session: Session, owner_id: str, adding: int, limit: int) -> None:
+    """413 when ``adding`` bytes would take the owner's datasets over ``limit``. The
+    owner's key row is locked first (PostgreSQL; SQLite's writers are serialized
+    anyway), so concurrent uploads of one key count one after the other."""
+    session.execute(select(ApiKey.id).where(ApiKey.id == owner_id).with_for_update())
+    usage = stored_bytes(session, owner_id)
+    if usage + adding > limit:
+        raise PayloadTooLarge(
+            f"this key's datasets take {usage} bytes in the store and this one {adding}, "
+            f"over the limit of {limit} bytes (FITQ_MAX_STORED_BYTES_PER_KEY); delete a "
+            "dataset to make room"
+        )
 
 
 @dataclass(frozen=True)

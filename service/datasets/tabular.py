@@ -1,15 +1,23 @@
-"""CSV, TSV and Parquet readers: a header of named columns, one of them the label.
+"""CSV and TSV files (and what the Parquet reader shares): a header of named
+columns, one of them the label.
 
-Both give a ``Table``: the feature columns as one float32 matrix and the
-label column as a 1-D numpy array in its own type (``targets`` decides what
-it means). Every feature column must be numeric (integers, floats or
-booleans); an empty cell, text, NaN or ±Inf is refused, naming the row and the
-column. Rows are numbered as the user sees them: for CSV/TSV the line of the
-file (the header is row 1), for Parquet the data row counted from 1.
+A ``Table`` holds the feature columns as one float32 matrix and the label
+column as 1-D numpy in its own type, or as dictionary codes when it is text
+(``targets`` decides what it means). Every feature column must be numeric
+(integers, floats or booleans); an empty cell, text, NaN or ±Inf is refused,
+naming the row and the column. Rows are numbered as the user sees them: for
+CSV/TSV the line of the file (the header is row 1), for Parquet the data row
+counted from 1.
 
-CSV is parsed by pyarrow with the feature columns typed float32 up front
-(one pass, 4 bytes a cell); only when that fails is the file read again, more
-slowly, to say where.
+Counted before it is allocated: the header is read within a byte limit and its
+fields counted before they become strings, the records are counted in one pass
+over the bytes (``records``), and the limits are checked against rows ×
+features (``limits.Limits``) before anything is parsed. Then the label column
+is read alone (pyarrow's type inference over the whole column, as it always
+was; text becomes dictionary codes), and the features are parsed by pyarrow's
+streaming reader typed float32 up front, a block at a time, into one matrix of
+exactly the counted size. Only when that fails is the file read again, a
+column at a time as text, to say where.
 """
 
 from __future__ import annotations
@@ -25,19 +33,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 
-from fitq.service.datasets.targets import Where
+from fitq.service.datasets.limits import Limits
+from fitq.service.datasets.records import count_records, read_header
+from fitq.service.datasets.targets import MAX_CLASSES, Coded, Where
 from fitq.service.errors import InvalidDataset
 
 NUMBER = r"^\s*[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|nan|inf|infinity)\s*$"
 """What pyarrow parses as a float (used only to find the cell that it did not)."""
+BLOCK_BYTES = 4 << 20
+"""Text pyarrow parses at a time while streaming (bytes); also its longest row."""
+LABEL_BYTES = 8
+"""A numeric label in canonical form (int64), counted before the label is read."""
 
 
 @dataclass
 class Table:
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | Coded
     feature_names: list[str]
     label: str
     where: Where
@@ -46,23 +59,34 @@ class Table:
 # -- CSV / TSV --------------------------------------------------------------------------
 
 
-def read_text(path: Path, *, delimiter: str, label: str | None, max_cells: int | None) -> Table:
+def read_text(path: Path, *, delimiter: str, label: str | None, limits: Limits) -> Table:
     """Read a CSV (``delimiter=","``) or TSV (``"\\t"``) file with a header row."""
     kind = "TSV" if delimiter == "\t" else "CSV"
     try:
-        return _read_text(path, delimiter, label, max_cells, kind)
+        return _read_text(path, delimiter, label, limits, kind)
     except (pa.ArrowException, csv.Error) as e:
         raise InvalidDataset(f"the file could not be read as {kind}: {e}") from None
 
 
-def _read_text(
-    path: Path, delimiter: str, label: str | None, max_cells: int | None, kind: str
-) -> Table:
-    names = _header(path, delimiter)
-    label_name, features = _split_columns(names, label, kind, delimiter)
+def _read_text(path: Path, delimiter: str, label: str | None, limits: Limits, kind: str) -> Table:
+    names = read_header(path, delimiter, limits)
+    label_name, features = split_columns(names, label, kind, delimiter)
+    limits.check_features(len(features))
+    rows = count_records(path) - 1
+    if rows < 1:
+        raise InvalidDataset(f"the {kind} file has a header row but no data rows")
+    limits.check_size(rows, len(features), target_bytes=rows * LABEL_BYTES)
 
     def where(i: int) -> str:
         return f"row {_line_of_record(path, i + 2)}"
+
+    def parse(columns: list[str], types: dict[str, pa.DataType]) -> pa_csv.CSVStreamingReader:
+        return pa_csv.open_csv(
+            path,
+            read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES),
+            parse_options=pa_csv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
+            convert_options=_convert_options(columns, types),
+        )
 
     ragged: list[pa_csv.InvalidRow] = []
 
@@ -71,23 +95,36 @@ def _read_text(
         return "error"
 
     try:
-        table = pa_csv.read_csv(
+        # The label alone, its type inferred over the whole column (a streaming
+        # reader would fix it from the first block).
+        column = pa_csv.read_csv(
             path,
+            read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES),
             parse_options=pa_csv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
-            convert_options=_convert_options({n: pa.float32() for n in features}),
-        )
+            convert_options=_convert_options([label_name], {}),
+        ).column(0)
+        if len(column) != rows:  # pyarrow disagrees with the count: say where it broke
+            raise pa.ArrowInvalid(f"expected {rows} rows, read {len(column)}")
+        if not is_numeric(column.type):
+            limits.check_size(rows, len(features), target_bytes=column.nbytes)
+        x = np.empty((rows, len(features)), dtype=np.float32)
+        done = 0
+        for batch in parse(features, {name: pa.float32() for name in features}):
+            if done + batch.num_rows > rows:
+                raise pa.ArrowInvalid(f"more than the {rows} rows counted")
+            fill(x, done, batch, features, where)
+            done += batch.num_rows
     except pa.ArrowInvalid as e:
         raise _diagnose(path, delimiter, names, features, ragged, e, kind) from None
-    if table.num_rows == 0:
-        raise InvalidDataset(f"the {kind} file has a header row but no data rows")
-    _check_cells(table.num_rows, len(features), max_cells)
-    x = _feature_matrix(table, features, where)
-    y = _label_values(table.column(label_name), label_name, where)
+    y = label_values(column, label_name, where)
     return Table(x, y, features, label_name, where)
 
 
-def _convert_options(column_types: dict[str, pa.DataType]) -> pa_csv.ConvertOptions:
+def _convert_options(
+    columns: list[str], column_types: dict[str, pa.DataType]
+) -> pa_csv.ConvertOptions:
     return pa_csv.ConvertOptions(
+        include_columns=columns,
         column_types=column_types,
         null_values=[""],
         strings_can_be_null=True,
@@ -95,15 +132,7 @@ def _convert_options(column_types: dict[str, pa.DataType]) -> pa_csv.ConvertOpti
     )
 
 
-def _header(path: Path, delimiter: str) -> list[str]:
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-        for row in csv.reader(f, delimiter=delimiter):
-            if row:
-                return row
-    raise InvalidDataset("the file is empty")
-
-
-def _split_columns(
+def split_columns(
     names: list[str], label: str | None, kind: str, delimiter: str
 ) -> tuple[str, list[str]]:
     """The label column (default the last) and the feature columns."""
@@ -142,9 +171,10 @@ def _diagnose(
     error: pa.ArrowInvalid,
     kind: str,
 ) -> InvalidDataset:
-    """Say where a CSV that pyarrow refused went wrong (the slow path, errors only)."""
+    """Say where a CSV that pyarrow refused went wrong (the slow path, errors only;
+    each re-read streams, so it holds a block at a time)."""
     if ragged:
-        first = _first_ragged(path, delimiter) or ragged[0]
+        first = _first_ragged(path, delimiter, names[0]) or ragged[0]
         line = _line_of_record(path, first.number) if first.number else "?"
         return InvalidDataset(
             f"row {line} has {first.actual_columns} fields but the header has "
@@ -157,22 +187,11 @@ def _diagnose(
     for name in suspects:
         if name not in features:
             continue
-        column = pa_csv.read_csv(
-            path,
-            parse_options=pa_csv.ParseOptions(delimiter=delimiter),
-            convert_options=pa_csv.ConvertOptions(
-                include_columns=[name], column_types={name: pa.string()}, null_values=[]
-            ),
-        ).column(0)
-        text = pc.utf8_trim_whitespace(column)
-        bad = pc.and_(
-            pc.invert(pc.match_substring_regex(text, NUMBER, ignore_case=True)),
-            pc.greater(pc.utf8_length(text), 0),
-        )
-        i = pc.index(bad, True).as_py()
-        if i >= 0:
+        found = _first_non_number(path, delimiter, name)
+        if found is not None:
+            i, text = found
             return InvalidDataset(
-                f"row {_line_of_record(path, i + 2)}, column {name!r}: {column[i].as_py()!r} "
+                f"row {_line_of_record(path, i + 2)}, column {name!r}: {text!r} "
                 "is not a number; feature columns must be numeric"
             )
     if "UTF8" in str(error) or "UTF-8" in str(error):
@@ -180,7 +199,32 @@ def _diagnose(
     return InvalidDataset(f"the file could not be read as {kind}: {error}")
 
 
-def _first_ragged(path: Path, delimiter: str) -> pa_csv.InvalidRow | None:
+def _first_non_number(path: Path, delimiter: str, name: str) -> tuple[int, str] | None:
+    """(row, text) of the first cell of column ``name`` that is not a number."""
+    reader = pa_csv.open_csv(
+        path,
+        read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES),
+        parse_options=pa_csv.ParseOptions(delimiter=delimiter),
+        convert_options=pa_csv.ConvertOptions(
+            include_columns=[name], column_types={name: pa.string()}, null_values=[]
+        ),
+    )
+    offset = 0
+    for batch in reader:
+        column = batch.column(0)
+        text = pc.utf8_trim_whitespace(column)
+        bad = pc.and_(
+            pc.invert(pc.match_substring_regex(text, NUMBER, ignore_case=True)),
+            pc.greater(pc.utf8_length(text), 0),
+        )
+        i = pc.index(bad, True).as_py()
+        if i >= 0:
+            return offset + i, column[i].as_py()
+        offset += batch.num_rows
+    return None
+
+
+def _first_ragged(path: Path, delimiter: str, first: str) -> pa_csv.InvalidRow | None:
     """The first ragged row with its record number (a single-threaded re-parse)."""
     found: list[pa_csv.InvalidRow] = []
 
@@ -189,12 +233,16 @@ def _first_ragged(path: Path, delimiter: str) -> pa_csv.InvalidRow | None:
         return "error"
 
     with contextlib.suppress(pa.ArrowInvalid):
-        pa_csv.read_csv(
+        reader = pa_csv.open_csv(
             path,
-            read_options=pa_csv.ReadOptions(use_threads=False),
+            read_options=pa_csv.ReadOptions(use_threads=False, block_size=BLOCK_BYTES),
             parse_options=pa_csv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
-            convert_options=pa_csv.ConvertOptions(column_types={}, null_values=[]),
+            convert_options=pa_csv.ConvertOptions(
+                include_columns=[first], column_types={first: pa.string()}, null_values=[]
+            ),
         )
+        for _ in reader:
+            pass
     return found[0] if found else None
 
 
@@ -214,97 +262,49 @@ def _line_of_record(path: Path, record: int) -> int:
     return record
 
 
-# -- Parquet ----------------------------------------------------------------------------
+# -- shared with the Parquet reader ----------------------------------------------------
 
 
-def read_parquet(path: Path, *, label: str | None, max_cells: int | None) -> Table:
-    """Read a Parquet file; pandas' stored index columns are not features."""
-    try:
-        return _read_parquet(path, label, max_cells)
-    except (pa.ArrowException, OSError) as e:
-        raise InvalidDataset(f"the Parquet file could not be read: {e}") from None
+def is_numeric(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_decimal(t)
+    )
 
 
-def _read_parquet(path: Path, label: str | None, max_cells: int | None) -> Table:
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as e:
-        raise InvalidDataset(f"the file is not a readable Parquet file: {e}") from None
-    schema = pf.schema_arrow
-    meta = schema.pandas_metadata or {}
-    index = {c for c in meta.get("index_columns", []) if isinstance(c, str)}
-    names = [n for n in schema.names if n not in index]
-    if not names:
-        raise InvalidDataset("the Parquet file has no columns")
-    label_name, features = _split_columns(names, label, "Parquet", "")
-    for name in features:
-        t = schema.field(name).type
-        if not (
-            pa.types.is_integer(t)
-            or pa.types.is_floating(t)
-            or pa.types.is_boolean(t)
-            or pa.types.is_decimal(t)
-        ):
-            raise InvalidDataset(f"column {name!r} has type {t}; feature columns must be numeric")
-    n = pf.metadata.num_rows
-    if n == 0:
-        raise InvalidDataset("the Parquet file has no rows")
-    _check_cells(n, len(features), max_cells)
-    try:
-        table = pf.read(columns=[*features, label_name])
-    except (pa.ArrowException, OSError) as e:
-        raise InvalidDataset(f"the Parquet file could not be read: {e}") from None
-
-    def where(i: int) -> str:
-        return f"row {i + 1}"
-
-    x = _feature_matrix(table, features, where)
-    y = _label_values(table.column(label_name), label_name, where)
-    return Table(x, y, features, label_name, where)
-
-
-# -- shared -----------------------------------------------------------------------------
-
-
-def _check_cells(n_rows: int, n_features: int, max_cells: int | None) -> None:
-    cells = n_rows * n_features
-    if max_cells is not None and cells > max_cells:
-        raise InvalidDataset(
-            f"dataset too large: {cells} cells ({n_rows} rows × {n_features} features), "
-            f"limit {max_cells} (FITQ_MAX_DATASET_CELLS)"
-        )
-
-
-def _feature_matrix(table: pa.Table, features: list[str], where: Where) -> np.ndarray:
-    """The feature columns as float32 ``[n, f]``; refuses empty and non-finite cells."""
-    x = np.empty((table.num_rows, len(features)), dtype=np.float32)
+def fill(x: np.ndarray, row: int, batch: pa.RecordBatch, features: list[str], where: Where) -> None:
+    """The batch's feature columns into ``x[row : row + len(batch)]`` as float32;
+    refuses empty and non-finite cells, naming the first by row."""
+    n = batch.num_rows
     problems: list[tuple[int, str, str]] = []
     for j, name in enumerate(features):
-        column = table.column(name)
+        column = batch.column(name)
         if column.null_count:
             i = pc.index(pc.is_null(column), True).as_py()
-            problems.append((i, name, "empty cell; every feature needs a value"))
+            problems.append((row + i, name, "empty cell; every feature needs a value"))
             continue
-        values = column.to_numpy()
-        if values.dtype.kind not in "biuf":  # decimals come back as objects
-            values = np.asarray(values, dtype=np.float64)
+        if pa.types.is_decimal(column.type):
+            column = pc.cast(column, pa.float64())  # in Arrow: no Decimal objects
+        values = column.to_numpy(zero_copy_only=False)
+        target = x[row : row + n, j]
         with np.errstate(over="ignore"):  # overflow becomes ±inf, refused just below
-            x[:, j] = values
-        bad = np.flatnonzero(~np.isfinite(x[:, j]))
+            target[...] = values
+        bad = np.flatnonzero(~np.isfinite(target))
         if bad.size:
             i = int(bad[0])
             what = "NaN" if np.isnan(values[i]) else "infinite (or beyond float32's ±3.4e38)"
-            problems.append((i, name, f"value is {what}; features must be finite numbers"))
+            problems.append((row + i, name, f"value is {what}; features must be finite numbers"))
     if problems:
         i, name, what = min(problems, key=lambda p: p[0])
         raise InvalidDataset(f"{where(i)}, column {name!r}: {what}")
-    return x
 
 
-def _label_values(column: pa.ChunkedArray, name: str, where: Where) -> np.ndarray:
-    """The label column as 1-D numpy: int64, float64, bool, or an object array of str."""
+def label_values(column: pa.ChunkedArray, name: str, where: Where) -> np.ndarray | Coded:
+    """The label column as 1-D numpy (int64, float64, bool), or text as dictionary codes."""
     t = column.type
-    if pa.types.is_dictionary(t):
+    if pa.types.is_dictionary(t) and not _is_text(t.value_type):
         column = column.cast(t.value_type)
         t = column.type
     if column.null_count:
@@ -315,15 +315,28 @@ def _label_values(column: pa.ChunkedArray, name: str, where: Where) -> np.ndarra
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
         return np.asarray(column.to_numpy())
     if pa.types.is_decimal(t):
-        return np.asarray(column.to_numpy(), dtype=np.float64)
+        return np.asarray(pc.cast(column, pa.float64()).to_numpy())
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         raise InvalidDataset(f"label column {name!r} is not valid UTF-8 text")
-    try:
-        text = (
-            column
-            if pa.types.is_string(t) or pa.types.is_large_string(t)
-            else column.cast(pa.string())
-        )
-    except pa.ArrowException:
-        raise InvalidDataset(f"label column {name!r} has unsupported type {t}") from None
-    return np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
+    if not (pa.types.is_dictionary(t) or _is_text(t)):
+        try:
+            column = column.cast(pa.string())
+        except pa.ArrowException:
+            raise InvalidDataset(f"label column {name!r} has unsupported type {t}") from None
+    return _coded(column)
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _coded(column: pa.ChunkedArray) -> Coded:
+    """Text as codes into its distinct values, without a Python string per row."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    column = column.unify_dictionaries()
+    dictionary = column.chunk(0).dictionary
+    codes = np.concatenate([chunk.indices.to_numpy() for chunk in column.chunks])
+    distinct = len(dictionary)
+    values = dictionary.to_pylist() if distinct <= MAX_CLASSES else None
+    return Coded(codes=codes, values=values, distinct=distinct, first=dictionary[codes[0]].as_py())

@@ -20,6 +20,10 @@ steer it by how the file is written), unless ``task`` overrides it:
 (classes are then the sorted distinct values); ``task="regression"`` accepts
 any numeric or boolean target and refuses text. Classification labels are
 int64, regression targets float32, and at most ``MAX_CLASSES`` classes exist.
+
+A text column of a CSV or Parquet file arrives as :class:`Coded` (codes into
+its distinct values, never a Python string per row) and follows the same
+rule (:func:`infer_coded_targets`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,18 @@ MAX_CLASSES = 1000
 
 Where = Callable[[int], str]
 """Names the 0-based row ``i`` as the user sees it (``"row 7"``, ``"y[6]"``)."""
+
+
+@dataclass(frozen=True)
+class Coded:
+    """A text column as codes: row ``i`` is the ``codes[i]``-th distinct value.
+    ``values`` lists them unless there are more than ``MAX_CLASSES`` (then only
+    their number, ``distinct``, is known); ``first`` is row 0's value."""
+
+    codes: np.ndarray
+    values: list[str] | None
+    distinct: int
+    first: str
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,24 @@ def infer_targets(values: np.ndarray, *, name: str, where: Where, task: TaskKind
     if task is None:
         return Targets(_float32(values, name=name, where=where), "regression")
     return _by_distinct(values.astype(np.int64), name=name)
+
+
+def infer_coded_targets(coded: Coded, *, name: str, where: Where, task: TaskKind | None) -> Targets:
+    """The classification targets of a text column (text never regresses)."""
+    if task == "regression":
+        raise InvalidDataset(
+            f"{name} holds text ({where(0)}: {coded.first!r}); a regression target must be numeric"
+        )
+    if coded.values is None or coded.distinct > MAX_CLASSES:
+        raise InvalidDataset(
+            f"{name} has {coded.distinct} distinct values; classification allows at most "
+            f"{MAX_CLASSES} classes"
+        )
+    present = np.bincount(coded.codes, minlength=coded.distinct) > 0
+    order = sorted(np.flatnonzero(present).tolist(), key=coded.values.__getitem__)
+    label_of = np.full(coded.distinct, -1, dtype=np.int64)
+    label_of[order] = np.arange(len(order))
+    return _counted(label_of[coded.codes], [coded.values[i] for i in order])
 
 
 def _two_dimensional(

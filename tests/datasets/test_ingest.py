@@ -23,6 +23,7 @@ from fitq.service.datasets.ingest import (
     save_canonical,
     sha256_file,
 )
+from fitq.service.datasets.limits import Limits
 from fitq.service.datasets.shape import DataShape
 from fitq.service.errors import InvalidDataset
 from fitq.service.store import ArtifactStore, keys
@@ -412,15 +413,15 @@ BAD_INPUT = {
     "npz length mismatch": (_npz_mismatch, {}, r"x has 3 rows but y has 2"),
     "zip bomb": (
         _bomb,
-        {"max_uncompressed_bytes": 1 << 20},
+        {"limits": Limits(max_uncompressed_bytes=1 << 20)},
         r"NPZ expands to \d+ bytes.*limit of 1048576",
     ),
     "too many cells csv": (
         _text("d.csv", "a,b,y\n1,2,0\n3,4,1\n"),
-        {"max_cells": 3},
+        {"limits": Limits(max_cells=3)},
         r"too large: 4 cells \(2 rows × 2 features\), limit 3",
     ),
-    "too many cells npz": (_bomb, {"max_cells": 1000}, r"too large: 1048576 cells"),
+    "too many cells npz": (_bomb, {"limits": Limits(max_cells=1000)}, r"too large: 1048576 cells"),
     "forged npy shape": (_forged_shape, {}, r"array 'x' in the NPZ is truncated or corrupt"),
     "3-d x": (_images, {}, r"shape \(2, 3, 3\).*reshape"),
     "pickled x": (_pickled_x, {}, r"pickled objects in 'x'"),

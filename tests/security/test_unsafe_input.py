@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from fitq.service.datasets import npz
+from fitq.service.datasets.limits import Limits
 from fitq.service.errors import InvalidDataset
 from fitq.service.settings import Settings
 from tests.api.conftest import Api, Stored, Upload, csv_bytes, npz_bytes, parquet_bytes
@@ -178,7 +179,7 @@ class TestForgedDirectory:
         path = tmp_path / "bomb.npz"
         path.write_bytes(with_declared_sizes(npz_bytes(), 0x7FFF_FFFF))
         with pytest.raises(InvalidDataset, match="over the limit of 1000 bytes"):
-            npz.read_npz(path, max_cells=None, max_uncompressed_bytes=1000)
+            npz.read_npz(path, Limits(max_uncompressed_bytes=1000))
         assert member_opens == []
 
 

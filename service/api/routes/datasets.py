@@ -12,6 +12,7 @@ from fitq.service.api.errors import error_responses
 from fitq.service.api.schemas import DatasetPublic, json_response
 from fitq.service.api.upload import FILE_FIELD, receive_upload
 from fitq.service.datasets import service as datasets
+from fitq.service.datasets.limits import Limits
 from fitq.service.paging import Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -79,8 +80,8 @@ async def upload_dataset(
             store,
             owner.id,
             new,
-            max_cells=settings.max_dataset_cells,
-            max_uncompressed_bytes=settings.max_npz_uncompressed_bytes,
+            limits=Limits.of(settings),
+            max_stored_bytes=settings.max_stored_bytes_per_key,
         )
         return json_response(datasets.public(row), 201)
     finally:
