@@ -44,6 +44,8 @@ SUPPORTED_LAYERS = (
     "LeakyReLU",
     "ELU",
     "PReLU",
+    "ThresholdedReLU",
+    "Identity",
     "Flatten",
     "Reshape",
     "Rescaling",
@@ -408,6 +410,15 @@ class _Layer:
 
     def _ELU(self) -> dict[str, Any]:
         return {"type": "elu", **self.take(("alpha",))}
+
+    def _ThresholdedReLU(self) -> dict[str, Any]:
+        # tf.keras 2's x·[x > theta] is Keras 3's ReLU with that threshold (theta ≥ 0 both)
+        theta = self.take(("theta",)).get("theta", 1.0)
+        return {"type": "relu", "max_value": None, "negative_slope": 0.0, "threshold": theta}
+
+    def _Identity(self) -> dict[str, Any]:
+        self.take(())
+        return {"type": "activation", "activation": "linear"}
 
     def _PReLU(self) -> dict[str, Any]:
         none: tuple[Any, ...] = (None,)

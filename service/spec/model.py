@@ -99,7 +99,8 @@ class ModelSpec(Strict):
                 fail(
                     ("layers", i, "type"),
                     "input_shape",
-                    f"a {kind} layer on the {len(self.input_shape)}-dimensional input "
+                    f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} layer on the "
+                    f"{len(self.input_shape)}-dimensional input "
                     f"{_shape_text(self.input_shape)}: Keras would apply it to the last axis "
                     "only, and fitq's rows are flat; put a flatten before it (only layers "
                     "that act on each value alone may come first)",
