@@ -9,7 +9,8 @@ Modules, in the order a spec is read:
 
 - ``base`` — limits, an error at a location, the strict model base, name matching
 - ``names`` — one kind of name: canonical names, aliases, presets, Keras objects
-- ``initializers``, ``optimizers``, ``losses``, ``metrics``, ``layers`` — the parts
+- ``initializers``, ``optimizers`` (with ``schedules``), ``losses``, ``metrics``,
+  ``layers``, ``callbacks`` — the parts
 - ``model`` — the stack of layers; ``job`` — compile, fit and the whole job
 - ``messages`` — ``parse_spec`` and the 422 messages
 - ``keras`` — Keras' ``model.to_json()`` as a fitq model
