@@ -2,9 +2,10 @@
 from the newest sound checkpoint, trained, and ended by one fenced write.
 
 While it trains, the step hook acts at each step boundary on what the
-heartbeat learnt (a cancel request, a lost lease) and on the worker's
-shutdown, and writes a checkpoint every ``FITQ_CHECKPOINT_SECONDS``; each
-epoch end writes a checkpoint with the epoch's History row. The outcomes:
+heartbeat learnt (a cancel request, a lost lease), on the worker's shutdown
+and on the job's run time (``max_seconds``: ``run_time.py``), and writes a
+checkpoint every ``FITQ_CHECKPOINT_SECONDS``; each epoch end writes a
+checkpoint with the epoch's History row. The outcomes:
 
 - ``succeeded``: evaluated on the test set when the spec names one, the model
   saved under a key of this attempt, the job finished;
@@ -38,6 +39,7 @@ from fitq.service.settings import Settings
 from fitq.service.store import ArtifactStore, keys
 from fitq.worker import checkpoints, data
 from fitq.worker.reporter import Reporter
+from fitq.worker.run_time import OverTime, RunTime
 
 log = logging.getLogger("fitq.worker")
 
@@ -78,6 +80,7 @@ class Attempt:
         self.trainer: Any = None
         self._trail: checkpoints.Trail | None = None
         self._last_checkpoint = time.monotonic()
+        self._run_time: RunTime | None = None
 
     def run(self) -> str:
         """Train the attempt and return its outcome; a failure of the job is
@@ -133,6 +136,10 @@ class Attempt:
             device=self.device,
         )
         self._last_checkpoint = time.monotonic()
+        self._run_time = self.reporter.db.retrying(
+            "run time",
+            lambda: RunTime.of(self.reporter.db.session, claim.job_id, spec, self.settings),
+        )
         self.reporter.phase("training")
         try:
             self.trainer.fit(
@@ -158,6 +165,8 @@ class Attempt:
         reason = self.reporter.stop_asked() or ("shutdown" if self.stop.is_set() else None)
         if reason is not None:
             raise StopRequested(reason)
+        if self._run_time is not None:
+            self._run_time.check(epoch, step)  # past max_seconds: the job fails here
         if time.monotonic() - self._last_checkpoint > self.settings.checkpoint_seconds:
             key = self._save_checkpoint()
             self.reporter.checkpoint(key)
@@ -221,7 +230,7 @@ def is_expected(exc: BaseException) -> bool:
     """A job's own failure (its data, its numbers), logged without a traceback."""
     from fitq.worker.engine import TrainingError
 
-    return isinstance(exc, TrainingError | LookupError | ValueError)
+    return isinstance(exc, TrainingError | LookupError | ValueError | OverTime)
 
 
 def describe(exc: BaseException) -> str:

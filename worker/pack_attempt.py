@@ -56,6 +56,7 @@ from fitq.service.store import ArtifactStore, keys
 from fitq.worker import checkpoints, data, pack_size
 from fitq.worker.attempt import StepObserver, StopRequested, describe, is_expected
 from fitq.worker.reporter import Database, Heartbeat, Reporter
+from fitq.worker.run_time import RunTime
 
 log = logging.getLogger("fitq.worker")
 
@@ -71,6 +72,7 @@ class PackedJob:
     trail: checkpoints.Trail
     test: data.Arrays | None
     seen: tuple[int, int] = (-1, -1)  # (epochs done, step) the step observer last saw
+    run_time: RunTime | None = None  # max_seconds (worker/run_time.py), read as it joins
 
     @property
     def claim(self) -> queue.Claim:
@@ -169,6 +171,10 @@ class PackAttempt:
             if reason is not None:
                 with self._guard(job):
                     self._leave(job, reason)
+            elif job.run_time is not None:
+                with self._guard(job):  # past max_seconds: this member fails alone
+                    epochs, step, _ = self.pack.progress(job.job_id)
+                    job.run_time.check(epochs + 1, step)
         if self.stop.is_set():
             raise StopRequested("shutdown")
         if now - self._last_checkpoint > self.settings.checkpoint_seconds:
@@ -284,6 +290,9 @@ class PackAttempt:
         claim, reporter = job.claim, job.reporter
         reporter.phase("loading_data")
         arrays = self.db.retrying("load", lambda: self._load(claim.spec))
+        job.run_time = self.db.retrying(
+            "run time", lambda: RunTime.of(self.db.session, claim.job_id, claim.spec, self.settings)
+        )
         if not self.pack.members:  # the first member sizes the pack
             self.limit = pack_size.pack_max(
                 self.settings, self.device, claim.spec, int(arrays.x.shape[0])

@@ -47,6 +47,13 @@ class TestDefaults:
         assert s.max_parameters == 100_000_000
         assert s.max_predict_rows == 10_000
         assert s.max_queued_jobs_per_key == 1_000
+        assert s.max_dataset_bytes == 1024**3
+        assert s.max_features == 100_000
+        assert s.max_stored_bytes_per_key == 100 * 1024**3
+        assert s.max_training_bytes == 16 * 1024**3
+        assert s.max_running_jobs_per_key == 64
+        assert s.max_job_seconds == 7 * 24 * 3600
+        assert (s.max_priority, s.max_attempts) == (100, 10)  # the spec's own bounds
 
     def test_each_is_read_from_its_environment_variable(
         self, monkeypatch: pytest.MonkeyPatch
