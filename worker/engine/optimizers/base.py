@@ -54,7 +54,7 @@ class Config(Checked):
     name: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.learning_rate, int | float):
+        if not isinstance(self.learning_rate, int | float | schedules.Schedule):
             rate = schedules.make(self.learning_rate, "learning_rate")
             object.__setattr__(self, "learning_rate", rate)
         super().__post_init__()
@@ -130,10 +130,6 @@ def _scalar(value: float, dtype: torch.dtype) -> Tensor:
     if t is None:
         t = _SCALARS[key] = torch.tensor(value, dtype=dtype)
     return t
-
-
-def no_slots(cfg: Config) -> tuple[str, ...]:
-    return ()
 
 
 def learning_rate_only(cfg: Config, state: State, lr: float) -> tuple[float, ...]:
