@@ -341,6 +341,11 @@ class _Layer:
     def _Dense(self) -> dict[str, Any]:
         none: tuple[Any, ...] = (None,)
         self.config.pop("lora_alpha", None)  # meaningless without lora_rank
+        if self.config.get("activity_regularizer") is not None:
+            raise self.fail(
+                "activity_regularizer is not supported on a Dense; an ActivityRegularization"
+                "(l1, l2) layer right after it adds the same penalty"
+            )
         taken = self.take(
             ("units", "activation", "use_bias", "kernel_initializer", "bias_initializer",
              "kernel_regularizer", "kernel_constraint", "bias_constraint"),

@@ -68,7 +68,9 @@ def _keras_metric(value: Mapping[str, Any], index: int) -> str:
     config = config if isinstance(config, Mapping) else {}
     fn = config.get("fn")
     name = fn if isinstance(fn, str) else value["class_name"]
-    canonical = METRICS.get(name_key(name), name)
+    canonical = METRICS.get(name_key(name))
+    if canonical is None:
+        return name  # refused by name, whatever its config
     defaults = _DEFAULTS.get(canonical, {})
     for key, given in config.items():
         if key in _IGNORED:

@@ -35,6 +35,7 @@ class Case:
     image: bool = False  # the input is IMAGE, not FEATURES
     random: bool = False  # training draws noise: compare predictions, not runs
     refused: str | None = None  # the words of fitq's refusal
+    functional: bool = False  # a Functional model of the same layers, not a Sequential
 
 
 def _dense_out(keras: Any, targets: str) -> Any:
@@ -68,6 +69,11 @@ def _mlp(*middle: Callable[[Any], Any], targets: str = "classes") -> Callable[[A
 
 def scce(keras: Any) -> Any:
     return "sparse_categorical_crossentropy"
+
+
+def _frozen(layer: Any) -> Any:
+    layer.trainable = False
+    return layer
 
 
 CASES: dict[str, Case] = {
@@ -164,6 +170,39 @@ CASES: dict[str, Case] = {
         lambda k: [k.layers.Embedding(10, 4), k.layers.Flatten(), *_mlp()(k)],
         scce, "classes", refused="Embedding 'embedding') is not supported",
     ),
+    "identity": Case(_mlp(lambda k: k.layers.Identity()), scce, "classes"),
+    "dense_bias_regularizer": Case(
+        lambda k: [k.layers.Dense(8, bias_regularizer="l2"), *_mlp()(k)],
+        scce, "classes", refused='bias_regularizer={"module"',
+    ),
+    "dense_before_flatten": Case(
+        lambda k: [k.layers.Dense(4), k.layers.Flatten(), *_mlp()(k)],
+        scce, "classes", image=True, refused="a dense layer on the 2-dimensional input (2, 3)",
+    ),
+    "reshape_to_two_axes": Case(
+        lambda k: [k.layers.Reshape((3, 2)), k.layers.Flatten(), *_mlp()(k)],
+        scce, "classes", image=True, refused="only a Reshape to one axis",
+    ),
+    "spatial_dropout": Case(
+        lambda k: [k.layers.SpatialDropout1D(0.2), k.layers.Flatten(), *_mlp()(k)],
+        scce, "classes", image=True,
+        refused="SpatialDropout1D 'spatial_dropout1d') is not supported",
+    ),
+    "permute": Case(
+        lambda k: [k.layers.Permute((2, 1)), k.layers.Flatten(), *_mlp()(k)],
+        scce, "classes", image=True, refused="Permute 'permute') is not supported",
+    ),
+    "discretization": Case(
+        lambda k: [k.layers.Discretization(bin_boundaries=[0.0, 1.0]), *_mlp()(k)],
+        scce, "classes", refused="Discretization 'discretization') is not supported",
+    ),
+    "frozen_layer": Case(
+        lambda k: [_frozen(k.layers.Dense(8)), *_mlp()(k)],
+        scce, "classes", refused="a frozen layer (trainable: false) is not supported",
+    ),
+    "functional": Case(
+        _mlp(), scce, "classes", functional=True, refused="only Sequential models",
+    ),
     # ---------------------------------------------------------------- losses and metrics
     "sparse_categorical_crossentropy": Case(
         _mlp(targets="classes8"), scce, "classes8",
@@ -216,6 +255,35 @@ CASES: dict[str, Case] = {
         lambda k: [k.layers.Dense(8, "relu"), k.layers.Dense(3)],
         lambda k: "categorical_hinge", "onehot", lambda k: ["categorical_accuracy"],
     ),
+    "cosine_similarity": Case(
+        _mlp(targets="values"), lambda k: k.losses.CosineSimilarity(), "values",
+        refused="unknown loss 'CosineSimilarity'",
+    ),
+    "dice": Case(
+        _mlp(targets="binary"), lambda k: k.losses.Dice(), "binary",
+        refused="unknown loss 'Dice'",
+    ),
+    "loss_reduction_sum": Case(
+        _mlp(targets="values"), lambda k: k.losses.Huber(reduction="sum"), "values",
+        refused='reduction="sum" is not supported',
+    ),
+    "true_positives": Case(
+        _mlp(targets="binary"), lambda k: "binary_crossentropy", "binary",
+        lambda k: [k.metrics.TruePositives()], refused="unknown metric 'TruePositives'",
+    ),
+    "mape_metric": Case(
+        _mlp(targets="values"), lambda k: "mse", "values",
+        lambda k: [k.metrics.MeanAbsolutePercentageError()],
+        refused="unknown metric 'MeanAbsolutePercentageError'",
+    ),
+    "mean_iou": Case(
+        _mlp(targets="classes"), scce, "classes",
+        lambda k: [k.metrics.MeanIoU(num_classes=3)], refused="unknown metric 'MeanIoU'",
+    ),
+    "auc_pr": Case(
+        _mlp(targets="binary"), lambda k: "binary_crossentropy", "binary",
+        lambda k: [k.metrics.AUC(curve="PR")], refused='AUC(curve="PR") is not supported',
+    ),
 }  # fmt: skip
 
 
@@ -225,7 +293,13 @@ def export(keras: Any, case: Case) -> str:
     inputs = [keras.Input(shape=shape)]
     if case.refused and "Embedding" in case.refused:
         inputs = [keras.Input(shape=(FEATURES,), dtype="int32")]
-    model = keras.Sequential([*inputs, *case.layers(keras)])
+    if case.functional:
+        h = inputs[0]
+        for layer in case.layers(keras):
+            h = layer(h)
+        model = keras.Model(inputs[0], h)
+    else:
+        model = keras.Sequential([*inputs, *case.layers(keras)])
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=0.05),
         loss=case.loss(keras),
