@@ -258,6 +258,12 @@ class HuberConfig(Checked):
     delta: Annotated[float, real(gt=0)]  # quadratic within ±delta, linear beyond
 
 
+_WITHOUT_PARAMETERS = (
+    "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error", "log_cosh", "kl_divergence", "poisson", "hinge",
+    "squared_hinge", "categorical_hinge",
+)  # fmt: skip
+
 PARAMETERS: dict[str, type[Checked]] = {
     "sparse_categorical_crossentropy": CrossEntropyConfig,
     "categorical_crossentropy": SmoothedCrossEntropyConfig,
@@ -265,14 +271,7 @@ PARAMETERS: dict[str, type[Checked]] = {
     "binary_focal_crossentropy": BinaryFocalConfig,
     "categorical_focal_crossentropy": CategoricalFocalConfig,
     "huber": HuberConfig,
-    **{
-        name: RegressionConfig
-        for name in (
-            "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
-            "mean_squared_logarithmic_error", "log_cosh", "kl_divergence", "poisson", "hinge",
-            "squared_hinge", "categorical_hinge",
-        )
-    },  # fmt: skip
+    **{name: RegressionConfig for name in _WITHOUT_PARAMETERS},
 }
 
 
