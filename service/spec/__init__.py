@@ -10,10 +10,11 @@ Modules, in the order a spec is read:
 - ``base`` — limits, an error at a location, the strict model base, name matching
 - ``names`` — one kind of name: canonical names, aliases, presets, Keras objects
 - ``initializers``, ``optimizers`` (with ``schedules``), ``losses``, ``metrics``,
-  ``layers``, ``callbacks`` — the parts
+  ``layers`` (with ``constraints``), ``callbacks`` — the parts
 - ``model`` — the stack of layers; ``job`` — compile, fit and the whole job
 - ``messages`` — ``parse_spec`` and the 422 messages
-- ``keras`` — Keras' ``model.to_json()`` as a fitq model
+- ``keras`` — Keras' ``model.to_json()`` as a fitq model (``keras_layers``: each layer;
+  ``keras_values``: a config's values)
 - ``against_data`` — a valid spec against the shapes of its datasets
 
 Unknown keys are refused everywhere, with the list of the expected ones.
