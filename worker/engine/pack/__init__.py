@@ -41,13 +41,14 @@ The one exception: with `batch_size: null` the width is the largest member's tra
 set, so a member's last bits may change when the largest one leaves.
 
 TODO(cuda-graph): capture a pack step in a CUDA graph (per pack shape: K, B) as the solo
-trainer does (`_StepGraph`). What it needs: the step's gathers read `plan.idx[s]`, Adam's
-coefficients `step_coefs[...][s]` and the stats row `stats[s]` through static buffers
-copied before each replay; steps where some member sits out and packs with dropout stay
-eager. Not done: untested without a GPU.
+trainer does (`cuda_graph.StepGraph`). What it needs: the step's gathers read
+`plan.idx[s]`, Adam's coefficients `step_coefs[...][s]` and the stats row `stats[s]`
+through static buffers copied before each replay; steps where some member sits out and
+packs with dropout stay eager. Not done: untested without a GPU.
 
-Not packed: `batch_normalization` (its batch statistics would see a short batch's
-padding); such a spec's key is None and it trains solo.
+Not packed (the key is None, the job trains solo): `batch_normalization` (its batch
+statistics would see a short batch's padding) and whatever else the pack does not
+implement; compat.py lists what it does.
 """
 
 from __future__ import annotations
