@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from fitq.service import queue
 from fitq.service.db.availability import describe as describe_database_error
 from fitq.service.db.availability import is_unavailable
 from fitq.service.db.engine import session_factory
+from fitq.service.errors import StaleAttempt
 from fitq.service.sweeps import progress as sweep_progress
 
 log = logging.getLogger("fitq.worker")
@@ -45,6 +46,8 @@ RETRY_MAX_SECONDS = 2.0
 
 Progress = tuple[int, int, int]
 """(epoch, step, steps): where training is, as the progress columns hold it."""
+Write = Callable[[Session], T]
+"""One claim's write, for the caller's transaction."""
 
 
 class Database:
@@ -97,6 +100,25 @@ class Database:
             return write(session)
 
 
+def write_together(db: Database, action: str, writes: Sequence[Write[T]]) -> list[T | StaleAttempt]:
+    """Several claims' writes in one transaction, each in its own savepoint (a pack's
+    members at a boundary: one commit, not one each). A write refused as stale is
+    undone alone and its ``StaleAttempt`` stands in its place in the answer; the
+    others commit together. Retried as a whole while the database is away."""
+
+    def all_of(session: Session) -> list[T | StaleAttempt]:
+        done: list[T | StaleAttempt] = []
+        for write in writes:
+            try:
+                with session.begin_nested():
+                    done.append(write(session))
+            except StaleAttempt as exc:
+                done.append(exc)
+        return done
+
+    return db.write(action, all_of) if writes else []
+
+
 class Reporter:
     """The writes of one claimed attempt, each fenced by ``claim.attempt``: a
     write of a superseded attempt raises ``StaleAttempt``.
@@ -121,18 +143,29 @@ class Reporter:
         return {"job_id": claim.job_id, "attempt": claim.attempt, "worker_id": self.worker_id}
 
     # -- the fenced writes ------------------------------------------------------
+    # Each ``*_write`` is the write for a caller's transaction (a pack writes its
+    # members' together: ``write_together``); the plain method commits it alone.
 
     def phase(self, phase: str) -> None:
-        self._fenced(lambda s, job, attempt: queue.record_phase(s, job, attempt, phase))
+        self._commit(self.phase_write(phase))
+
+    def phase_write(self, phase: str) -> Write[None]:
+        return self.fenced(lambda s, job, attempt: queue.record_phase(s, job, attempt, phase))
 
     def checkpoint(self, key: str) -> None:
         """A mid-epoch checkpoint committed: a resumed attempt starts from ``key``."""
-        self._fenced(lambda s, job, attempt: queue.record_checkpoint(s, job, attempt, key))
+        self._commit(self.checkpoint_write(key))
+
+    def checkpoint_write(self, key: str) -> Write[None]:
+        return self.fenced(lambda s, job, attempt: queue.record_checkpoint(s, job, attempt, key))
 
     def epoch(self, epoch: int, logs: dict[str, float], checkpoint_key: str) -> bool:
         """An epoch's History row (its metrics; timings apart) and its checkpoint,
         with the sweep trial's progress in the same transaction. Returns whether
         the job stops at this epoch boundary (a trial that early termination pruned)."""
+        return self._commit(self.epoch_write(epoch, logs, checkpoint_key))
+
+    def epoch_write(self, epoch: int, logs: dict[str, float], checkpoint_key: str) -> Write[bool]:
         metrics = {k: v for k, v in logs.items() if k not in ("seconds", "samples_per_second")}
 
         def write(session: Session, job: str, attempt: int) -> bool:
@@ -148,45 +181,54 @@ class Reporter:
             )
             return sweep_progress.after_epoch(session, job, epoch, metrics)
 
-        return self._fenced(write)
+        return self.fenced(write)
 
     def hand_back(self, checkpoint_key: str | None, *, solo: bool = False) -> None:
         """Back to the queue, resumable from ``checkpoint_key`` (None: from the last
         one committed), in one transaction; ``solo``: never to train in a pack again."""
+        self._commit(self.hand_back_write(checkpoint_key, solo=solo))
 
+    def hand_back_write(self, checkpoint_key: str | None, *, solo: bool = False) -> Write[None]:
         def write(session: Session, job: str, attempt: int) -> None:
             if checkpoint_key is not None:
                 queue.record_checkpoint(session, job, attempt, checkpoint_key)
             queue.requeue(session, job, attempt, solo=solo)
 
-        self._fenced(write)
+        return self.fenced(write)
 
     def acknowledge_cancel(self) -> None:
-        self._fenced(queue.acknowledge_cancel)
+        self._commit(self.fenced(queue.acknowledge_cancel))
 
     def finish(self, model_key: str, test_metrics: dict[str, float] | None) -> None:
-        self._fenced(
+        self._commit(self.finish_write(model_key, test_metrics))
+
+    def finish_write(self, model_key: str, test_metrics: dict[str, float] | None) -> Write[None]:
+        return self.fenced(
             lambda s, job, attempt: queue.finish(
                 s, job, attempt, model_key=model_key, test_metrics=test_metrics
             )
         )
 
     def fail(self, message: str) -> None:
-        self._fenced(lambda s, job, attempt: queue.fail(s, job, attempt, message))
+        self._commit(self.fenced(lambda s, job, attempt: queue.fail(s, job, attempt, message)))
 
     def log_execution(self, epoch: int) -> None:
         """The execution log's row for ``epoch`` run by this attempt. Not fenced:
         a stale attempt's run shows too."""
-        self.db.write(
-            "log_execution",
-            lambda s: queue.log_execution(
-                s, self.claim.job_id, self.claim.attempt, epoch, self.worker_id
-            ),
-        )
+        self.db.write("log_execution", self.log_execution_write(epoch))
 
-    def _fenced(self, write: Callable[[Session, str, int], T]) -> T:
-        """One fenced write in its own transaction, retried while the database is away."""
-        return self.db.write("write", lambda s: write(s, self.claim.job_id, self.claim.attempt))
+    def log_execution_write(self, epoch: int) -> Write[None]:
+        job, attempt = self.claim.job_id, self.claim.attempt
+        return lambda s: queue.log_execution(s, job, attempt, epoch, self.worker_id)
+
+    def fenced(self, write: Callable[[Session, str, int], T]) -> Write[T]:
+        """``write`` with this claim's job and attempt (the fence ``service/queue.py`` checks)."""
+        job, attempt = self.claim.job_id, self.claim.attempt
+        return lambda session: write(session, job, attempt)
+
+    def _commit(self, write: Write[T]) -> T:
+        """One write in its own transaction, retried while the database is away."""
+        return self.db.write("write", write)
 
     # -- the heartbeat's part -----------------------------------------------------
 

@@ -1,5 +1,7 @@
 """`fitq api` and two `fitq worker` processes sharing PostgreSQL: eight jobs,
-all succeed, every epoch recorded exactly once."""
+all succeed, every epoch recorded exactly once. One job per claim
+(``FITQ_PACK_MAX=1``): the jobs are compatible, and a pack would let one worker
+take them all (tests/e2e/test_packs.py trains them so)."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ def spec(seed: int) -> dict[str, object]:
 
 def test_two_workers_share_one_postgres_queue(tmp_path: Path, postgres_url: str) -> None:
     with (
-        live_stack(tmp_path, database_url=postgres_url, workers=2) as live,
+        live_stack(tmp_path, database_url=postgres_url, workers=2, FITQ_PACK_MAX="1") as live,
         Client(live.url, live.key) as client,
     ):
         ids = [client.submit(spec(seed))["id"] for seed in range(JOBS)]

@@ -1,7 +1,8 @@
 """The fault-injection tests' tools: real worker processes to kill, stop and
-restart (tests/support/fleet.py, with this folder's short lease); the
-reference weights of an uninterrupted run; and the figures each scenario
-reports. Faults go in through the worker's seams (tests/support/faults.py).
+restart (tests/support/fleet.py, with this folder's short lease; one job at a
+time unless a scenario packs, ``PACKED``); the reference weights of an
+uninterrupted run, solo or in a pack; and the figures each scenario reports.
+Faults go in through the worker's seams (tests/support/faults.py).
 
 Every wait is a poll on a condition with a deadline; no test asserts a time.
 Latencies go to ``test-artifacts/reliability.json`` (one entry per scenario and
@@ -38,6 +39,12 @@ LEASE_SECONDS = 2
 DEADLINE_SECONDS = 120
 """The deadline of every wait here (``wait_for(..., timeout=DEADLINE_SECONDS)``)."""
 POLL_SECONDS = 0.02
+SOLO = {"FITQ_PACK_MAX": "1"}
+"""The fleet's default: each job trains alone, so a kill takes one job (and the
+reference is the solo trainer's)."""
+PACKED = {"FITQ_PACK_MAX": "16"}
+"""A scenario that packs: compatible jobs train together (the reference is then the
+pack's, ``reference_pack_weights``)."""
 
 
 def iris_spec(seed: int = 0, epochs: int = 20, batch_size: int = 2, **fit: Any) -> dict[str, Any]:
@@ -83,6 +90,30 @@ def reference_weights(spec: dict[str, Any]) -> dict[str, torch.Tensor]:
     return _references[key]
 
 
+def reference_pack_weights(spec: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights of an uninterrupted packed run of ``spec``: on the CPU a member's
+    results do not depend on its packmates (fitq.worker.engine.pack), so a pack of
+    it alone is the reference for any pack it trains in; one thread, as the workers."""
+    normalized = parse_spec(spec).model_dump(mode="json")
+    key = "pack:" + json.dumps(normalized, sort_keys=True)
+    if key not in _references:
+        from fitq.worker import data
+        from fitq.worker.engine.pack import Pack
+
+        x, y = data.load_arrays(None, None, normalized["dataset_id"])  # type: ignore[arg-type]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            pack = Pack("cpu")
+            pack.add("reference", normalized, x, y)
+            while not pack.run_epoch()["reference"].done:
+                pass
+            _references[key] = load_safetensors(pack.export("reference"))
+        finally:
+            torch.set_num_threads(threads)
+    return _references[key]
+
+
 def assert_bit_identical(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
     assert got.keys() == want.keys()
     for name in got:
@@ -102,9 +133,10 @@ def fleet(
     **extra_env: str,
 ) -> Iterator[Fleet]:
     """Real worker processes on one database and store, with a short lease,
-    one thread each, ``extra_env``, and ``faults`` unless started with their
-    own; forked from ``zygote``, or processes of their own when it is None.
-    Killed (SIGKILL) on the way out."""
+    one thread each, one job at a time (``SOLO``) unless ``extra_env`` says
+    otherwise (``PACKED``), and ``faults`` unless started with their own; forked
+    from ``zygote``, or processes of their own when it is None. Killed (SIGKILL)
+    on the way out."""
     env = fitq_env(
         home,
         FITQ_DATABASE_URL=database_url,
@@ -112,7 +144,7 @@ def fleet(
         FITQ_LEASE_SECONDS=str(LEASE_SECONDS),
         FITQ_POLL_SECONDS="0.2",
         FITQ_THREADS="1",
-        **extra_env,
+        **{**SOLO, **extra_env},
     )
     workers = Fleet(home, env, zygote, faults or Faults())
     try:
