@@ -2,19 +2,21 @@
 jobs trained together needs): each lease is extended and each progress
 written; a claim whose lease was lost is dropped without costing the others
 their progress; a cancel request reaches its own reporter only; claims join
-and leave while it beats."""
+and leave while it beats. Claims' writes made together (a pack's boundary)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from fitq.service import queue
 from fitq.service.db.engine import transaction
 from fitq.service.db.models import RUNNING, Job, utcnow
-from fitq.worker.reporter import Database, Heartbeat, Reporter
-from tests.support.rows import job_row
+from fitq.service.errors import StaleAttempt
+from fitq.worker.reporter import Database, Heartbeat, Reporter, write_together
+from tests.support.rows import executions, job_row
 from tests.support.waits import wait_for
 
 LEASE_SECONDS = 0.6
@@ -77,3 +79,28 @@ def test_claims_join_and_leave_a_running_heartbeat(
     assert job_row(database_url, joining.id).step in (2, 3)  # the tick it left in may beat it
     assert job_row(database_url, joining.id).lease_expires_at == left
     assert not (first.lost.is_set() or second.lost.is_set())
+
+
+def test_writes_together_commit_at_once_and_a_stale_one_is_undone_alone(
+    database_url: str, job_factory: Callable[..., Job]
+) -> None:
+    kept, lost = (
+        job_factory(status=RUNNING, attempt=1, lease_expires_at=utcnow() + FAR) for _ in range(2)
+    )
+    db = Database(database_url, threading.Event())
+    first, second = reporter_of(db, kept), reporter_of(db, lost)
+    with transaction(database_url) as session:
+        session.get(Job, lost.id).attempt = 2  # type: ignore[union-attr]
+
+    def logged_then_fenced(reporter: Reporter) -> Callable[..., str]:
+        def write(session: Any, job: str, attempt: int) -> str:
+            queue.log_execution(session, job, attempt, 1, "w")  # undone if the next is refused
+            queue.record_progress(session, job, attempt, epoch=1, step=3, steps=9)
+            return job
+
+        return reporter.fenced(write)
+
+    answers = write_together(db, "test", [logged_then_fenced(first), logged_then_fenced(second)])
+    assert answers[0] == kept.id and isinstance(answers[1], StaleAttempt)
+    assert (job_row(database_url, kept.id).step, job_row(database_url, lost.id).step) == (3, 0)
+    assert (executions(database_url, [kept.id]), executions(database_url, [lost.id])) == (1, 0)
