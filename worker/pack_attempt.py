@@ -273,6 +273,7 @@ class PackAttempt:
                     limit=room,
                     pack_id=self.pack_id,
                     device=self.device,
+                    max_running_per_key=self.settings.max_running_jobs_per_key,
                 )
         except DBAPIError as exc:  # the database is away: try again at the next boundary
             log.warning("pack claim failed", extra={"error": str(exc), **self.fields})
