@@ -42,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
+from fitq.service import spec as specs
 from fitq.service.db.engine import rowcount
 from fitq.service.db.models import (
     CANCELLED,
@@ -205,7 +206,8 @@ def _claimed(session: Session, row: Any) -> Claim:
     _event(session, row.id, EVENT_STATUS, {"status": RUNNING, "attempt": row.attempt})
     log.info("claimed", extra={"action": "claim", "job_id": row.id, "attempt": row.attempt})
     isolated = bool(_isolated(row.attempt, row.max_attempts))
-    return Claim(row.id, row.attempt, row.spec, row.checkpoint_key, row.pack_key, isolated)
+    spec = specs.up_to_date(row.spec)  # queued before an upgrade: today's contract
+    return Claim(row.id, row.attempt, spec, row.checkpoint_key, row.pack_key, isolated)
 
 
 def claim_compatible(

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from fitq.service import spec as specs
 from fitq.service.db.models import SUCCEEDED, Job
 from fitq.service.errors import Conflict, InvalidInput, PayloadTooLarge
 from fitq.service.store import ArtifactStore
@@ -71,7 +72,7 @@ def predict(
     probabilities for classification, values for regression. At most
     ``max_bytes`` (``FITQ_PREDICT_MAX_BYTES``) of activations at a time."""
     key = _require_succeeded(job)
-    spec = job.spec
+    spec = specs.up_to_date(job.spec)  # trained before an upgrade: today's contract
     n_features = int(spec["model"]["input_dim"])
     x = _input_matrix(inputs, n_features, max_rows)
 

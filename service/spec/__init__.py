@@ -25,7 +25,7 @@ from fitq.service.spec.base import DEFAULT_LIMITS, SpecLimits
 from fitq.service.spec.job import CompileSpec, EarlyStopping, FitSpec, JobSpec
 from fitq.service.spec.layers import ACTIVATIONS
 from fitq.service.spec.losses import CROSS_ENTROPIES, REGRESSION_LOSSES
-from fitq.service.spec.messages import format_error, parse_spec, validation_errors
+from fitq.service.spec.messages import format_error, parse_spec, up_to_date, validation_errors
 from fitq.service.spec.model import ModelSpec
 
 __all__ = [
@@ -42,5 +42,6 @@ __all__ = [
     "check_against_data",
     "format_error",
     "parse_spec",
+    "up_to_date",
     "validation_errors",
 ]

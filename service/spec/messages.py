@@ -56,6 +56,24 @@ def parse_spec(
         raise InvalidSpec(message, loc=["body", *errors[0]["loc"]]) from None
 
 
+STORED_SPEC_LIMITS = SpecLimits(max_epochs=2**31 - 1, max_layers=2**31 - 1, max_parameters=2**62)
+"""No service limits for a spec already stored: they were the submit's to apply."""
+
+
+def up_to_date(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A normalized spec stored by an earlier fitq, brought up to today's contract.
+
+    Normalizing is idempotent (a normalized spec normalizes to itself), so doing it
+    again fills the keys the contract gained since the spec was stored and changes
+    nothing else; a worker therefore trains, and the API predicts with, specs queued
+    before an upgrade. A spec that today's rules refuse is returned as it was: the
+    engine then refuses it, and the job fails with the reason."""
+    try:
+        return parse_spec(stored, limits=STORED_SPEC_LIMITS).model_dump(mode="json")
+    except InvalidSpec:
+        return dict(stored)
+
+
 def validation_errors(
     exc: ValidationError, prefix: Sequence[str | int] = ("body",)
 ) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from fitq.service import queue
+from fitq.service import spec as specs
 from fitq.service.db.engine import session_factory, transaction
 from fitq.service.db.models import (
     EVENT_STATUS,
@@ -27,6 +28,7 @@ from fitq.service.db.models import (
 )
 from fitq.service.errors import StaleAttempt
 from tests.queue.helpers import LEASE, SPEC, add_jobs, claim, get
+from tests.support.specs import STORED_BEFORE
 
 SERVICE = Path(__file__).resolve().parents[2] / "service"
 WORKER = SERVICE.parent / "worker"
@@ -134,6 +136,16 @@ class TestClaim:
         assert job.lease_expires_at is not None
         assert job.lease_expires_at >= before + timedelta(seconds=LEASE - 1)
         assert job.started_at is not None
+
+    def test_hands_a_spec_stored_before_an_upgrade_up_to_date(
+        self, database_url: str, owner: str
+    ) -> None:
+        """A job queued by an earlier fitq lacks keys the engine now requires."""
+        [job_id] = add_jobs(database_url, owner, [0])
+        with transaction(database_url) as session:
+            session.get(Job, job_id).spec = STORED_BEFORE  # type: ignore[union-attr]
+        got = claim(database_url)
+        assert got is not None and got.spec == specs.up_to_date(STORED_BEFORE) != STORED_BEFORE
 
     def test_concurrent_claimers_take_each_job_exactly_once(
         self, database_url: str, owner: str

@@ -80,3 +80,67 @@ def digits_spec(*, fit: Mapping[str, Any] | None = None, **overrides: Any) -> di
 
 DIGITS_SPEC = digits_spec()
 """``digits_spec()`` for the tests that read its values (copy it before changing it)."""
+
+
+# A normalized job spec as the service stored it before the contract gained input_shape,
+# constraints, label smoothing, the clips, schedules and more callbacks.
+STORED_BEFORE: dict[str, Any] = {
+    "model": {
+        "input_dim": 4,
+        "layers": [
+            {
+                "type": "dense",
+                "units": 8,
+                "activation": "relu",
+                "use_bias": True,
+                "kernel_initializer": {"name": "glorot_uniform"},
+                "bias_initializer": {"name": "zeros"},
+                "kernel_regularizer": None,
+            },
+            {"type": "dropout", "rate": 0.2},
+            {
+                "type": "dense",
+                "units": 3,
+                "activation": "softmax",
+                "use_bias": True,
+                "kernel_initializer": {"name": "glorot_uniform"},
+                "bias_initializer": {"name": "zeros"},
+                "kernel_regularizer": None,
+            },
+        ],
+    },
+    "compile": {
+        "optimizer": {
+            "name": "adam",
+            "learning_rate": 0.001,
+            "beta_1": 0.9,
+            "beta_2": 0.999,
+            "epsilon": 1e-07,
+            "amsgrad": False,
+            "weight_decay": 0.0,
+        },
+        "loss": {"name": "sparse_categorical_crossentropy", "from_logits": False},
+        "metrics": ["accuracy"],
+    },
+    "fit": {
+        "epochs": 2,
+        "batch_size": 16,
+        "validation_split": 0.25,
+        "shuffle": True,
+        "early_stopping": {
+            "monitor": "val_loss",
+            "min_delta": 0.0,
+            "patience": 0,
+            "mode": "auto",
+            "restore_best_weights": False,
+        },
+        "normalize": False,
+    },
+    "seed": 0,
+    "name": None,
+    "priority": 0,
+    "max_attempts": 3,
+    "dataset_id": "builtin-iris",
+    "validation_dataset_id": None,
+    "test_dataset_id": None,
+}
