@@ -2,7 +2,8 @@
 and file store: each member stays a whole job (its History, model and end its own);
 cancel and divergence end one member alone; a job queued later joins at the next
 boundary; shutdown hands every member back; a failure inside a round sends the members
-back to train solo; FITQ_PACK_MAX=1 trains solo; incompatible jobs never share a pack."""
+back to train solo; FITQ_PACK_MAX=1 trains solo; incompatible jobs never share a pack;
+a sweep trial that early termination prunes leaves the pack at that boundary."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from sqlalchemy import select
 
 from fitq.service import queue
 from fitq.service.db.engine import session_factory, transaction
-from fitq.service.db.models import Job, JobEpoch
+from fitq.service.db.models import Job, JobEpoch, SweepTrial
 from fitq.service.settings import Settings
+from fitq.service.sweeps import request as sweep_request
+from fitq.service.sweeps import service as sweeps
 from fitq.worker.runner import Worker
 from tests.support.faults import slow_steps
 from tests.support.rows import job_rows
@@ -263,3 +266,36 @@ class TestHandingBack:
         assert Worker(settings).run(max_jobs=2) == 2
         for row in job_rows(url, ids).values():
             assert (row.status, row.pack_id, row.attempt) == ("succeeded", None, 2)
+
+
+class TestSweepTrials:
+    def test_a_trial_pruned_at_a_rung_leaves_the_pack_succeeded_with_its_model(
+        self, settings: Settings, owner_id: str
+    ) -> None:
+        url = settings.resolved_database_url
+        body = {  # (the largest rates first: ASHA, judging each trial as it reaches a rung
+            # against those before it, then has worse trials to prune)
+            "spec": member(0, epochs=4),
+            "parameters": {
+                "compile.optimizer.learning_rate": {"values": [3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4]}
+            },
+            "metric": {"name": "loss", "goal": "minimize"},
+            "early_terminate": {"type": "asha", "min_epochs": 1, "reduction_factor": 3},
+        }
+        with transaction(url) as session:
+            sweep_id = sweeps.create(session, owner_id, sweep_request.parse(body)).id
+        with session_factory(url)() as session:
+            trials = {t.job_id: t for t in session.scalars(select(SweepTrial))}
+        assert Worker(settings).run(max_jobs=len(trials)) == len(trials)
+        rows = job_rows(url, list(trials))
+        with session_factory(url)() as session:
+            pruned = {
+                t.job_id: t.pruned
+                for t in session.scalars(select(SweepTrial).where(SweepTrial.sweep_id == sweep_id))
+            }
+        assert len({r.pack_id for r in rows.values()}) == 1
+        assert any(pruned.values()) and not all(pruned.values())
+        for job_id, row in rows.items():
+            assert (row.status, row.model_key is not None) == ("succeeded", True), row.error
+            ran = epochs_of(url, job_id)
+            assert (len(ran) < 4) is pruned[job_id], (ran, pruned[job_id])
