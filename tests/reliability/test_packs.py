@@ -237,8 +237,13 @@ class TestSigterm:
             proc = the_pack_worker(workers, one_pack_mid_epoch(database_url, ids))
             sent = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            assert proc.wait(DEADLINE_SECONDS) == 0, workers.log_of(proc)
+            wait_for(
+                lambda: all(r.status == "queued" for r in job_rows(database_url, ids).values()),
+                "every member handed back",
+                timeout=DEADLINE_SECONDS,
+            )
             hand_back = time.monotonic() - sent
+            assert proc.wait(DEADLINE_SECONDS) == 0, workers.log_of(proc)
             for row in job_rows(database_url, ids).values():
                 assert (row.status, row.pack_id) == ("queued", None)
                 assert row.checkpoint_key is not None  # where it stood: mid-epoch, or between
