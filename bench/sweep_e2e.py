@@ -1,7 +1,7 @@
 """The service figure for packing: a 64-trial grid sweep through the live service,
 packed against one job at a time.
 
-    .venv/bin/python -m bench.sweep_e2e [--epochs 10] [--rounds 1]
+    .venv/bin/python -m bench.sweep_e2e [--epochs 10] [--rounds 3]
 
 The opening model, 784 → 128 relu → 64 relu → 10 softmax, reads 784 pixels; `digits`
 has 64, so the sweep trains 64 → 128 relu → 64 relu → 10 softmax on `digits` (1,797
@@ -13,9 +13,11 @@ store, a fresh home per run), and timed from the POST until every trial has ende
   packed        the worker's default (`FITQ_PACK_MAX` unset: 16 jobs a pack on a CPU)
   one at a time `FITQ_PACK_MAX=1`
 
-The methods take turns, `--rounds` times (one by default); each run is a new stack, so
-neither inherits the other's warm caches. Prints a table (wall time, trials per minute,
-samples/s over all trials, the best trial's val_loss) and one line:
+The methods take turns, `--rounds` times, and each figure is the median of its rounds
+(load from other processes then falls on both alike); each run is a new stack, so
+neither inherits the other's warm caches. Prints a table (median wall time, trials per
+minute, samples/s over all trials, the pack sizes the trials' rows show, the best
+trial's val_loss) and one line:
 `64-trial sweep on digits through the service, packed vs one at a time: X× (A s vs B s)`.
 
 A benchmark, never a test.
@@ -103,7 +105,7 @@ def _pack_sizes(http: httpx.Client, sweep_id: str) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     trials = len(LEARNING_RATES) * len(SEEDS)
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
