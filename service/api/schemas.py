@@ -215,6 +215,19 @@ class PredictRequest(BaseModel):
     inputs: list[list[float]] = Field(description="Rows of features, n_features values each.")
 
 
+class EvaluateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: str = Field(description="A built-in's name or one of your datasets' ids.")
+
+
+class Evaluation(BaseModel):
+    metrics: dict[str, float] = Field(
+        description="Keras' evaluate: the loss (regularization included) and each compiled "
+        "metric, by its History name."
+    )
+
+
 class Prediction(BaseModel):
     predictions: list[Any] = Field(
         description="A class index per row (classification) or a value per row (regression)."

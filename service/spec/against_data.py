@@ -53,6 +53,13 @@ def check_against_data(
     _check_split(spec, train)
 
 
+def check_evaluation_data(spec: JobSpec, data: DataShape, loc: Sequence[str | int]) -> None:
+    """Refuse a dataset a trained model cannot be evaluated on (``POST
+    /v1/jobs/{id}/evaluate``): the rules of a test dataset at submission."""
+    _check_rows(data, "dataset", loc)
+    _check_one(spec, data, "dataset", loc, training=False)
+
+
 def _check_rows(data: DataShape, what: str, loc: Sequence[str | int]) -> None:
     if data.n_rows < 1:
         raise InvalidSpec(f"the {what} has no rows", loc=loc)

@@ -1,4 +1,4 @@
-"""/v1/jobs: submit, list, read, History, cancel, model, predict."""
+"""/v1/jobs: submit, list, read, History, cancel, model (its formats), predict, evaluate."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from fitq.service.api.deps import (
 from fitq.service.api.errors import error_responses
 from fitq.service.api.schemas import (
     DB_INT_MAX,
+    EvaluateRequest,
+    Evaluation,
     History,
     JobPublic,
     JobStatus,
@@ -29,7 +31,7 @@ from fitq.service.api.schemas import (
     PredictRequest,
     json_response,
 )
-from fitq.service.jobs import prediction, read, submission
+from fitq.service.jobs import evaluation, model_formats, prediction, read, submission
 from fitq.service.paging import Page
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -149,21 +151,46 @@ def cancel_job(job: JobDep, session: SessionDep) -> Response:
     responses={
         200: {
             "content": {"application/octet-stream": {}},
-            "description": "safetensors: layers.{i}.kernel [in, out], layers.{i}.bias; the spec "
-            "in the metadata key fitq_spec.",
+            "description": "safetensors (default): layers.{i}.kernel [in, out], layers.{i}.bias; "
+            "the spec in the metadata key fitq_spec. keras: a Keras 3 .keras archive. onnx: an "
+            "ONNX model, input x [N, input_dim] float32.",
         },
-        **error_responses(401, 404, 409),
+        **error_responses(401, 404, 409, 422),
     },
 )
-def download_model(job: JobDep, store: StoreDep) -> Response:
-    """The trained model (409 until the job succeeded)."""
-    data = prediction.model_bytes(store, job)
-    filename = _safe_filename(job.name or f"job-{job.id}") + ".safetensors"
+def download_model(
+    job: JobDep,
+    store: StoreDep,
+    format: Annotated[
+        model_formats.ModelFormat, Query(description="safetensors, keras or onnx.")
+    ] = "safetensors",
+) -> Response:
+    """The trained model in fitq's safetensors, Keras or ONNX (409 until the job succeeded)."""
+    model = model_formats.model_file(store, job, format)
+    filename = _safe_filename(job.name or f"job-{job.id}") + model.extension
     return Response(
-        content=data,
-        media_type="application/octet-stream",
+        content=model.content,
+        media_type=model.media_type,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+@router.post(
+    "/{job_id}/evaluate",
+    response_model=Evaluation,
+    responses=error_responses(401, 404, 409, 422),
+)
+def evaluate(
+    owner: OwnerDep,  # first: the key is checked before the body is read (the job after it)
+    body: JsonBody,
+    job: JobDep,
+    session: SessionDep,
+    store: StoreDep,
+) -> Response:
+    """Keras' evaluate of the trained model on a stored dataset."""
+    dataset_id = validated(EvaluateRequest, body).dataset_id
+    metrics = evaluation.evaluate(session, store, job, owner.id, dataset_id)
+    return json_response(Evaluation(metrics=metrics))
 
 
 @router.post(
