@@ -20,7 +20,8 @@ server's ``detail``; a job that ends failed or cancelled raises
 The modules: ``client.py`` (the :class:`Client`, one method per endpoint),
 ``job.py`` (a :class:`Job` and its History), ``sweep.py`` (a :class:`Sweep`:
 ``client.sweep(spec, parameters, metric=…)``, ``.wait()``, ``.table()``,
-``.best``), ``events.py`` (Server-Sent Events), ``errors.py``. Nothing here imports the server's packages.
+``.best``), ``events.py`` (Server-Sent Events), ``errors.py``. Nothing here
+imports the server's packages.
 """
 
 from fitq.service.client.client import Client

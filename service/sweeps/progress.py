@@ -45,9 +45,7 @@ def after_epoch(session: Session, job_id: str, epoch: int, metrics: dict[str, An
         maximize=maximize,
     )
     if best != found.value:
-        session.execute(
-            update(SweepTrial).where(SweepTrial.job_id == job_id).values(value=best)
-        )
+        session.execute(update(SweepTrial).where(SweepTrial.job_id == job_id).values(value=best))
     if found.pruned:
         return True
     rule = found.request.get("early_terminate")
