@@ -1,7 +1,8 @@
 """Request dependencies: the settings, the store, one database session per
 request with its one commit point, the caller's key, and the load + 404 +
-owner check of a dataset or a job in one place (``JobDep`` through the read
-model, ``jobs/read.py``) — another key's ids are invisible by construction."""
+owner check of a dataset, a job or a sweep in one place (``JobDep`` through the
+read model, ``jobs/read.py``; ``SweepDep`` through ``sweeps/read.py``) — another
+key's ids are invisible by construction."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from sqlalchemy.orm import Session
 from fitq.service import auth, untrusted
 from fitq.service.datasets import service as datasets
 from fitq.service.db.engine import reading
-from fitq.service.db.models import Dataset, Job
+from fitq.service.db.models import Dataset, Job, Sweep
 from fitq.service.errors import InvalidInput, PayloadTooLarge
 from fitq.service.jobs import read
 from fitq.service.settings import Settings
 from fitq.service.store import ArtifactStore
+from fitq.service.sweeps import read as sweeps_read
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -139,5 +141,11 @@ def get_job(job_id: str, owner: OwnerDep, session: SessionDep) -> Job:
     return read.get(session, owner.id, job_id)
 
 
+def get_sweep(sweep_id: str, owner: OwnerDep, session: SessionDep) -> Sweep:
+    """The sweep of the path, if it is the caller's."""
+    return sweeps_read.get(session, owner.id, sweep_id)
+
+
 DatasetDep = Annotated[Dataset, Depends(get_dataset)]
 JobDep = Annotated[Job, Depends(get_job)]
+SweepDep = Annotated[Sweep, Depends(get_sweep)]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 
-from fitq.service.api.deps import JsonBody, OwnerDep, SessionDep, SettingsDep
+from fitq.service.api.deps import JsonBody, OwnerDep, SessionDep, SettingsDep, SweepDep
 from fitq.service.api.errors import error_responses
 from fitq.service.api.schemas import SweepPublic, TrialPublic, json_response
-from fitq.service.db.models import Sweep
 from fitq.service.jobs import submission
 from fitq.service.paging import Page
 from fitq.service.sweeps import read, request, service
@@ -18,14 +17,6 @@ router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
-
-
-def get_sweep(sweep_id: str, owner: OwnerDep, session: SessionDep) -> Sweep:
-    """The sweep of the path, if it is the caller's (as ``JobDep`` for jobs)."""
-    return read.get(session, owner.id, sweep_id)
-
-
-SweepDep = Annotated[Sweep, Depends(get_sweep)]
 
 
 @router.post(
