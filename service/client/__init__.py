@@ -7,7 +7,12 @@
     history.history["loss"]          # as Keras' History.history
     job = history.job
     job.predict(x_test)              # probabilities (classification) or values
-    job.download("model.safetensors")
+    job.download("model.safetensors")  # fitq's layout; format="keras" or "onnx" too
+    model = job.to_keras()           # a Keras model: model.predict(x_test)
+    job.evaluate(x_test, y_test)     # Keras' evaluate: {"loss": …, "accuracy": …}
+
+``spec`` may also be a compiled Keras model (``client.fit(keras_model, x, y, …)``):
+its ``to_json()`` and compile config are sent as the spec.
 
 Or step by step: ``client.upload_dataset(x, y)`` (arrays, sent as NPZ) or
 ``client.upload_dataset("digits.csv")``; ``job = client.submit(spec,

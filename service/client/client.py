@@ -1,12 +1,13 @@
 """The :class:`Client`: one method per endpoint of the API, and ``fit``, which
-runs Keras' ``model.fit`` on fitq (upload, submit, follow, History)."""
+runs Keras' ``model.fit`` on fitq (upload, submit, follow, History) for a spec or a
+compiled Keras model."""
 
 from __future__ import annotations
 
 import io
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,35 @@ def npz_bytes(x: Any, y: Any) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, x=np.asarray(x, dtype=np.float32), y=np.asarray(y))
     return buffer.getvalue()
+
+
+def spec_of(spec: Any) -> dict[str, Any]:
+    """A job spec from a dict (copied: the caller's never changes) or a compiled Keras
+    model: ``keras_json`` (``model.to_json()``) and ``compile_config``
+    (``model.get_compile_config()``), which the server reads as Keras writes them."""
+    if isinstance(spec, Mapping):
+        copied: dict[str, Any] = json.loads(json.dumps(spec))
+        return copied
+    if not callable(getattr(spec, "to_json", None)):
+        raise TypeError(f"fit takes a spec (a dict) or a Keras model, not {type(spec).__name__}")
+    config = (
+        spec.get_compile_config() if callable(getattr(spec, "get_compile_config", None)) else None
+    )
+    if not config:
+        raise ValueError("the Keras model is not compiled: call model.compile(...) before fit")
+    body: dict[str, Any] = json.loads(
+        json.dumps(
+            {"keras_json": json.loads(spec.to_json()), "compile_config": config}, default=_plain
+        )
+    )
+    return body
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars in a Keras compile config, as JSON numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class Client:
@@ -55,7 +85,7 @@ class Client:
 
     def fit(
         self,
-        spec: dict[str, Any],
+        spec: dict[str, Any] | Any,
         x: Any,
         y: Any = None,
         *,
@@ -69,11 +99,12 @@ class Client:
         name: str | None = None,
     ) -> History:
         """Keras' ``model.fit`` on fitq: upload ``x, y`` (arrays, or ``x`` a
-        dataset file or id), submit ``spec`` (``model`` and ``compile``, as in
-        SPEC §2) with the fit arguments given, follow it (``verbose=1`` prints
-        each epoch), and return its History. ``test_data`` is evaluated after
-        the last epoch (``history.job.test_metrics``)."""
-        body = json.loads(json.dumps(spec))  # a copy the caller's dict never sees
+        dataset file or id), submit ``spec`` (``model`` and ``compile``; or a
+        compiled Keras model, sent as its JSON and compile config) with the fit
+        arguments given, follow it (``verbose=1`` prints each epoch), and return
+        its History. ``test_data`` is evaluated after the last epoch
+        (``history.job.test_metrics``)."""
+        body = spec_of(spec)
         fit = body.setdefault("fit", {})
         for key, value in {
             "epochs": epochs,
@@ -181,8 +212,15 @@ class Client:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/jobs/{job_id}/cancel").json()
 
-    def download_model(self, job_id: str) -> bytes:
-        return self._request("GET", f"/v1/jobs/{job_id}/model").content
+    def download_model(self, job_id: str, format: str = "safetensors") -> bytes:
+        """The trained model file: ``safetensors``, ``keras`` or ``onnx``."""
+        params = {"format": format}
+        return self._request("GET", f"/v1/jobs/{job_id}/model", params=params).content
+
+    def evaluate(self, job_id: str, dataset_id: str) -> dict[str, float]:
+        """Keras' evaluate of the job's trained model on a stored dataset."""
+        body = {"dataset_id": dataset_id}
+        return self._request("POST", f"/v1/jobs/{job_id}/evaluate", json=body).json()["metrics"]
 
     def predict(self, job_id: str, inputs: list[list[float]]) -> dict[str, Any]:
         return self._request("POST", f"/v1/jobs/{job_id}/predict", json={"inputs": inputs}).json()

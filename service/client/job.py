@@ -4,6 +4,7 @@ actions) and the Keras-shaped History that ``Client.fit`` returns."""
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -89,12 +90,48 @@ class Job(Mapping[str, Any]):
         """Keras' ``History.history``: each metric's list of per-epoch values."""
         return history_of(self._client.epochs(self.id))
 
-    def download(self, path: str | Path | None = None) -> bytes:
-        """The trained model (safetensors); also written to ``path`` when given."""
-        data = self._client.download_model(self.id)
+    def download(self, path: str | Path | None = None, *, format: str = "safetensors") -> bytes:
+        """The trained model as ``format``: ``"safetensors"`` (fitq's own layout,
+        docs/export.md), ``"keras"`` (a Keras 3 ``.keras`` archive) or ``"onnx"``;
+        also written to ``path`` when given."""
+        data = self._client.download_model(self.id, format=format)
         if path is not None:
             Path(path).write_bytes(data)
         return data
+
+    def to_keras(self) -> Any:
+        """The trained model as a Keras model (``keras.saving.load_model`` of the
+        ``.keras`` archive): ``predict`` equals :meth:`predict`, normalization included.
+        Needs Keras 3 and a backend (``KERAS_BACKEND``) in this environment."""
+        try:
+            import keras  # only here: the client does not need Keras otherwise
+        except ImportError as exc:
+            raise ImportError(
+                "job.to_keras() needs Keras 3 (pip install keras, with a backend such as "
+                f"torch, jax or tensorflow): {exc}"
+            ) from exc
+        with tempfile.TemporaryDirectory(prefix="fitq-") as folder:
+            path = Path(folder) / f"{self.id}.keras"
+            self.download(path, format="keras")
+            return keras.saving.load_model(path)
+
+    def evaluate(
+        self, x: Any = None, y: Any = None, *, dataset: str | Path | None = None
+    ) -> dict[str, float]:
+        """As Keras' ``model.evaluate(x, y, return_dict=True)``: the loss and the compiled
+        metrics of the trained model on ``x, y`` (uploaded for this call, then deleted),
+        or on ``dataset`` (a dataset id, a built-in's name, or a file to upload)."""
+        if (x is None) == (dataset is None):
+            raise ValueError("give either x and y, or dataset=")
+        if dataset is not None:
+            return self._client.evaluate(self.id, self._client._dataset_id(dataset))
+        if y is None:
+            raise ValueError("evaluate(x, y) needs y, the targets of x")
+        uploaded = str(self._client.upload_dataset(x, y, name=f"evaluate-{self.id}")["id"])
+        try:
+            return self._client.evaluate(self.id, uploaded)
+        finally:
+            self._client.delete_dataset(uploaded)
 
     def predict(self, x: Any) -> np.ndarray:
         """As Keras' ``model.predict``: per row, the class probabilities
