@@ -163,7 +163,7 @@ class TestKillNine:
             kills=1,
             lost=0,
             duplicated_epochs=0,
-            resumed_from="each member from the end of epoch 1 (epoch 2's files half written)",
+            resumed_from="the end of epoch 1, each member (epoch 2's files half written)",
         )
 
 
@@ -210,7 +210,7 @@ class TestPoisonMember:
             kills=deaths,
             lost=0,
             duplicated_epochs=0,
-            outcome="it failed after 3 attempts; its 3 packmates succeeded, alone on the last",
+            outcome="it failed after 3 attempts; its 3 packmates succeeded (last attempts alone)",
             seconds=round(time.monotonic() - started, 1),
         )
 
