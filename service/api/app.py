@@ -18,7 +18,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from fitq.service import auth, logs
-from fitq.service.api import errors, guard, openapi, prometheus
+from fitq.service.api import errors, guard, openapi, prometheus, sse
 from fitq.service.api.routes import dashboard, datasets, events, jobs, ops, sweeps
 from fitq.service.db import migrate
 from fitq.service.db.engine import engine_for, session_factory, transaction
@@ -94,4 +94,6 @@ def configure(app: FastAPI, settings: Settings) -> None:
     app.state.engine = engine_for(url, statement_timeout_seconds=timeout)
     app.state.read_limiter = anyio.CapacityLimiter(settings.api_read_threads)
     app.state.session_factory = session_factory(url, statement_timeout_seconds=timeout)
+    app.state.stream_slots = sse.StreamSlots(settings.max_streams, settings.max_streams_per_key)
+    app.state.stream_limiter = anyio.CapacityLimiter(sse.POLL_THREADS)
     app.state.store = ArtifactStore.from_settings(settings)

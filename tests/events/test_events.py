@@ -15,7 +15,7 @@ from sqlalchemy import select
 from fitq.service import queue
 from fitq.service.api import sse
 from fitq.service.client import ServerEvent, parse_sse
-from fitq.service.db.engine import session_factory, transaction
+from fitq.service.db.engine import engine_for, session_factory, transaction
 from fitq.service.db.models import JobEvent, utcnow
 from tests.conftest import SPEC, Owner
 
@@ -224,15 +224,26 @@ class TestJobStream:
             await self.stream(client, owner, job_id, **{"Last-Event-ID": last})
         ).status_code == 204
 
-    async def test_another_keys_job_is_404_no_key_401_bad_id_422(
+    async def test_another_keys_job_is_404_and_no_key_401(
         self, client: httpx.AsyncClient, owner: Owner, make_owner: Callable[..., Owner]
     ) -> None:
         job_id = await submit(client, owner)
         other = make_owner()
         assert (await self.stream(client, other, job_id)).status_code == 404
         assert (await client.get(f"/v1/jobs/{job_id}/events")).status_code == 401
-        bad = await self.stream(client, owner, job_id, **{"Last-Event-ID": "soon"})
-        assert bad.status_code == 422
+
+    @pytest.mark.parametrize("last_event_id", ["soon", "-1", "2147483648", "1.5", ""])
+    async def test_a_last_event_id_that_is_no_id_is_ignored(
+        self, client: httpx.AsyncClient, owner: Owner, database_url: str, last_event_id: str
+    ) -> None:
+        """A browser sends back whatever id it saw: the stream starts from the
+        beginning, as without the header (it was a 422)."""
+        job_id = await submit(client, owner)
+        train(database_url, claim(database_url), 1)
+        whole = durable(events_of((await self.stream(client, owner, job_id)).text))
+        r = await self.stream(client, owner, job_id, **{"Last-Event-ID": last_event_id})
+        assert r.status_code == 200, r.text
+        assert durable(events_of(r.text)) == whole
 
 
 class TestStreamLoop:
@@ -241,6 +252,7 @@ class TestStreamLoop:
     async def collect(self, ticks: list[sse.Tick], **kw: Any) -> list[str]:
         seen: list[tuple[int, set[int]]] = []
         clock = iter(range(0, 1000, 10))
+        kw.setdefault("key_active", lambda: True)
 
         def read(after: int, skip: set[int]) -> sse.Tick:
             seen.append((after, skip))
@@ -278,6 +290,20 @@ class TestStreamLoop:
         assert self.seen[1] == (0, {2}) and self.seen[2] == (0, {1, 2})
         assert self.seen[4] == (2, set())
 
+    async def test_a_revoked_key_ends_the_stream_at_the_next_check(self) -> None:
+        checks: list[bool] = []
+
+        def key_active() -> bool:
+            checks.append(len(checks) < 2)  # revoked before the third check
+            return checks[-1]
+
+        ticks = [sse.Tick([self.event(i)]) for i in range(1, 100)]  # never terminal
+        chunks = await self.collect(ticks, key_active=key_active, key_check_seconds=20)
+        # the clock ticks by 10 a poll: a check every other poll, the third one ends it
+        assert checks == [True, True, False]
+        assert len(self.seen) == 6
+        assert [c.split("\n")[0] for c in chunks if c.startswith("id:")][-1] == "id: 6"
+
 
 async def test_the_all_jobs_stream_carries_every_job_of_the_key_only(
     client: httpx.AsyncClient, owner: Owner, make_owner: Callable[..., Owner], database_url: str
@@ -285,8 +311,8 @@ async def test_the_all_jobs_stream_carries_every_job_of_the_key_only(
     mine = [await submit(client, owner) for _ in range(2)]
     other = make_owner()
     await submit(client, other)
-    read = sse.owner_reader(session_factory(database_url), owner.id)
-    chunks = sse.stream(read, 0, poll_seconds=0)
+    read = sse.owner_reader(engine_for(database_url), owner.id)
+    chunks = sse.stream(read, 0, poll_seconds=0, key_active=lambda: True)
     received: list[ServerEvent] = []
     async for chunk in chunks:
         received += events_of(chunk)
