@@ -1,4 +1,4 @@
-"""``fitq db upgrade`` and ``fitq keys create|revoke``: the commands that talk to
+"""``fitq db upgrade`` and ``fitq keys create|list|revoke``: the commands that talk to
 the database directly, and the key registration ``fitq up``/``fitq api`` do at
 start. The database modules are imported inside each command, so the client
 commands run on an install without the server's extras."""
@@ -6,8 +6,9 @@ commands run on an install without the server's extras."""
 from __future__ import annotations
 
 import typer
+from rich.table import Table
 
-from fitq.service.cli.common import err, fail, out
+from fitq.service.cli.common import JsonOption, err, fail, out, print_json
 from fitq.service.settings import Settings, get_settings
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -38,6 +39,29 @@ def keys_create(name: str) -> None:
     except FitqError as exc:
         fail(exc.message)
     print(key)
+
+
+@keys_app.command("list")
+def keys_list(as_json: bool = JsonOption) -> None:
+    """Every key: its name, when it was created and revoked (never the key nor its hash)."""
+    from sqlalchemy import select
+
+    from fitq.service.db.engine import transaction
+    from fitq.service.db.models import ApiKey
+
+    with transaction(get_settings().resolved_database_url) as session:
+        rows = session.execute(
+            select(ApiKey.name, ApiKey.created_at, ApiKey.revoked_at).order_by(ApiKey.created_at)
+        ).all()
+    if as_json:
+        print_json([{"name": n, "created_at": c, "revoked_at": r} for n, c, r in rows])
+        return
+    table = Table("name", "created", "revoked", box=None)
+    for name, created, revoked in rows:
+        table.add_row(
+            name, f"{created:%Y-%m-%d %H:%M}", f"{revoked:%Y-%m-%d %H:%M}" if revoked else ""
+        )
+    out.print(table)
 
 
 @keys_app.command("revoke")

@@ -18,9 +18,9 @@ from typing import Any
 
 import typer
 
-from fitq.service.cli import jobs, sweeps
+from fitq.service.cli import jobs, login, sweeps
 from fitq.service.cli.admin import db_app, ensure_local_key, keys_app, register_env_key
-from fitq.service.cli.common import err, fail
+from fitq.service.cli.common import chosen, err, fail
 from fitq.service.cli.datasets import datasets_app
 from fitq.service.settings import Settings, get_settings
 
@@ -30,6 +30,32 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(datasets_app, name="datasets")
 jobs.register(app)
 sweeps.register(app)
+login.register(app)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from fitq import __version__
+
+        print(f"fitq {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    url: str = typer.Option(
+        None, "--url", help="The fitq server (before FITQ_API_URL and `fitq login`'s)."
+    ),
+    api_key: str = typer.Option(
+        None, "--api-key", help="The API key (before FITQ_API_KEY and `fitq login`'s)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """fitq: train dense neural networks as a service."""
+    chosen["url"], chosen["api_key"] = url, api_key
+
 
 WORKER_STOP_GRACE_SECONDS = 30
 

@@ -19,8 +19,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
-from fitq.service.client import ApiError, Client
-from fitq.service.settings import get_settings
+from fitq.service.client import ApiError, Client, config
 
 EXIT_API_ERROR = 1
 EXIT_USAGE = 2
@@ -40,13 +39,23 @@ def fail(message: str, code: int = EXIT_API_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
+chosen: dict[str, str | None] = {"url": None, "api_key": None}
+"""``fitq --url … --api-key …``, set by the command's callback (``app.py``)."""
+
+
+def resolved() -> config.Resolved:
+    """The server and key: ``--url``/``--api-key``, then the environment, then the
+    file ``fitq login`` wrote, then ``fitq up``'s key (``client/config.py``)."""
+    try:
+        return config.resolve(chosen["url"], chosen["api_key"])
+    except ValueError as exc:  # an unreadable config file
+        fail(str(exc), EXIT_USAGE)
+
+
 def client() -> Client:
-    """A client for ``FITQ_API_URL`` with ``FITQ_API_KEY``, or the key `fitq up` left."""
-    settings = get_settings()
-    key = settings.api_key
-    if not key and settings.local_key_file.exists():
-        key = settings.local_key_file.read_text().strip()
-    return Client(settings.api_url, key)
+    """A client for the server and key :func:`resolved` finds."""
+    found = resolved()
+    return Client(found.url, found.api_key)
 
 
 def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -58,7 +67,7 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     except ApiError as exc:
         fail(str(exc), EXIT_API_ERROR)
     except httpx.TransportError as exc:
-        fail(f"cannot reach fitq at {get_settings().api_url}: {exc}", EXIT_UNREACHABLE)
+        fail(f"cannot reach fitq at {resolved().url}: {exc}", EXIT_UNREACHABLE)
 
 
 def print_json(data: Any) -> None:

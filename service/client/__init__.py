@@ -25,7 +25,9 @@ server's ``detail``; a job that ends failed or cancelled raises
 The modules: ``client.py`` (the :class:`Client`, one method per endpoint),
 ``job.py`` (a :class:`Job` and its History), ``sweep.py`` (a :class:`Sweep`:
 ``client.sweep(spec, parameters, metric=…)``, ``.wait()``, ``.table()``,
-``.best``), ``events.py`` (Server-Sent Events), ``errors.py``. Nothing here
+``.best``), ``events.py`` (Server-Sent Events), ``errors.py``, ``config.py``
+(where ``Client()`` with no arguments finds its server and key: the
+environment, then the file ``fitq login`` writes). Nothing here
 imports the server's packages.
 """
 

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from fitq.service.client import config
 from fitq.service.client.errors import JobFailed, raise_for
 from fitq.service.client.events import ServerEvent, parse_sse
 from fitq.service.client.job import TERMINAL, History, Job, history_of
@@ -62,9 +63,20 @@ def _plain(value: Any) -> Any:
 
 
 class Client:
-    def __init__(self, url: str, api_key: str | None, *, timeout: float = DEFAULT_TIMEOUT_SECONDS):
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.url = url.rstrip("/")
+    """fitq's API over HTTP. ``url`` and ``api_key`` left out are found as
+    ``config.py`` says: ``FITQ_API_URL``/``FITQ_API_KEY``, then the file ``fitq
+    login`` wrote, then the key ``fitq up`` left (``./.fitq`` or ``$FITQ_HOME``)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ):
+        found = config.resolve(url, api_key)
+        headers = {"Authorization": f"Bearer {found.api_key}"} if found.api_key else {}
+        self.url = found.url
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def close(self) -> None:
