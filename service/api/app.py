@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Train dense neural networks from Keras-style specs.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: routes/dashboard.py, from vendored files
+        redoc_url=None,
     )
     configure(app, settings or get_settings())
     app.add_middleware(guard.RefuseUnstorableText)  # inside the catch-all that install() adds

@@ -1,8 +1,11 @@
-"""The dashboard in real headless Chromium (Debian's, driven by Playwright)
+"""The dashboard and the API docs in real headless Chromium (Debian's, driven by Playwright)
 against a live ``fitq up``: enter the key, open a job from the list, watch
 its loss chart grow while it trains, save a screenshot of the job page
 (``test-artifacts/``), and cancel the job from the page; a sweep's page (every
-trial's curve, the ranking, a scatter per parameter); a job's pack."""
+trial's curve, the ranking, a scatter per parameter); a job's pack; /docs and
+/redoc from the bundled files. Each page's Content-Security-Policy is in force
+(so the predicates given to ``wait_for_function`` are functions: a string would
+need ``eval``, which the policy refuses)."""
 
 from __future__ import annotations
 
@@ -96,11 +99,13 @@ def test_watch_a_job_train_live_then_cancel_it_from_the_page(live: Stack, page: 
     row.click(timeout=WAIT_MS)
 
     page.wait_for_function(
-        "Number(document.querySelector('#loss-chart')?.dataset.points) >= 2", timeout=WAIT_MS
+        "() => Number(document.querySelector('#loss-chart')?.dataset.points) >= 2",
+        timeout=WAIT_MS,
     )
     first = points(page)
     page.wait_for_function(
-        f"Number(document.querySelector('#loss-chart').dataset.points) > {first}", timeout=WAIT_MS
+        f"() => Number(document.querySelector('#loss-chart').dataset.points) > {first}",
+        timeout=WAIT_MS,
     )
     assert page.get_attribute("#status .badge", "data-status") == "running"
     assert "digits-live" in page.inner_text("h1")
@@ -149,7 +154,7 @@ def test_a_sweep_page_draws_every_trial_the_ranking_and_each_parameter(
     page.locator(f'tr.sweep-row[data-sweep="{sweep.id}"]').click(timeout=WAIT_MS)
     page.wait_for_selector('#status .badge[data-status="succeeded"]', timeout=WAIT_MS)
     page.wait_for_function(
-        f"Number(document.querySelector('#curves-chart').dataset.lines) === {len(trials)}",
+        f"() => Number(document.querySelector('#curves-chart').dataset.lines) === {len(trials)}",
         timeout=WAIT_MS,
     )
     assert "digits-grid" in page.inner_text("h1")
@@ -187,6 +192,53 @@ def test_the_job_page_says_its_pack(live: Stack, page: Any) -> None:
     engine_for(live.database_url).dispose()
     open_with_key(page, live, f"#/jobs/{job.id}")
     page.wait_for_function(
-        "document.querySelector('#f-pack')?.textContent === 'trained in a pack of 5'",
+        "() => document.querySelector('#f-pack')?.textContent === 'trained in a pack of 5'",
         timeout=WAIT_MS,
     )
+
+
+def csp_violations(page: Any) -> list[str]:
+    """What the page's Content-Security-Policy blocks, as it happens (the console's
+    report and the document's ``securitypolicyviolation`` events)."""
+    seen: list[str] = []
+    page.on(
+        "console",
+        lambda msg: seen.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
+    page.expose_function("reportViolation", lambda text: seen.append(str(text)))
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', e =>"
+        " window.reportViolation(`${e.violatedDirective} ${e.blockedURI}`))"
+    )
+    return seen
+
+
+def test_the_docs_render_from_bundled_files_with_no_policy_violation(
+    live: Stack, page: Any
+) -> None:
+    violations = csp_violations(page)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+
+    page.goto(live.url + "/docs")
+    page.locator(".opblock-summary-path", has_text="/v1/jobs").first.wait_for(timeout=WAIT_MS)
+    page.goto(live.url + "/")
+    page.fill("#key-input", live.key)
+    page.click("#key-save")
+    page.locator("#jobs").wait_for(timeout=WAIT_MS)
+    page.wait_for_timeout(500)  # let late violations (a style, an image) be reported
+    assert violations == []
+    assert all(url.startswith((live.url, "data:", "blob:")) for url in requested), requested
+
+
+def test_redoc_renders_and_its_one_third_party_image_is_kept_out(live: Stack, page: Any) -> None:
+    """ReDoc's sidebar links Redocly's logo from cdn.redoc.ly; the policy blocks it
+    (the logo hides itself when it fails to load) and nothing else."""
+    violations = csp_violations(page)
+    page.goto(live.url + "/redoc")
+    page.get_by_text("/v1/jobs").first.wait_for(state="attached", timeout=WAIT_MS)
+    page.wait_for_timeout(500)
+    assert violations, "the logo request should be refused"
+    for violation in violations:
+        assert "https://cdn.redoc.ly/redoc/logo-mini.svg" in violation, violation
+    assert page.locator("img[alt='redocly logo']").count() == 0
