@@ -16,14 +16,11 @@ from fitq.service.db.models import Job
 from fitq.service.store import ArtifactStore
 from tests.api.conftest import Api
 from tests.api.trained_models import Trained, train_job
+from tests.support.keras_reference import IGNORE_ARRAY_COPY_WARNING, keras_on_torch
 
 pytestmark = [
     pytest.mark.anyio,
-    # Keras' torch backend turns predictions into numpy with np.array(tensor), and numpy 2
-    # warns that torch's Tensor.__array__ takes no copy keyword (third-party; values unaffected)
-    pytest.mark.filterwarnings(
-        "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
-    ),
+    IGNORE_ARRAY_COPY_WARNING,
 ]
 
 TOLERANCE = 1e-5
@@ -32,12 +29,8 @@ TOLERANCE = 1e-5
 @pytest.fixture(scope="module")
 def keras(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """Keras 3 on the torch backend (the backend is chosen when keras is first imported)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KERAS_BACKEND", "torch")
-        mp.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
-        module = importlib.import_module("keras")
-    assert module.backend.backend() == "torch", "keras was imported before with another backend"
-    yield module
+    with keras_on_torch(tmp_path_factory) as module:
+        yield module
 
 
 @pytest.fixture

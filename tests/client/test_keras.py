@@ -16,15 +16,12 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from fitq.service.client import Client
+from tests.support.keras_reference import IGNORE_ARRAY_COPY_WARNING, keras_on_torch
 from tests.support.stack import Stack, fitq_up
 
 pytestmark = [
     pytest.mark.slow,
-    # Keras' torch backend turns predictions into numpy with np.array(tensor), and numpy 2
-    # warns that torch's Tensor.__array__ takes no copy keyword (third-party; values unaffected)
-    pytest.mark.filterwarnings(
-        "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
-    ),
+    IGNORE_ARRAY_COPY_WARNING,
 ]
 
 TOLERANCE = 1e-5
@@ -39,12 +36,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def keras(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """Keras 3 on the torch backend (the backend is chosen when keras is first imported)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KERAS_BACKEND", "torch")
-        mp.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
-        module = importlib.import_module("keras")
-    assert module.backend.backend() == "torch", "keras was imported before with another backend"
-    yield module
+    with keras_on_torch(tmp_path_factory) as module:
+        yield module
 
 
 def test_a_keras_model_fits_on_fitq_and_comes_back_as_keras(

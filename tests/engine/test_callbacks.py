@@ -4,7 +4,6 @@ set each step's rate; a run with any of them resumes bit for bit."""
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from collections.abc import Iterator
 from types import ModuleType
@@ -27,19 +26,13 @@ from tests.engine.helpers import (
     weights,
     without_timing,
 )
+from tests.support.keras_reference import keras_on_torch
 
 
 @pytest.fixture(scope="module")
 def keras(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KERAS_BACKEND", "torch")
-        mp.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
-        try:
-            module = importlib.import_module("keras")
-        except ImportError as exc:
-            pytest.fail(f"these tests need keras (pip install -e '.[dev]'): {exc}")
-    assert module.backend.backend() == "torch", "keras was imported before with another backend"
-    yield module
+    with keras_on_torch(tmp_path_factory) as module:
+        yield module
 
 
 def _losses(seed: int, epochs: int = 40) -> list[float]:

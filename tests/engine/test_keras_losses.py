@@ -5,7 +5,6 @@ through Keras' function. Every loss here trains solo (the packed engine has none
 from __future__ import annotations
 
 import copy
-import importlib
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -18,6 +17,7 @@ from fitq.service.spec.losses import LOSS_CLASSES
 from fitq.worker.engine import losses
 from fitq.worker.engine.pack import compatibility_key
 from tests.engine.helpers import dense, normalized, spec
+from tests.support.keras_reference import keras_on_torch
 
 RTOL, ATOL = 1e-10, 1e-12
 N, K = 10, 4
@@ -26,18 +26,8 @@ N, K = 10, 4
 @pytest.fixture(scope="module")
 def keras(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """Keras 3 on the torch backend, computing in float64."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KERAS_BACKEND", "torch")
-        mp.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
-        try:
-            module = importlib.import_module("keras")
-        except ImportError as exc:
-            pytest.fail(f"these tests need keras (pip install -e '.[dev]'): {exc}")
-    assert module.backend.backend() == "torch", "keras was imported before with another backend"
-    floatx = module.config.floatx()
-    module.config.set_floatx("float64")
-    yield module
-    module.config.set_floatx(floatx)
+    with keras_on_torch(tmp_path_factory, floatx="float64") as module:
+        yield module
 
 
 def _gen(seed: int) -> torch.Generator:

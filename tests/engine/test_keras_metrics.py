@@ -6,7 +6,6 @@ and root_mean_squared_error."""
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from collections.abc import Iterator
 from types import ModuleType
@@ -20,6 +19,7 @@ from fitq.service.spec.metrics import MetricName
 from fitq.worker.engine import Trainer, activations, metrics
 from fitq.worker.engine.metrics import Metric
 from tests.engine.helpers import blobs, dense, spec
+from tests.support.keras_reference import keras_on_torch
 
 ROWS, BATCH = 70, 16  # five batches, the last of 6 rows
 
@@ -27,15 +27,8 @@ ROWS, BATCH = 70, 16  # five batches, the last of 6 rows
 @pytest.fixture(scope="module")
 def keras(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """Keras 3 on the torch backend (float32, as the engine's sums)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KERAS_BACKEND", "torch")
-        mp.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
-        try:
-            module = importlib.import_module("keras")
-        except ImportError as exc:
-            pytest.fail(f"these tests need keras (pip install -e '.[dev]'): {exc}")
-    assert module.backend.backend() == "torch", "keras was imported before with another backend"
-    yield module
+    with keras_on_torch(tmp_path_factory) as module:
+        yield module
 
 
 def _rng(seed: int) -> np.random.Generator:

@@ -6,7 +6,6 @@ serializes it (`keras.optimizers.serialize`), so the import path is tested too."
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from collections.abc import Iterator
 from types import ModuleType
@@ -20,6 +19,7 @@ from fitq.service.spec import parse_spec
 from fitq.worker.engine import Trainer, optimizers
 from fitq.worker.engine.optimizers import schedules
 from tests.engine.helpers import blobs, normalized
+from tests.support.keras_reference import keras_on_torch
 
 STEPS = 40
 
@@ -27,18 +27,8 @@ STEPS = 40
 @pytest.fixture(scope="module")
 def keras(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """Keras 3 on the torch backend, computing in float64."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KERAS_BACKEND", "torch")
-        mp.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
-        try:
-            module = importlib.import_module("keras")
-        except ImportError as exc:
-            pytest.fail(f"these tests need keras (pip install -e '.[dev]'): {exc}")
-    assert module.backend.backend() == "torch", "keras was imported before with another backend"
-    floatx = module.config.floatx()
-    module.config.set_floatx("float64")
-    yield module
-    module.config.set_floatx(floatx)
+    with keras_on_torch(tmp_path_factory, floatx="float64") as module:
+        yield module
 
 
 def _serialized(keras: ModuleType, obj: Any) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.support.keras_reference import keras_on_torch
+
 
 def _require(module: str) -> ModuleType:
     try:
@@ -20,12 +22,8 @@ def _require(module: str) -> ModuleType:
 @pytest.fixture(scope="session")
 def keras(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """Keras 3 on the torch backend (no TensorFlow), its config dir in a temporary one."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KERAS_BACKEND", "torch")
-        mp.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
-        module = _require("keras")
-    assert module.backend.backend() == "torch", "keras was imported before with another backend"
-    yield module
+    with keras_on_torch(tmp_path_factory) as module:
+        yield module
 
 
 @pytest.fixture(scope="session")

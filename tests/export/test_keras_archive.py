@@ -17,12 +17,9 @@ import pytest
 from fitq.service.errors import Conflict
 from fitq.service.export.keras_archive import NORMALIZATION_FLOOR, to_keras
 from tests.export.models import CASES, TOLERANCE, max_difference, model_file, trained
+from tests.support.keras_reference import IGNORE_ARRAY_COPY_WARNING
 
-# Keras' torch backend turns predictions into numpy with np.array(tensor), and numpy 2
-# warns that torch's Tensor.__array__ takes no copy keyword (third-party; values unaffected)
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
-)
+pytestmark = IGNORE_ARRAY_COPY_WARNING
 
 
 def load(keras: ModuleType, archive: bytes, tmp_path: Path) -> Any:

@@ -5,7 +5,6 @@ no noise; to Keras' own predictions where it does."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import warnings
 from collections.abc import Iterator
@@ -21,30 +20,20 @@ from fitq.service.errors import InvalidSpec
 from fitq.service.spec import parse_spec
 from fitq.worker.engine import Trainer
 from tests.keras_models.generate import CASES, FEATURES, IMAGE, Case
+from tests.support.keras_reference import IGNORE_ARRAY_COPY_WARNING, keras_on_torch
 
 HERE = Path(__file__).parent
 ROWS = 96
 FIT = {"epochs": 2, "batch_size": 16, "shuffle": False, "validation_split": 0.25}
 
-# Keras' torch backend turns tensors into numpy with np.array(tensor), and numpy 2 warns
-# that torch's Tensor.__array__ takes no copy keyword (third-party; values unaffected)
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
-)
+pytestmark = IGNORE_ARRAY_COPY_WARNING
 
 
 @pytest.fixture(scope="module")
 def keras(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """Keras 3 on the torch backend."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KERAS_BACKEND", "torch")
-        mp.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
-        try:
-            module = importlib.import_module("keras")
-        except ImportError as exc:
-            pytest.fail(f"these tests need keras (pip install -e '.[dev]'): {exc}")
-    assert module.backend.backend() == "torch", "keras was imported before with another backend"
-    yield module
+    with keras_on_torch(tmp_path_factory) as module:
+        yield module
 
 
 def export(name: str) -> str:

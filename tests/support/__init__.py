@@ -8,6 +8,8 @@
   the worker's seams, never through production code;
 - ``processes.py``: one fitq process, its environment and its readiness;
 - ``specs.py``: ``spec_factory(**overrides)`` and the shapes used again and again;
+- ``keras_reference.py``: Keras on the torch backend, the reference fitq is
+  compared against;
 - ``rows.py``: jobs submitted through the API's own path and read back;
 - ``waits.py``: ``wait_for``, the one bounded poll.
 
