@@ -8,7 +8,7 @@ database that is away.
   not (the lease then hands the job on).
 - :class:`Reporter`: the writes of one claimed attempt (phase, epoch,
   checkpoint, finish, fail, cancel acknowledged, hand-back), each fenced by
-  the claim's attempt in ``service/queue.py``, and what the heartbeat learnt
+  the claim's attempt in ``service/queue/``, and what the heartbeat learnt
   for it (``cancel``, ``lost``).
 - :class:`Heartbeat`: a thread that, every ``REPORT_SECONDS`` (at most a
   third of the lease), extends the lease of each reporter it beats and writes
@@ -222,7 +222,7 @@ class Reporter:
         return lambda s: queue.log_execution(s, job, attempt, epoch, self.worker_id)
 
     def fenced(self, write: Callable[[Session, str, int], T]) -> Write[T]:
-        """``write`` with this claim's job and attempt (the fence ``service/queue.py`` checks)."""
+        """``write`` with this claim's job and attempt (the fence ``service/queue/`` checks)."""
         job, attempt = self.claim.job_id, self.claim.attempt
         return lambda session: write(session, job, attempt)
 

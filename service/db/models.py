@@ -131,7 +131,7 @@ class Dataset(Base):
 
 
 class Job(Base):
-    """A training job and its live state. Status is written only by service/queue.py."""
+    """A training job and its live state. Status is written only by service/queue/."""
 
     __tablename__ = "jobs"
 
@@ -233,7 +233,7 @@ class ExecutionLog(Base):
 
 class JobEvent(Base):
     """Something a watcher of a job wants to know, written in the transaction
-    of the change it reports (service/queue.py). The id orders a job's events
+    of the change it reports (service/queue/). The id orders a job's events
     (its writers hold the job's row lock) and is the Server-Sent Events id a
     client resumes from."""
 

@@ -7,6 +7,6 @@
   (``api/reads.py``) and the event streams (``api/sse.py``); the History;
 - ``prediction.py``: the trained model's file and its predictions.
 
-A job's status is written by ``service/queue.py`` only (a cancel is
+A job's status is written by ``service/queue/`` only (a cancel is
 ``queue.request_cancel``).
 """

@@ -4,7 +4,7 @@ A sweep's public shape (``SweepPublic``: its status and trial counts derived
 from its trials' jobs, its best trial) is built by :func:`public` and nowhere
 else, from the sweep row and the rows of its trials (:func:`trial_rows`, one
 statement for a whole page of sweeps). A sweep has no status column: its
-status is read off its trials, whose statuses only ``service/queue.py`` writes.
+status is read off its trials, whose statuses only ``service/queue/`` writes.
 
 - ``queued``: no trial has started; ``running``: one has, and not all ended;
 - once every trial ended: ``succeeded`` when one succeeded, else ``cancelled``

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from fitq.service.api.app import ROUTERS
 
 SERVICE = Path(__file__).resolve().parents[2] / "service"
-REQUEST_PATH = ["api", "jobs", "datasets", "auth.py", "queue.py", "paging.py", "store"]
+REQUEST_PATH = ["api", "jobs", "datasets", "auth.py", "queue", "paging.py", "store"]
 
 
 def commits(source: str) -> list[str]:

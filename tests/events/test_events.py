@@ -10,13 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from fitq.service import queue
 from fitq.service.api import sse
 from fitq.service.client import ServerEvent, parse_sse
 from fitq.service.db.engine import engine_for, session_factory, transaction
-from fitq.service.db.models import JobEvent, utcnow
+from fitq.service.db.models import Job, JobEvent, utcnow
 from tests.conftest import SPEC, Owner
 
 pytestmark = pytest.mark.anyio
@@ -153,8 +153,8 @@ class TestTransitionsWriteEvents:
         c = claim(database_url)
         with transaction(database_url) as session:
             session.execute(
-                queue.update(queue.Job)
-                .where(queue.Job.id == lost_id)
+                update(Job)
+                .where(Job.id == lost_id)
                 .values(max_attempts=1, lease_expires_at=utcnow() - timedelta(seconds=1))
             )
         with transaction(database_url) as session:

@@ -1,0 +1,203 @@
+"""Claims: a worker takes the highest-priority, oldest claimable job (one
+``FOR UPDATE SKIP LOCKED`` statement), or a pack of compatible ones, each with its
+own attempt; the pack's size as members join and leave."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.orm import Session, aliased
+
+from fitq.service import spec as specs
+from fitq.service.db.models import (
+    EVENT_STATUS,
+    QUEUED,
+    RUNNING,
+    Job,
+    utcnow,
+)
+from fitq.service.queue.base import (
+    Claim,
+    any_attempt,
+    event,
+    rescuable,
+)
+from fitq.service.queue.reaping import reap_expired
+
+log = logging.getLogger("fitq.queue")
+
+
+def _claimable(now: datetime) -> Any:
+    return or_(Job.status == QUEUED, rescuable(now))
+
+
+def within_running_quota(limit: int | None) -> Any:
+    """The jobs a claim may take as far as their owner's running-jobs quota goes
+    (``FITQ_MAX_RUNNING_JOBS_PER_KEY``): a queued job whose owner has fewer than
+    ``limit`` jobs running, and any rescue (that job is running already, so the
+    count does not change). None: no quota. Both claims use it.
+
+    Exact on SQLite (claims are serialized). On PostgreSQL each claim counts the
+    running jobs committed before it, so claims of one key that race may take
+    it past the limit by the claims in flight at that instant, and a pack claim
+    checks each of its candidates against the count before the statement."""
+    if limit is None:
+        return true()
+    running = aliased(Job)
+    at_limit = (  # uncorrelated: computed once per statement, over the running rows only
+        select(running.owner_id)
+        .where(running.status == RUNNING)
+        .group_by(running.owner_id)
+        .having(func.count() >= limit)
+    )
+    return or_(Job.status != QUEUED, Job.owner_id.not_in(at_limit))
+
+
+def claim(
+    session: Session,
+    worker_id: str,
+    lease_seconds: float,
+    *,
+    device: str | None = None,
+    now: datetime | None = None,
+    max_running_per_key: int | None = None,
+) -> Claim | None:
+    """Take the highest-priority, oldest claimable job, or None when there is none;
+    a queued job whose owner has ``max_running_per_key`` jobs running is skipped.
+
+    The WHERE clause of the UPDATE repeats the claimable test, so a job that
+    changed between the subquery and the update (a rescue racing a
+    completion) is not taken.
+    """
+    now = now or utcnow()
+    reap_expired(session, now)
+    candidate = (
+        select(Job.id)
+        .where(_claimable(now), within_running_quota(max_running_per_key))
+        .order_by(Job.priority.desc(), Job.created_at, Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    row = session.execute(
+        update(Job)
+        .where(Job.id == candidate, _claimable(now))
+        .values(
+            status=RUNNING,
+            attempt=Job.attempt + 1,
+            worker_id=worker_id,
+            device=device,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=func.coalesce(Job.started_at, now),
+            updated_at=now,
+            pack_id=None,  # in no pack until a pack's worker says so (set_pack_size)
+            pack_size=None,
+        )
+        .returning(*_CLAIMED)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        return None
+    return _claimed(session, row)
+
+
+_CLAIMED = (Job.id, Job.attempt, Job.spec, Job.checkpoint_key, Job.pack_key, Job.max_attempts)
+
+
+def _isolated(attempt: Any, max_attempts: Any) -> Any:
+    """Whether a claim for ``attempt`` retries a job on its last attempt. Such a claim
+    trains alone, never in a pack: a job that kills its worker (a crash, the OOM
+    killer) takes its packmates' attempts with it, and this keeps it from taking
+    their last one. Works on columns and on plain ints."""
+    return (attempt > 1) & (attempt >= max_attempts)
+
+
+def _claimed(session: Session, row: Any) -> Claim:
+    """The claim of a row just claimed, with its status event."""
+    event(session, row.id, EVENT_STATUS, {"status": RUNNING, "attempt": row.attempt})
+    log.info("claimed", extra={"action": "claim", "job_id": row.id, "attempt": row.attempt})
+    isolated = bool(_isolated(row.attempt, row.max_attempts))
+    spec = specs.up_to_date(row.spec)  # queued before an upgrade: today's contract
+    return Claim(row.id, row.attempt, spec, row.checkpoint_key, row.pack_key, isolated)
+
+
+def claim_compatible(
+    session: Session,
+    worker_id: str,
+    lease_seconds: float,
+    *,
+    pack_key: str,
+    limit: int,
+    pack_id: str,
+    device: str | None = None,
+    now: datetime | None = None,
+    max_running_per_key: int | None = None,
+) -> list[Claim]:
+    """Take up to ``limit`` claimable jobs whose ``pack_key`` is ``pack_key`` (highest
+    priority, oldest first) into the pack ``pack_id``, in one statement: each is
+    claimed as :func:`claim` claims one (its own attempt incremented, lease, status
+    event), and its ``pack_id`` set. The pack's worker writes their ``pack_size`` with
+    :func:`set_pack_size` once it knows its members, in the same transaction. A job
+    whose claim would be a retry on its last attempt is left to :func:`claim`, to
+    train alone (:func:`_isolated`).
+
+    The candidates are locked ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), so concurrent
+    packs never take the same job; the UPDATE repeats the claimable test, as
+    :func:`claim`'s does. ``max_running_per_key``: :func:`within_running_quota`."""
+    if limit < 1:
+        return []
+    now = now or utcnow()
+    candidates = (
+        select(Job.id)
+        .where(Job.pack_key == pack_key, _claimable(now), within_running_quota(max_running_per_key))
+        .order_by(Job.priority.desc(), Job.created_at, Job.id)
+        .where(~_isolated(Job.attempt + 1, Job.max_attempts))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("pack_candidates")
+    )
+    rows = session.execute(
+        update(Job)
+        .where(Job.id.in_(select(candidates.c.id)), Job.pack_key == pack_key, _claimable(now))
+        .values(
+            status=RUNNING,
+            attempt=Job.attempt + 1,
+            worker_id=worker_id,
+            device=device,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=func.coalesce(Job.started_at, now),
+            updated_at=now,
+            pack_id=pack_id,
+            pack_size=None,
+        )
+        .returning(*_CLAIMED, Job.priority, Job.created_at)
+        .execution_options(synchronize_session=False)
+    ).all()
+    ordered = sorted(rows, key=lambda r: (-r.priority, r.created_at, r.id))
+    return [_claimed(session, row) for row in ordered]
+
+
+def set_pack_size(session: Session, pack_id: str, size: int, claims: Sequence[Claim]) -> set[str]:
+    """Say that ``claims`` train in the pack ``pack_id`` of ``size`` members (after a
+    member joined or left), in one statement fenced per claim; returns the jobs
+    written (a claim whose attempt was superseded is left as it is)."""
+    if not claims:
+        return set()
+    written = session.execute(
+        update(Job)
+        .where(Job.status == RUNNING, any_attempt(claims))
+        .values(pack_id=pack_id, pack_size=size)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    ).scalars()
+    return set(written)
