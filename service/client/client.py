@@ -17,7 +17,8 @@ import numpy as np
 from fitq.service.client import config
 from fitq.service.client.errors import JobFailed, raise_for
 from fitq.service.client.events import ServerEvent, parse_sse
-from fitq.service.client.job import TERMINAL, History, Job, history_of
+from fitq.service.client.job import History, Job, history_of
+from fitq.service.client.resource import TERMINAL
 from fitq.service.client.sweep import Sweep, goal_of
 
 DEFAULT_TIMEOUT_SECONDS = 60.0

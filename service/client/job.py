@@ -6,17 +6,14 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from fitq.service.client.client import Client
+from fitq.service.client.resource import Resource
 
-TERMINAL = ("succeeded", "failed", "cancelled")
 PREDICT_BATCH_ROWS = 5000
 """Rows per predict call (the server caps a call at FITQ_MAX_PREDICT_ROWS)."""
 NON_METRICS = ("epoch", "seconds", "samples_per_second")
@@ -33,32 +30,8 @@ class History:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-class Job(Mapping[str, Any]):
+class Job(Resource):
     """A job resource (read it as a dict: ``job["status"]``) with its actions."""
-
-    def __init__(self, client: Client, data: dict[str, Any]):
-        self._client = client
-        self._data = data
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return f"<Job {self.id} {self._data.get('status')}>"
-
-    @property
-    def id(self) -> str:
-        return str(self._data["id"])
-
-    @property
-    def status(self) -> str:
-        return str(self._data["status"])
 
     @property
     def test_metrics(self) -> dict[str, float] | None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
+from fitq.service.client.resource import TERMINAL, Resource
+
 if TYPE_CHECKING:
-    from fitq.service.client.client import Client
     from fitq.service.client.job import Job
 
-TERMINAL = ("succeeded", "failed", "cancelled")
 MAXIMIZED = frozenset(
     {
         "accuracy",
@@ -36,32 +36,8 @@ def goal_of(metric: str) -> str:
     return "maximize" if base in MAXIMIZED else "minimize"
 
 
-class Sweep(Mapping[str, Any]):
+class Sweep(Resource):
     """A sweep resource (read it as a dict: ``sweep["status"]``) with its actions."""
-
-    def __init__(self, client: Client, data: dict[str, Any]):
-        self._client = client
-        self._data = data
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return f"<Sweep {self.id} {self._data.get('status')}>"
-
-    @property
-    def id(self) -> str:
-        return str(self._data["id"])
-
-    @property
-    def status(self) -> str:
-        return str(self._data["status"])
 
     def refresh(self) -> Sweep:
         self._data = self._client.read_sweep(self.id)
