@@ -25,7 +25,7 @@ from tests.reliability.harness import (
     reference_weights,
 )
 from tests.support.faults import Faults
-from tests.support.fleet import Fleet, worker_pid
+from tests.support.fleet import Fleet, Process, worker_pid
 from tests.support.rows import epochs_of, job_row, submit
 from tests.support.waits import wait_for
 from tests.support.zygote import Zygote
@@ -47,10 +47,16 @@ def busy_mid_epoch(url: str, job_id: str) -> Job:
     return wait_for(mid_epoch, "the job to be mid-epoch", timeout=DEADLINE_SECONDS)
 
 
-def two_ready_workers(workers: Fleet) -> None:
+def the_busy_worker(workers: Fleet, url: str, job_id: str) -> tuple[Job, Process]:
+    """Start two workers, wait for one to be mid-epoch on the job (``busy_mid_epoch``),
+    and return the job's row then and the process of the worker running it."""
     procs = [workers.start(), workers.start()]
     for proc in procs:
         workers.wait_started(proc)
+    running = busy_mid_epoch(url, job_id)
+    busy = workers.by_pid(worker_pid(running.worker_id))
+    assert busy is not None
+    return running, busy
 
 
 def rows_of(url: str, model: type, job_id: str, attempt: int) -> list[int]:
@@ -76,10 +82,7 @@ class TestSigterm:
         # A worker process of its own (`fitq worker`'s `serve`, with the step delay): the
         # entry point's signal handling, end to end.
         with fleet(home, database_url, storage_url, None, SLOW_STEPS) as workers:
-            two_ready_workers(workers)
-            running = busy_mid_epoch(database_url, job_id)
-            stopping = workers.by_pid(worker_pid(running.worker_id))
-            assert stopping is not None
+            running, stopping = the_busy_worker(workers, database_url, job_id)
             sent = time.monotonic()
             stopping.send_signal(signal.SIGTERM)
             wait_for(
@@ -128,10 +131,7 @@ class TestPausedWorker:
     ) -> None:
         job_id = submit(database_url, owner_id, SPEC)
         with fleet(home, database_url, storage_url, zygote, SLOW_STEPS) as workers:
-            two_ready_workers(workers)
-            running = busy_mid_epoch(database_url, job_id)
-            paused = workers.by_pid(worker_pid(running.worker_id))
-            assert paused is not None
+            running, paused = the_busy_worker(workers, database_url, job_id)
             pauses = 0
             for _ in range(PAUSE_TRIES):
                 pauses += 1
