@@ -25,13 +25,13 @@ from fitq.worker.engine import (
     ConfigError,
     Trainer,
     callbacks,
+    compiled,
     constraints,
     initializers,
     inputs,
     layers,
     losses,
     optimizers,
-    trainer,
 )
 from fitq.worker.engine import model as engine_model
 from fitq.worker.engine.config import bounds_of
@@ -48,7 +48,7 @@ PAIRS: list[tuple[str, type[BaseModel], type]] = [
     *[(f"constraint {n}", m, constraints.PARAMETERS[n]) for n, m in CONSTRAINT_CLASSES.items()],
     ("regularizer", Regularizer, layers.RegularizerConfig),
     ("model", ModelSpec, engine_model.ModelConfig),
-    ("compile", CompileSpec, trainer.CompileConfig),
+    ("compile", CompileSpec, compiled.CompileConfig),
     ("fit", FitSpec, inputs.FitConfig),
     ("early_stopping", EarlyStopping, callbacks.EarlyStopping),
     ("reduce_lr_on_plateau", ReduceLROnPlateau, callbacks.ReduceLROnPlateau),

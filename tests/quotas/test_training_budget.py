@@ -162,9 +162,9 @@ class TestAgreesWithTheEngine:
         assert in_place == set(budget.IN_PLACE_ACTIVATIONS)
 
     def test_fused_outputs(self) -> None:
-        from fitq.worker.engine import trainer
+        from fitq.worker.engine import compiled
 
-        assert set(trainer._FUSABLE) == set(budget.FUSED_OUTPUTS)
+        assert set(compiled.FUSABLE) == set(budget.FUSED_OUTPUTS)
 
     def test_evaluation_chunk(self) -> None:
         from fitq.worker.engine import model

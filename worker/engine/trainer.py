@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,10 +32,10 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
-from fitq.worker.engine import losses, metrics, optimizers
+from fitq.worker.engine import compiled, metrics
 from fitq.worker.engine.callbacks import EarlyStopping, ReduceLROnPlateau
 from fitq.worker.engine.checkpoint import Checkpoint, fingerprint
-from fitq.worker.engine.config import Checked, read
+from fitq.worker.engine.config import read
 from fitq.worker.engine.cuda_graph import Cells, StepGraph
 from fitq.worker.engine.errors import ConfigError, TrainingError
 from fitq.worker.engine.inputs import FitConfig, normalized, prepare, targets
@@ -55,23 +54,6 @@ NONFINITE_CHECK_STEPS = 100  # steps between checks of the loss for NaN/Inf (one
 
 StepHook = Callable[[int, int, int], None]  # (epoch, step, steps_per_epoch), 1-based
 EpochHook = Callable[[int, dict[str, float]], None]  # (epoch, logs), 1-based
-
-# losses whose fused form the engine computes from the final activation's input
-_FUSABLE = {
-    ("sparse_categorical_crossentropy", "softmax"),
-    ("categorical_crossentropy", "softmax"),
-    ("binary_crossentropy", "sigmoid"),
-}
-
-
-@dataclass(frozen=True)
-class CompileConfig(Checked):
-    """A normalized `spec["compile"]`: optimizer, loss and metrics, each as the service
-    normalized it (objects with every key, canonical names)."""
-
-    optimizer: Mapping[str, Any]
-    loss: Mapping[str, Any]
-    metrics: list[str]
 
 
 class Trainer:
@@ -96,27 +78,8 @@ class Trainer:
         self.seed = int(seed)
         self._fingerprint = fingerprint(model, compile, fit, self.seed)  # of the run, for resume
         self.fit_config = read(FitConfig, fit, "fit")
-        compile_config = read(CompileConfig, compile, "compile")
         self.model = Model(model, self.seed, self.device)
-        self.loss = losses.get(compile_config.loss)
-        self.metrics = [metrics.get(m) for m in compile_config.metrics]
-        if (
-            self.loss.name,
-            self.model.final_activation(),
-        ) in _FUSABLE and not self.loss.from_logits:
-            self.model.fuse_final_activation()
-            self.loss.from_logits = True
-        on_cuda = self.device.type == "cuda"
-        self.optimizer = optimizers.Optimizer(
-            optimizers.make_config(compile_config.optimizer),
-            [self.model.flat_params],
-            # one flat tensor: on the CPU the per-tensor path is the fast one (no foreach
-            # kernels there); on CUDA the foreach path is what a graph captures, reading
-            # the step's scalars (learning rate, …) from device tensors, eager or replayed
-            foreach=on_cuda,
-            sizes=[t.numel() for t in self.model.params],  # Keras' variables (clipnorm)
-            device_scalars=self.device if on_cuda else None,
-        )
+        self.loss, self.metrics, self.optimizer = compiled.build(compile, self.model, self.device)
         self.early_stopping = EarlyStopping.from_spec(self.fit_config.early_stopping)
         self.reduce_lr = ReduceLROnPlateau.from_spec(self.fit_config.reduce_lr_on_plateau)
         if self.reduce_lr is not None and self.optimizer.schedule is not None:
@@ -384,7 +347,7 @@ class Trainer:
     # ---------------------------------------------------------------------- export
 
     def export_safetensors(self, metadata: Mapping[str, str] | None = None) -> bytes:
-        """The trained model, SPEC names: `layers.{i}.kernel` [in, out], `layers.{i}.bias`, …,
+        """The trained model, fitq's names: `layers.{i}.kernel` [in, out], `layers.{i}.bias`, …,
         `normalization.mean/std` when fit.normalize is on; `metadata` goes in the header."""
         tensors = {
             k: t.detach().to("cpu", copy=True) for k, t in self.model.named_tensors().items()
