@@ -98,4 +98,5 @@ def configure(app: FastAPI, settings: Settings) -> None:
     app.state.session_factory = session_factory(url, statement_timeout_seconds=timeout)
     app.state.stream_slots = sse.StreamSlots(settings.max_streams, settings.max_streams_per_key)
     app.state.stream_limiter = anyio.CapacityLimiter(sse.POLL_THREADS)
+    app.openapi_schema = None  # the document states some settings (predict's rows): rebuilt
     app.state.store = ArtifactStore.from_settings(settings)

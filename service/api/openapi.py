@@ -8,6 +8,11 @@
   it, so a client generator (or a stateful fuzzer such as schemathesis) knows
   that ``POST /v1/jobs`` returns the ``job_id`` that ``GET /v1/jobs/{job_id}``,
   ``…/cancel``, ``…/predict`` and the rest take;
+- what the API enforces on every request, stated where a schema can
+  (:func:`state_input_rules`): the id alphabet of path ids and the cursor's
+  pattern, no NUL in any other string, and ``model`` xor ``keras_json`` in a
+  job spec (``oneOf``), so that a request that fits the document is refused
+  only for what no schema can say (a CSV's content, a spec's fit to its data);
 - :func:`documented_methods`, which the 405 handler names in ``Allow``.
 """
 
@@ -19,8 +24,11 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from starlette.routing import compile_path
 
+from fitq.service import paging
 from fitq.service import spec as specs
-from fitq.service.api.schemas import PredictRequest
+from fitq.service.api.guard import ID_PATTERN
+from fitq.service.api.schemas import EvaluateRequest, PredictRequest
+from fitq.service.jobs.prediction import FLOAT32_MAX
 
 ID_FROM_BODY = "$response.body#/id"
 
@@ -42,8 +50,11 @@ def customize(app: FastAPI) -> None:
             return app.openapi_schema
         schema = default_openapi()
         _job_spec_body(schema)
-        _predict_body(schema)
+        _predict_body(schema, app.state.settings.max_predict_rows)
         _sweep_body(schema)
+        _evaluate_body(schema)
+        _validation_errors(schema)
+        state_input_rules(schema)
         add_links(schema)
         app.openapi_schema = schema
         return schema
@@ -73,22 +84,97 @@ def _job_spec_body(schema: dict[str, Any]) -> None:
     body["oneOf"] = [{"required": ["model"]}, {"required": ["keras_json"]}]
 
 
-def _predict_body(schema: dict[str, Any]) -> None:
-    _declare_body(schema, "/v1/jobs/{job_id}/predict", PredictRequest)
+def _predict_body(schema: dict[str, Any], max_rows: int) -> None:
+    """The rows and the numbers predict takes: 1 to ``FITQ_MAX_PREDICT_ROWS`` rows
+    (413 past it), each number one float32 holds (422 past it). A row's width is
+    the model's, which no document of the API can say."""
+    body = _declare_body(schema, "/v1/jobs/{job_id}/predict", PredictRequest)
+    rows = body["properties"]["inputs"]
+    rows.update(minItems=1, maxItems=max_rows)
+    rows["items"].update(minItems=1)
+    rows["items"]["items"].update(minimum=-FLOAT32_MAX, maximum=FLOAT32_MAX)
 
 
 def _sweep_body(schema: dict[str, Any]) -> None:
     """``POST /v1/sweeps`` reads a plain JSON object too (``sweeps.request.parse``)."""
     from fitq.service.sweeps.request import SweepCreate
 
-    body = SweepCreate.model_json_schema(ref_template="#/components/schemas/{model}")
-    components = schema["components"]["schemas"]
-    components.update(body.pop("$defs", {}))
-    components["SweepCreate"] = body
-    schema["paths"]["/v1/sweeps"]["post"]["requestBody"] = {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SweepCreate"}}},
-    }
+    _declare_body(schema, "/v1/sweeps", SweepCreate)
+
+
+def _evaluate_body(schema: dict[str, Any]) -> None:
+    _declare_body(schema, "/v1/jobs/{job_id}/evaluate", EvaluateRequest)
+
+
+def _validation_errors(schema: dict[str, Any]) -> None:
+    """Every operation may answer 422 (``api/guard.py`` refuses a NUL or a bad id in
+    any parameter), as ``Error`` or FastAPI's list: say so everywhere, in place of
+    FastAPI's own 422 (the list only)."""
+    from fitq.service.api.errors import DESCRIPTIONS  # errors.py imports this module
+
+    refs = [
+        {"$ref": "#/components/schemas/Error"},
+        {"$ref": "#/components/schemas/ValidationErrors"},
+    ]
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            operation["responses"]["422"] = {
+                "description": DESCRIPTIONS[422],
+                "content": {"application/json": {"schema": {"anyOf": refs}}},
+            }
+    schema["components"]["schemas"].pop("HTTPValidationError", None)
+    schema["components"]["schemas"].pop("ValidationError", None)
+
+
+NO_NUL = r"^[^\x00]*$"
+"""Any string a request carries: PostgreSQL cannot hold a NUL (``untrusted``)."""
+
+
+def state_input_rules(schema: dict[str, Any]) -> None:
+    """State in ``schema`` (in place) the rules ``api/guard.py``, ``untrusted`` and
+    ``paging`` enforce on every request: a ``{…_id}`` path parameter matches
+    ``ID_PATTERN``, a ``cursor`` the cursor's pattern, and the other strings of
+    parameters and of a body's own fields hold no NUL.
+
+    Strings deeper in a body (a layer's activation, an optimizer's name) are
+    names the spec checks against what fitq knows; a NUL pattern on each of them
+    (and a ``propertyNames`` on each open object) made fuzzing the job spec half
+    again as slow, for nothing a name rule would not say better."""
+    components = schema.get("components", {}).get("schemas", {})
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            for param in operation.get("parameters", []):
+                if param["in"] == "path" and param["name"].endswith("_id"):
+                    rule = {"pattern": ID_PATTERN, "minLength": 1, "maxLength": 64}
+                elif param["name"] == "cursor":
+                    rule = {"pattern": paging.CURSOR_PATTERN, "maxLength": paging.CURSOR_MAX_CHARS}
+                else:
+                    rule = {"pattern": NO_NUL}
+                _strings(param["schema"], rule)
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                body = _resolve(content.get("schema", {}), components)
+                for field in body.get("properties", {}).values():
+                    _strings(field, {"pattern": NO_NUL})
+
+
+def _resolve(node: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        resolved: dict[str, Any] = components[ref.rsplit("/", 1)[1]]
+        return resolved
+    return node
+
+
+def _strings(node: dict[str, Any], rule: dict[str, Any]) -> None:
+    """Add ``rule`` to ``node`` if it is a free string schema, or to each such
+    branch of its ``anyOf`` (an optional string), or to its items (a list of them)."""
+    free = not ({"pattern", "enum", "const", "format"} & node.keys())
+    if node.get("type") == "string" and free:
+        node.update(rule)
+    for branch in node.get("anyOf", []):
+        _strings(branch, rule)
+    if isinstance(node.get("items"), dict):
+        _strings(node["items"], rule)
 
 
 def add_links(schema: dict[str, Any]) -> None:

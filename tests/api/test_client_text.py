@@ -106,6 +106,27 @@ class TestUrlsAndHeaders:
         r = await api.client.request(method, path, headers=headers or api.headers)
         await refused(r, loc)
 
+    @pytest.mark.parametrize("headers", [None, WRONG_KEY], ids=["key", "wrong-key"])
+    @pytest.mark.parametrize(
+        "path,loc",
+        [
+            ("/v1/jobs/not%20an%20id", ["path", "job_id"]),
+            ("/v1/jobs/" + "a" * 65, ["path", "job_id"]),
+            ("/v1/jobs/%C3%A9t%C3%A9/metrics", ["path", "job_id"]),
+            ("/v1/datasets/..%5C..%5Cetc", ["path", "dataset_id"]),
+        ],
+    )
+    async def test_a_path_id_outside_the_id_alphabet_is_refused(
+        self, api: Api, headers: dict[str, str] | None, path: str, loc: list[str]
+    ) -> None:
+        """Ids are what fitq makes (a uuid's hex, a built-in's name): the pattern
+        the OpenAPI document states, checked before any SQL."""
+        await refused(await api.get(path, headers=headers or api.headers), loc)
+
+    async def test_ids_fitq_makes_pass(self, api: Api) -> None:
+        assert (await api.get("/v1/datasets/breast_cancer")).status_code == 200
+        assert (await api.get("/v1/jobs/" + "f" * 32)).status_code == 404
+
     async def test_in_an_idempotency_key(self, api: Api, stored: Callable[[], Stored]) -> None:
         before = stored()
         r = await api.post(

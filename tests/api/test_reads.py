@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from fitq.service.api import sse
-from fitq.service.db.engine import session_factory, transaction
+from fitq.service.db.engine import engine_for, transaction
 from fitq.service.db.models import (
     EVENT_STATUS,
     QUEUED,
@@ -114,7 +114,7 @@ async def test_the_event_streams_progress_agrees(
     """The ``progress`` snapshot of ``GET /v1/jobs/{id}/events`` is the same read
     model cut down: each of its fields is the resource's."""
     body = (await client.get(f"/v1/jobs/{running_job.id}", headers=owner.headers)).json()
-    poll = sse.job_reader(session_factory(database_url), running_job.id)
+    poll = sse.job_reader(engine_for(database_url), running_job.id)
     assert poll(0, set()).progress == {
         "job_id": body["id"],
         "status": body["status"],

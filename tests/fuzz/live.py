@@ -20,6 +20,9 @@ from tests.support.specs import spec_factory
 from tests.support.stack import live_stack
 
 TRAIN_TIMEOUT_SECONDS = 180
+MAX_PREDICT_ROWS = 64
+"""The server's FITQ_MAX_PREDICT_ROWS, which the document states as predict's
+``maxItems``: the fuzzer's boundary cases send that many rows, and one more."""
 FEATURES = 4
 CLASSES = 3
 ROWS = 60
@@ -63,7 +66,9 @@ def live_api(tmp: Path) -> Iterator[LiveApi]:
             database_url = stack.enter_context(fresh_postgres_database(prefix="fitq_fuzz"))
         except psycopg.OperationalError as exc:
             postgres_unreachable(exc)
-        live = stack.enter_context(live_stack(tmp, database_url=database_url))
+        live = stack.enter_context(
+            live_stack(tmp, database_url=database_url, FITQ_MAX_PREDICT_ROWS=str(MAX_PREDICT_ROWS))
+        )
         with Client(live.url, live.key) as client:
             data, spare = tmp / "data.csv", tmp / "spare.csv"
             data.write_bytes(csv_bytes(0))

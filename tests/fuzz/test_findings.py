@@ -9,9 +9,14 @@ from typing import Any
 
 import anyio
 import httpx
+import numpy as np
 import pytest
 
 from fitq.service.api import sse
+from fitq.service.api.guard import ID_PATTERN
+from fitq.service.api.openapi import NO_NUL
+from fitq.service.paging import CURSOR_PATTERN
+from fitq.service.settings import Settings
 from tests.conftest import Owner
 
 pytestmark = pytest.mark.anyio
@@ -80,6 +85,66 @@ class TestDocument:
         assert response.json()["loc"] == ["body"]
         doc = await openapi(client)
         assert "422" in operations(doc)[("post", "/v1/jobs/{job_id}/predict")]["responses"]
+
+
+class TestStatedRules:
+    """What the API enforces on a request, stated in the document where a schema
+    can, so that a request that fits the document is refused only for content
+    (docs/reliability.md, "API fuzzing")."""
+
+    async def test_a_job_spec_has_model_or_keras_json(self, client: httpx.AsyncClient) -> None:
+        spec = (await openapi(client))["components"]["schemas"]["JobSpec"]
+        assert spec["oneOf"] == [{"required": ["model"]}, {"required": ["keras_json"]}]
+
+    async def test_ids_and_cursors_have_their_patterns(self, client: httpx.AsyncClient) -> None:
+        params = [
+            (path, p)
+            for (_, path), op in operations(await openapi(client)).items()
+            for p in op.get("parameters", [])
+        ]
+        ids = [p["schema"] for _, p in params if p["in"] == "path"]
+        cursors = [p["schema"]["anyOf"][0] for _, p in params if p["name"] == "cursor"]
+        assert len(ids) >= 10 and all(s["pattern"] == ID_PATTERN for s in ids)
+        assert len(cursors) >= 2 and all(s["pattern"] == CURSOR_PATTERN for s in cursors)
+        strings = [
+            branch
+            for _, p in params
+            if p["in"] != "path" and p["name"] != "cursor"
+            for branch in p["schema"].get("anyOf", [p["schema"]])
+            if branch.get("type") == "string" and "enum" not in branch
+        ]
+        assert strings and all(s["pattern"] == NO_NUL for s in strings)
+
+    async def test_last_event_id_is_any_text(self, client: httpx.AsyncClient) -> None:
+        """A browser sends back whatever id it saw: the header is text, and a value
+        that is no event id is ignored (``TestIntegersPastTheColumns``)."""
+        for path in ("/v1/events", "/v1/jobs/{job_id}/events"):
+            (header,) = [
+                p
+                for p in operations(await openapi(client))[("get", path)]["parameters"]
+                if p["in"] == "header"
+            ]
+            assert header["schema"]["anyOf"][0] == {"type": "string", "pattern": NO_NUL}
+
+    async def test_every_operation_may_answer_422_in_either_shape(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """The guard refuses a NUL or a bad id in any parameter of any route."""
+        for key, op in operations(await openapi(client)).items():
+            schema = op["responses"]["422"]["content"]["application/json"]["schema"]
+            refs = {branch["$ref"].rsplit("/", 1)[1] for branch in schema["anyOf"]}
+            assert refs == {"Error", "ValidationErrors"}, key
+
+    async def test_predict_states_its_rows_and_numbers(
+        self, client: httpx.AsyncClient, settings: Settings
+    ) -> None:
+        doc = await openapi(client)
+        body = operations(doc)[("post", "/v1/jobs/{job_id}/predict")]["requestBody"]
+        assert body["content"]["application/json"]["schema"]["$ref"].endswith("/PredictRequest")
+        rows = doc["components"]["schemas"]["PredictRequest"]["properties"]["inputs"]
+        assert (rows["minItems"], rows["maxItems"]) == (1, settings.max_predict_rows)
+        number = rows["items"]["items"]
+        assert number["maximum"] == -number["minimum"] == float(np.finfo(np.float32).max)
 
 
 class TestMethodNotAllowed:

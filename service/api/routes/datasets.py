@@ -28,15 +28,21 @@ UPLOAD_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": [FILE_FIELD],
+                    "additionalProperties": False,  # any other field is a 422 (upload.py)
                     "properties": {
                         FILE_FIELD: {
                             "type": "string",
                             "format": "binary",
                             "description": "CSV/TSV (header row), Parquet, or NPZ (arrays x, y).",
                         },
-                        "name": {"type": "string", "description": "Default: the file's name."},
+                        "name": {
+                            "type": "string",
+                            "maxLength": datasets.MAX_NAME_CHARS,
+                            "description": "Default: the file's name.",
+                        },
                         "label": {
                             "type": "string",
+                            "maxLength": 1024,  # upload.py caps each field at 4096 bytes
                             "description": "The target column (CSV/TSV/Parquet); default the last.",
                         },
                         "task": {
