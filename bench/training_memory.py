@@ -105,6 +105,7 @@ def _measure(name: str, device: str, out: Any) -> None:
     parameters = parse_spec(spec).model.parameter_count()
     est = budget.estimate(spec, parameters, shape)
     x = np.random.default_rng(0).normal(size=(n, f)).astype(np.float32)
+    x.setflags(write=False)  # as the worker's memory-mapped dataset: the trainer copies it
     y = (np.arange(n) % 10).astype(np.int64)
     torch.set_num_threads(1)
     torch.zeros(1) @ torch.zeros(1)  # the allocator and BLAS warmed before the baseline

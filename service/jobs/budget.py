@@ -11,6 +11,7 @@ number), P the parameter count, S the optimizer's state slots per parameter
 2–3 for Adam/AdamW)::
 
     parameters   (3 + S)·P·4      weights, gradients, slots, one work buffer
+                 (+ P·4 for early stopping's best weights when it restores them)
     data         the training rows [n, f] and their targets on the device,
                  the validation and test rows likewise, the shuffled batch
                  [B, f], the epoch's permutation (8 bytes a row)
@@ -26,7 +27,9 @@ number), P the parameter count, S the optimizer's state slots per parameter
                  chunk size
     transient    the backward's temporaries, 3·[B, widest layer]; the loss's,
                  3·[B, outputs]; the evaluation's, 2·[E, widest layer]; a
-                 checkpoint's bytes, (1 + S)·P·4
+                 checkpoint as it is serialized, three times its tensors (each
+                 copied to bytes, serialized, returned as bytes; measured):
+                 3·((1 + S)·P·4 + the permutation)
 
 The sum is compared with the limit. ``tests/quotas/test_training_budget.py``
 checks the held part against the tensors a real ``Trainer`` holds at a step
@@ -55,7 +58,7 @@ FUSED_OUTPUTS = frozenset(
         ("binary_crossentropy", "sigmoid"),
     }
 )
-"""A final activation the loss takes over (``trainer._FUSABLE``): it then runs as ``linear``."""
+"""A final activation the loss takes over (``compiled.FUSABLE``): it then runs as ``linear``."""
 TRAINABLE = frozenset({"dense", "batch_normalization", "layer_normalization", "prelu"})
 """Layer types with weights: the backward pass stops at the first of them."""
 KEPT_PER_STEP = {"activation": 1, "dropout": 0}
@@ -64,6 +67,7 @@ layer types not listed keep two (the normalizations: x̂ and the output)."""
 BUFFERS_PER_SIZE = {"dropout": 2}
 """[b, in] buffers a layer keeps per batch size (dense: its own rule)."""
 BACKWARD_TEMPORARIES = 3
+CHECKPOINT_COPIES = 3
 EVAL_TEMPORARIES = 2
 LOSS_TEMPORARIES = 3
 
@@ -121,6 +125,9 @@ def estimate(
     widths = _widths(model["input_dim"], layers)
     outputs = widths[-1]
     slots = optimizer_slots(spec["compile"]["optimizer"])
+    stopping = fit.get("early_stopping") or {}
+    saved = 1 + slots + bool(stopping.get("restore_best_weights"))  # a checkpoint's P-sized
+    copies = saved + 2  # and the gradients and the work buffer: P-sized tensors held
 
     def targets(rows: int) -> int:
         """Class indices as int64 [rows, 1]; anything else float32 [rows, outputs]."""
@@ -165,10 +172,10 @@ def estimate(
         BACKWARD_TEMPORARIES * batch * max(widths) * FLOAT_BYTES
         + EVAL_TEMPORARIES * max(chunks, default=0) * max(widths) * FLOAT_BYTES
         + LOSS_TEMPORARIES * batch * outputs * FLOAT_BYTES
-        + (1 + slots) * parameters * FLOAT_BYTES
+        + CHECKPOINT_COPIES * (saved * parameters * FLOAT_BYTES + n_train * INDEX_BYTES)
     )
     return Estimate(
-        parameters=(3 + slots) * parameters * FLOAT_BYTES,
+        parameters=copies * parameters * FLOAT_BYTES,
         data=data,
         activations=activations,
         evaluation=evaluation,

@@ -215,7 +215,7 @@ class TestAtSubmit:
         r = await api.post("/v1/jobs", json=huge_activations_spec())
         assert r.status_code == 422, r.text
         detail = r.json()["detail"]
-        assert detail.startswith("training this job needs about 122 GiB (130,8")
+        assert detail.startswith("training this job needs about 124 GiB (132,624,547,560 bytes")
         assert "activations kept for the backward pass: 119 GiB" in detail
         assert "over the limit of 16 GiB (17,179,869,184 bytes, FITQ_MAX_TRAINING_BYTES)" in detail
         assert r.json()["loc"] == ["body", "model", "layers"]
