@@ -61,6 +61,7 @@ from fitq.worker import checkpoints, data, pack_size
 from fitq.worker.attempt import StepObserver, StopRequested, describe, is_expected
 from fitq.worker.pack_members import IO_THREADS, Members, PackedJob
 from fitq.worker.reporter import Database, Heartbeat
+from fitq.worker.run_time import RunTime
 
 log = logging.getLogger("fitq.worker")
 
@@ -157,6 +158,10 @@ class PackAttempt:
                     job.reporter.acknowledge_cancel()
                     checkpoints.drop(self.store, job.job_id)
                     self.members.end(job, "cancelled")
+            elif job.run_time is not None:
+                with self.members.guard(job):  # past max_seconds: this member fails alone
+                    epochs, step, _ = self.pack.progress(job.job_id)
+                    job.run_time.check(epochs + 1, step)
         if self.stop.is_set():
             raise StopRequested("shutdown")
         if now - self._last_checkpoint > self.settings.checkpoint_seconds:
@@ -302,6 +307,9 @@ class PackAttempt:
         """One member in: its status (a checkpoint may hold a run that has ended)."""
         claim = job.claim
         arrays = self.db.retrying("load", lambda: self._load(claim.spec))
+        job.run_time = self.db.retrying(
+            "run time", lambda: RunTime.of(self.db.session, claim.job_id, claim.spec, self.settings)
+        )
         if not self.pack.members:  # the first member sizes the pack
             rows = int(arrays.x.shape[0])
             self.limit = pack_size.pack_max(self.settings, self.device, claim.spec, rows)

@@ -30,6 +30,7 @@ from fitq.service.store import ArtifactStore
 from fitq.worker import checkpoints, data
 from fitq.worker.attempt import describe, is_expected
 from fitq.worker.reporter import Database, Heartbeat, Reporter, Write, write_together
+from fitq.worker.run_time import RunTime
 
 log = logging.getLogger("fitq.worker")
 T = TypeVar("T")
@@ -46,6 +47,7 @@ class PackedJob:
     trail: checkpoints.Trail
     test: data.Arrays | None = None
     seen: tuple[int, int] = (-1, -1)  # (epochs done, step) the step observer last saw
+    run_time: RunTime | None = None  # max_seconds (worker/run_time.py), read as it joins
 
     @property
     def claim(self) -> queue.Claim:

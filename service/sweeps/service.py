@@ -33,13 +33,15 @@ def create(
     request: SweepCreate,
     *,
     limits: specs.SpecLimits = specs.DEFAULT_LIMITS,
+    bounds: submission.Bounds | None = None,
     max_queued_jobs: int | None = None,
 ) -> Sweep:
     """Validate every trial of ``request`` and queue them all (see the module
     docstring); a bad combination is a 422 naming its parameter values, a full
     quota the submission's 429, and nothing is written."""
     trials = expand.trial_specs(
-        request, lambda spec: submission.validate(session, owner_id, spec, limits=limits)
+        request,
+        lambda spec: submission.validate(session, owner_id, spec, limits=limits, bounds=bounds),
     )
     metric = canonical_metric(request.metric.name)
     check_metric(metric, trials)

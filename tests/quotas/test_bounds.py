@@ -108,3 +108,35 @@ class TestRunTime:
         assert Worker(ceiling).run(max_jobs=1) == 1
         error = job_row(url, job_id).error
         assert error is not None and "run time of 60 s (FITQ_MAX_JOB_SECONDS)" in error
+
+
+class TestSweepTrials:
+    """A sweep's trials are bounded as jobs are (``submission.validate``)."""
+
+    pytestmark = pytest.mark.anyio
+
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return settings.model_copy(update={"max_training_bytes": 1_000_000, "max_priority": 0})
+
+    async def test_a_trial_over_the_training_memory_limit_is_refused(
+        self, api: Api, stored: Callable[[], Stored]
+    ) -> None:
+        from tests.sweeps.conftest import sweep_body
+
+        before = stored()
+        body = sweep_body(parameters={"model.layers.0.units": {"values": [4, 20_000]}})
+        r = await api.post("/v1/sweeps", json=body)
+        assert r.status_code == 422, r.text
+        assert "model.layers.0.units=20000" in r.json()["detail"]
+        assert "FITQ_MAX_TRAINING_BYTES" in r.json()["detail"]
+        assert stored() == before
+
+    async def test_a_trial_over_the_priority_bound_is_refused(self, api: Api) -> None:
+        from tests.sweeps.conftest import sweep_body
+
+        body = sweep_body()
+        body["spec"]["priority"] = 1
+        r = await api.post("/v1/sweeps", json=body)
+        assert r.status_code == 422, r.text
+        assert "FITQ_MAX_PRIORITY" in r.json()["detail"]

@@ -37,6 +37,7 @@ def create_sweep(
         owner.id,
         request.parse(body),
         limits=submission.spec_limits(settings.max_epochs, settings.max_parameters),
+        bounds=submission.Bounds.of(settings),
         max_queued_jobs=settings.max_queued_jobs_per_key,
     )
     return json_response(
