@@ -140,7 +140,8 @@ def stored_bytes(session: Session, owner_id: str) -> int:
         (Dataset.kind == "classification", 8), else_=4 * func.coalesce(Dataset.target_dim, 1)
     )
     total = func.sum(Dataset.n_rows * (Dataset.n_features * 4 + target))
-    return int(session.scalar(select(func.coalesce(total, 0)).where(Dataset.owner_id == owner_id)))
+    usage = session.scalar(select(func.coalesce(total, 0)).where(Dataset.owner_id == owner_id))
+    return int(usage or 0)
 
 
 def check_stored_bytes(session: Session, owner_id: str, adding: int, limit: int) -> None:
