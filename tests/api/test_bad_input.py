@@ -320,7 +320,12 @@ class TestPathLikeFileName:
         assert r.json()["name"] == "passwd"
         new = set(stored().files) - before
         assert new and all(f.startswith("store/datasets/") for f in new), new
-        assert not any("passwd" in str(p) for p in tmp_path.parent.rglob("*passwd*"))
+        # where "../../etc/passwd" would land from the store's folders, and nothing
+        # named after it anywhere in this test's own folder (other tests' folders may be
+        # named after their parameters, "/etc/passwd" included)
+        landings = [tmp_path.parent / "etc" / "passwd", tmp_path / "etc" / "passwd"]
+        assert not any(path.exists() for path in landings)
+        assert not any(tmp_path.rglob("*passwd*"))
 
     async def test_a_windows_path_is_metadata_too(self, upload: Upload) -> None:
         r = await upload("..\\..\\boot.ini.csv", csv_bytes())
