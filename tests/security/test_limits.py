@@ -47,6 +47,10 @@ class TestDefaults:
         assert s.max_parameters == 100_000_000
         assert s.max_predict_rows == 10_000
         assert s.max_queued_jobs_per_key == 1_000
+        assert s.max_json_bytes == 16 * 1024**2
+        assert s.predict_max_bytes == 256 * 1024**2
+        assert (s.max_streams, s.max_streams_per_key) == (100, 10)
+        assert s.statement_timeout_seconds == 30
         assert s.max_dataset_bytes == 1024**3
         assert s.max_features == 100_000
         assert s.max_stored_bytes_per_key == 100 * 1024**3
