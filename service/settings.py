@@ -138,13 +138,6 @@ class Settings(BaseSettings):
     workers_per_machine: int = Field(
         default=1, ge=1, description="Workers sharing this machine's cores (for `threads`)."
     )
-    device: str | None = Field(default=None, description="Worker device: cpu, cuda, cuda:1.")
-    threads: int | None = Field(
-        default=None, ge=1, description="Torch threads per worker; default shares the cores."
-    )
-    workers_per_machine: int = Field(
-        default=1, ge=1, description="Workers sharing this machine's cores (for `threads`)."
-    )
     pack_max: int | None = Field(
         default=None,
         ge=1,
