@@ -54,7 +54,9 @@ def training(url: str, claim: queue.Claim | None) -> queue.Claim:
 def losses(url: str, job_id: str) -> list[tuple[int, str]]:
     """The lost attempts noted for the job: (attempt, worker)."""
     with session_factory(url)() as session:
-        events = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id))
+        events = session.scalars(
+            select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+        )
         return [(e.data["attempt"], e.data["worker_id"]) for e in events if e.data.get("lost")]
 
 
