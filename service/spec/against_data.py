@@ -1,4 +1,4 @@
-"""A validated spec against its datasets, at submission (SPEC §2: "validated fully").
+"""A validated spec against its datasets, at submission, before anything is queued.
 
 ``check_against_data`` raises ``InvalidSpec`` with a ``loc`` under ``"body"``
 naming the field to change — what Keras would only report at runtime (or not
