@@ -4,7 +4,6 @@ cancel acknowledged, hand-back)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,8 +42,6 @@ from fitq.service.queue.base import (
     fenced_update,
     notify_new_job,
 )
-
-log = logging.getLogger("fitq.queue")
 
 
 def heartbeat(

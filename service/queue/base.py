@@ -3,7 +3,6 @@ watcher sees, the fence of a worker's write, the NOTIFY that wakes idle workers.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,9 +26,6 @@ from fitq.service.db.models import (
     utcnow,
 )
 from fitq.service.errors import StaleAttempt
-
-log = logging.getLogger("fitq.queue")
-
 
 NOTIFY_CHANNEL = "fitq_jobs"
 """The PostgreSQL channel that announces a job to claim (payload: empty)."""
