@@ -23,8 +23,9 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -174,6 +175,13 @@ class Job(Base):
     sweep_id: Mapped[str | None] = mapped_column(
         ForeignKey("sweeps.id", ondelete="CASCADE"), nullable=True, index=True
     )
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
+    """The job's tags as given (order kept); ``job_tags`` holds them again, one row
+    each, for filtering. Written once, at submit."""
+    tag_rows: Mapped[list[JobTag]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+    """Given at submit (``Job(tag_rows=…)``) so the rows are inserted with the job."""
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -199,6 +207,18 @@ class Job(Base):
         Index("ix_jobs_pack_claim", "pack_key", "status", "priority", "created_at"),
         Index("ix_jobs_owner_created", "owner_id", "created_at"),
     )
+
+
+class JobTag(Base):
+    """One tag of a job: what ``GET /v1/jobs?tag=`` filters on, exactly and by
+    index on SQLite and PostgreSQL alike (a JSON column cannot be, portably)."""
+
+    __tablename__ = "job_tags"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+    __table_args__ = (Index("ix_job_tags_tag_job_id", "tag", "job_id"),)
 
 
 class JobEpoch(Base):
@@ -264,6 +284,8 @@ class Sweep(Base):
     """The request as submitted (base spec, method, parameters, early_terminate)."""
     metric: Mapped[str] = mapped_column(String(100))
     goal: Mapped[str] = mapped_column(String(8))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
+    """The sweep's own tags; each of its trials has them too (after its spec's)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (CheckConstraint("goal IN ('minimize', 'maximize')", name="goal"),)
