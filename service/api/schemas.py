@@ -127,6 +127,9 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     sweep_id: str | None = Field(default=None, description="The sweep it is a trial of.")
+    tags: list[str] = Field(
+        default_factory=list, description="Its tags, as given at submit (GET /v1/jobs?tag=)."
+    )
     pack: PackPublic | None = Field(
         default=None, description="The pack it trains in, when it trains with others."
     )
@@ -193,6 +196,9 @@ class SweepPublic(BaseModel):
     method: Literal["grid", "random"]
     parameters: dict[str, Any] = Field(description="The parameters as submitted.")
     early_terminate: dict[str, Any] | None
+    tags: list[str] = Field(
+        default_factory=list, description="The sweep's tags (each trial has them too)."
+    )
     created_at: datetime
     finished_at: datetime | None = Field(description="When the last trial ended.")
 

@@ -5,7 +5,8 @@ and ETA) is built by :func:`public` and nowhere else. Each reader fetches what
 that needs in its own way and hands it over:
 
 - the routes that answer a job or a page of jobs (submit, list, cancel): ORM
-  rows and :func:`publics`, two statements for a whole page;
+  rows (the list's from ``listing.py``) and :func:`publics`, two statements
+  for a whole page;
 - the hot read ``GET /v1/jobs/{id}`` (``api/reads.py``): Core statements built
   from :func:`owned` and the timing columns here;
 - the event streams (``api/sse.py``): :func:`progress`, a projection of the shape.
@@ -25,7 +26,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
-from fitq.service import paging
 from fitq.service.api.schemas import (
     EpochMetrics,
     History,
@@ -36,7 +36,6 @@ from fitq.service.api.schemas import (
 )
 from fitq.service.db.models import EVENT_STATUS, RUNNING, Job, JobEpoch, JobEvent
 from fitq.service.errors import NotFound
-from fitq.service.paging import Page
 
 # -- the owner check ------------------------------------------------------------
 
@@ -61,35 +60,6 @@ def get(session: Session, owner_id: str, job_id: str) -> Job:
     if job is None:
         raise not_found(job_id)
     return job
-
-
-def list_page(
-    session: Session,
-    owner_id: str,
-    *,
-    status: str | None,
-    cursor: str | None,
-    limit: int,
-    sweep_id: str | None = None,
-) -> Page[Job]:
-    """The owner's jobs, newest first (``paging.newest_first``; the cursor
-    ``{"j": keyset}``), of one status and one sweep when given."""
-    query = select(Job).where(owned_by(owner_id))
-    if status is not None:
-        query = query.where(Job.status == status)
-    if sweep_id is not None:
-        query = query.where(Job.sweep_id == sweep_id)
-    after = _decode_cursor(cursor) if cursor else None
-    rows, more = paging.newest_first(session, query, Job, after, limit)
-    next_cursor = paging.encode_cursor({"j": paging.keyset_of(rows[-1])}) if more else None
-    return Page(items=rows, next_cursor=next_cursor)
-
-
-def _decode_cursor(cursor: str) -> paging.Keyset:
-    data = paging.decode_cursor(cursor)
-    if not isinstance(data, dict) or "j" not in data:
-        raise paging.bad_cursor()
-    return paging.parse_keyset(data["j"])
 
 
 # -- the shape ----------------------------------------------------------------------
@@ -159,6 +129,7 @@ def public(job: Job, timing: Timing, status_history: Iterable[StatusEvent] = ())
         started_at=job.started_at,
         finished_at=job.finished_at,
         sweep_id=job.sweep_id,
+        tags=list(job.tags or []),
         pack=pack(job),
         spec=job.spec,
     )

@@ -29,7 +29,7 @@ from fitq.service import queue
 from fitq.service import spec as specs
 from fitq.service.datasets import service as datasets
 from fitq.service.datasets.shape import DataShape
-from fitq.service.db.models import QUEUED, ApiKey, Dataset, Job, utcnow
+from fitq.service.db.models import QUEUED, ApiKey, Dataset, Job, JobTag, utcnow
 from fitq.service.errors import Conflict, InvalidSpec, NotFound, TooManyRequests
 from fitq.service.jobs import budget
 from fitq.service.settings import Settings
@@ -91,10 +91,12 @@ def submit(
             return _replay(existing, idempotency_key, digest), False
 
     limits = spec_limits(max_epochs, max_parameters)
-    normalized = validate(session, owner_id, body, limits=limits, bounds=bounds)
+    spec, normalized = checked(session, owner_id, body, limits=limits, bounds=bounds)
     if max_queued_jobs is not None:
         check_queue_quota(session, owner_id, max_queued_jobs)
-    job = new_job(owner_id, normalized, idempotency_key=idempotency_key, request_hash=digest)
+    job = new_job(
+        owner_id, normalized, tags=spec.tags, idempotency_key=idempotency_key, request_hash=digest
+    )
     if idempotency_key is None:
         queue.enqueue(session, job)
     else:
@@ -132,6 +134,19 @@ def validate(
     (each resolved through the owner check) and the operator's ``bounds``
     (None: none). Every job is checked by this, a sweep's trials included;
     returns the normalized spec."""
+    return checked(session, owner_id, body, limits=limits, bounds=bounds)[1]
+
+
+def checked(
+    session: Session,
+    owner_id: str,
+    body: Any,
+    *,
+    limits: specs.SpecLimits,
+    bounds: Bounds | None = None,
+) -> tuple[specs.JobSpec, dict[str, Any]]:
+    """:func:`validate`, returning the parsed spec too (its ``tags``, which the
+    normalized spec leaves out)."""
     spec = specs.parse_spec(body, limits=limits)
     normalized: dict[str, Any] = spec.model_dump(mode="json")
     shapes = _dataset_shapes(session, owner_id, normalized)
@@ -143,7 +158,7 @@ def validate(
     )
     if bounds is not None:
         check_bounds(spec, normalized, shapes, bounds)
-    return normalized
+    return spec, normalized
 
 
 def check_bounds(
@@ -182,13 +197,17 @@ def new_job(
     normalized: dict[str, Any],
     *,
     name: str | None = None,
+    tags: list[str] | None = None,
     sweep_id: str | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
 ) -> Job:
     """The row of a job to queue (``queue.enqueue``) from its normalized spec;
-    ``name`` when given stands for the spec's (a sweep names its trials)."""
+    ``name`` when given stands for the spec's (a sweep names its trials).
+    ``tags`` (valid and unique: ``JobSpec.tags``) go on the row and, one row
+    each, in ``job_tags``, inserted with it."""
     now = utcnow()
+    tags = list(tags or [])
     return Job(
         owner_id=owner_id,
         name=name or normalized.get("name"),
@@ -202,6 +221,8 @@ def new_job(
         epochs=int(normalized["fit"]["epochs"]),
         max_attempts=int(normalized.get("max_attempts") or 3),
         sweep_id=sweep_id,
+        tags=tags,
+        tag_rows=[JobTag(tag=tag) for tag in tags],
         pack_key=compatibility_key(normalized),  # None: it trains solo
         created_at=now,
         updated_at=now,

@@ -116,6 +116,19 @@ class FitSpec(Strict):
 
 _ID = Annotated[str, Field(min_length=1, max_length=200)]
 
+MAX_TAGS = 20
+"""Tags per job (and per sweep, its trials' own tags included)."""
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=/+-]{0,63}$"
+"""A tag: 1 to 64 letters, digits and ``_ . : = / + -``, starting with a letter or a
+digit (so ``team/vision``, ``lr=0.01``, ``v2.1``; never an option such as ``-x``).
+Compared exactly, case included."""
+Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
+
+
+def unique_tags(tags: list[str]) -> list[str]:
+    """``tags`` without repeats, in the order first given."""
+    return list(dict.fromkeys(tags))
+
 
 def _add_alternatives(schema: dict[str, Any]) -> None:
     schema.setdefault("properties", {}).update(
@@ -158,6 +171,9 @@ class JobSpec(Strict):
     max_attempts: int = Field(default=3, ge=1, le=10)
     # The longest the job may run from its first start (None: the service's FITQ_MAX_JOB_SECONDS).
     max_seconds: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    # Labels to find the job by (GET /v1/jobs?tag=): the job's, not the spec's, so kept
+    # out of the normalized spec (they change nothing that trains) and stored beside it.
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS, exclude=True)
     dataset_id: _ID
     validation_dataset_id: _ID | None = None
     test_dataset_id: _ID | None = None
@@ -167,6 +183,11 @@ class JobSpec(Strict):
     def field_loc(self, field: str) -> str:
         """The key the user sent for ``field``: ``"keras_json"`` for a Keras model."""
         return self._sources.get(field, field)
+
+    @field_validator("tags")
+    @classmethod
+    def _unique_tags(cls, value: list[str]) -> list[str]:
+        return unique_tags(value)
 
     @field_validator("model", mode="before")
     @classmethod

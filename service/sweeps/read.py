@@ -144,6 +144,7 @@ def public(sweep: Sweep, trials: Sequence[Any]) -> SweepPublic:
         method=request.get("method", "grid"),
         parameters=request.get("parameters", {}),
         early_terminate=request.get("early_terminate"),
+        tags=list(sweep.tags or []),
         created_at=sweep.created_at,
         finished_at=max((t.finished_at for t in trials if t.finished_at), default=None)
         if trials and ended == len(trials)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fitq.service import spec as specs
 from fitq.service.errors import InvalidInput
+from fitq.service.spec.job import MAX_TAGS, Tag, unique_tags
 
 MAX_TRIALS = 1000
 """Trials per sweep; a grid larger than this is refused rather than truncated."""
@@ -79,6 +80,13 @@ class SweepCreate(_Strict):
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     metric: Metric = Field(default_factory=lambda: Metric(name="val_loss"))
     early_terminate: Asha | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    """The sweep's tags; every trial gets them, after its spec's own."""
+
+    @field_validator("tags")
+    @classmethod
+    def _unique_tags(cls, value: list[str]) -> list[str]:
+        return unique_tags(value)
 
     @model_validator(mode="after")
     def _method_fits(self) -> SweepCreate:

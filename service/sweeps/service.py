@@ -21,6 +21,7 @@ from fitq.service import spec as specs
 from fitq.service.db.models import TERMINAL_STATUSES, Job, Sweep, SweepTrial, utcnow
 from fitq.service.errors import InvalidSpec
 from fitq.service.jobs import submission
+from fitq.service.spec.job import MAX_TAGS, unique_tags
 from fitq.service.sweeps import expand
 from fitq.service.sweeps.request import SweepCreate
 
@@ -45,6 +46,7 @@ def create(
     )
     metric = canonical_metric(request.metric.name)
     check_metric(metric, trials)
+    tags = [trial_tags(trial, request.tags) for trial in trials]
     if max_queued_jobs is not None:
         submission.check_queue_quota(session, owner_id, max_queued_jobs, adding=len(trials))
     sweep = Sweep(
@@ -53,13 +55,16 @@ def create(
         request=request.model_dump(mode="json"),
         metric=metric,
         goal=request.metric.goal,
+        tags=request.tags,
         created_at=utcnow(),
     )
     session.add(sweep)
     session.flush()
     for number, trial in enumerate(trials):
         name = None if trial.validated.get("name") else f"{request.name or 'sweep'}-{number}"
-        job = submission.new_job(owner_id, trial.validated, name=name, sweep_id=sweep.id)
+        job = submission.new_job(
+            owner_id, trial.validated, name=name, tags=tags[number], sweep_id=sweep.id
+        )
         queue.enqueue(session, job)
         session.add(
             SweepTrial(job_id=job.id, sweep_id=sweep.id, number=number, params=trial.params)
@@ -102,6 +107,19 @@ def history_names(normalized: dict[str, Any]) -> list[str]:
     fit = normalized["fit"]
     has_validation = fit.get("validation_split", 0) > 0 or normalized.get("validation_dataset_id")
     return logged + [f"val_{name}" for name in logged] if has_validation else logged
+
+
+def trial_tags(trial: expand.Trial, sweep_tags: list[str]) -> list[str]:
+    """A trial's tags: its spec's (validated with it), then the sweep's; 422 past
+    ``MAX_TAGS`` together."""
+    tags = unique_tags([*(trial.spec.get("tags") or []), *sweep_tags])
+    if len(tags) > MAX_TAGS:
+        raise InvalidSpec(
+            f"a trial would have {len(tags)} tags, its spec's and the sweep's together; "
+            f"the limit is {MAX_TAGS}",
+            loc=["body", "tags"],
+        )
+    return tags
 
 
 def check_metric(metric: str, trials: list[expand.Trial]) -> None:

@@ -184,7 +184,7 @@ class TestList:
     async def test_an_unknown_status_is_422(self, api: Api) -> None:
         r = await api.get("/v1/jobs", params={"status": "done"})
         assert r.status_code == 422
-        assert r.json()["detail"][0]["loc"] == ["query", "status"]
+        assert r.json()["detail"][0]["loc"] == ["query", "status", 0]  # status= may repeat
 
     @pytest.mark.parametrize("limit", [1, 3, 7])
     async def test_the_cursor_covers_every_job_once(

@@ -87,7 +87,9 @@ def test_jobs_from_before_tags_have_none(url: str) -> None:
     now = datetime.now(UTC)
     with engine_for(url).begin() as connection:
         connection.execute(
-            text("INSERT INTO api_keys (id, name, key_hash, created_at) VALUES ('k', 'k', 'h', :t)"),
+            text(
+                "INSERT INTO api_keys (id, name, key_hash, created_at) VALUES ('k', 'k', 'h', :t)"
+            ),
             {"t": now},
         )
         connection.execute(

@@ -6,6 +6,7 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import AwareDatetime
 
 from fitq.service import queue
 from fitq.service.api import reads
@@ -31,14 +32,17 @@ from fitq.service.api.schemas import (
     PredictRequest,
     json_response,
 )
-from fitq.service.jobs import evaluation, model_formats, prediction, read, submission
+from fitq.service.jobs import evaluation, listing, model_formats, prediction, read, submission
 from fitq.service.paging import Page
+from fitq.service.spec.job import MAX_TAGS, Tag
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
 MAX_IDEMPOTENCY_KEY_CHARS = 200
+MAX_NAME_FILTER_CHARS = 201
+"""A job's name (200 characters at most) and the prefix wildcard."""
 
 
 @router.post(
@@ -86,15 +90,52 @@ def submit_job(
 def list_jobs(
     owner: OwnerDep,
     session: SessionDep,
-    status: JobStatus | None = None,
+    status: Annotated[
+        list[JobStatus] | None, Query(description="Any of these statuses (repeat it).")
+    ] = None,
+    tag: Annotated[
+        list[Tag] | None,
+        Query(max_length=MAX_TAGS, description="Every one of these tags (repeat it)."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=MAX_NAME_FILTER_CHARS,
+            description="This name exactly; ending with '*', every name that starts with the rest.",
+        ),
+    ] = None,
     sweep_id: Annotated[str | None, Query(description="Only this sweep's trials.")] = None,
+    created_after: Annotated[
+        AwareDatetime | None,
+        Query(description="Created at or after this time (ISO 8601 with its time zone)."),
+    ] = None,
+    created_before: Annotated[
+        AwareDatetime | None,
+        Query(description="Created before this time (ISO 8601 with its time zone)."),
+    ] = None,
+    sort: Annotated[
+        str,
+        Query(
+            pattern=listing.SORT_PATTERN,
+            description="-created_at (newest first, the default), created_at, or a metric "
+            "of the latest epoch: val_loss ascending, -val_accuracy descending (jobs "
+            "without it last).",
+        ),
+    ] = listing.DEFAULT_SORT,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> Response:
-    """Your jobs, newest first."""
-    page = read.list_page(
-        session, owner.id, status=status, cursor=cursor, limit=limit, sweep_id=sweep_id
+    """Your jobs, filtered and sorted (newest first unless asked)."""
+    filters = listing.Filters(
+        statuses=tuple(status or ()),
+        tags=tuple(tag or ()),
+        name=name,
+        sweep_id=sweep_id,
+        created_after=created_after,
+        created_before=created_before,
     )
+    page = listing.list_page(session, owner.id, filters, sort=sort, cursor=cursor, limit=limit)
     return json_response(
         Page[JobPublic](items=read.publics(session, page.items), next_cursor=page.next_cursor)
     )
