@@ -40,7 +40,7 @@ from fitq.service.db.engine import after_commit
 from fitq.service.db.models import TERMINAL_STATUSES, ApiKey, Dataset, Job, utcnow
 from fitq.service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from fitq.service.paging import Page
-from fitq.service.store import ArtifactStore, keys
+from fitq.service.store import ArtifactStore, gc, keys, locks
 
 log = logging.getLogger("fitq.datasets")
 
@@ -89,15 +89,24 @@ def create(
     task = _task(upload.task)
     name = _name(upload)
     prefix = keys.dataset(upload.sha256, label=label, task=task)
-    ds = None
-    if ingest.is_saved(store, prefix):
-        facts = _Facts.from_meta(ingest.load_meta(store, prefix))
-        log.info("dataset bytes already stored", extra={"action": "dedup", "prefix": prefix})
-    else:
-        ds = ingest.ingest_file(
+
+    def ingested() -> ingest.IngestedDataset:
+        return ingest.ingest_file(
             upload.path, filename=upload.filename, label=label, task=task, limits=limits
         )
+
+    ds = None
+    meta = _stored_meta(store, prefix)  # a first look, so that ingest runs outside the lock
+    if meta is not None:
+        facts = _Facts.from_meta(meta)
+    else:
+        ds = ingested()
         facts = _Facts.from_meta(ds.meta())
+    locks.hold(session, prefix)  # until commit: the files cannot go from under the row
+    if ds is None and not ingest.is_saved(store, prefix):
+        ds = ingested()  # collected since the first look: write them again
+    if ds is None:
+        log.info("dataset bytes already stored", extra={"action": "dedup", "prefix": prefix})
     if max_stored_bytes is not None:
         check_stored_bytes(session, owner_id, canonical_bytes(facts.shape), max_stored_bytes)
     if ds is not None:
@@ -125,6 +134,14 @@ def create(
     session.flush()
     log.info("dataset created", extra={"action": "create", "dataset_id": row.id, "prefix": prefix})
     return row
+
+
+def _stored_meta(store: ArtifactStore, prefix: str) -> dict[str, Any] | None:
+    """The ``meta.json`` of a complete canonical form under ``prefix``, or None."""
+    try:
+        return ingest.load_meta(store, prefix)
+    except FileNotFoundError:
+        return None
 
 
 def canonical_bytes(shape: DataShape) -> int:
@@ -327,7 +344,10 @@ def delete_dataset(session: Session, store: ArtifactStore, row: Dataset) -> None
     on PostgreSQL a concurrent submission holds the row ``FOR SHARE``, so one
     of the two waits and sees the other. The files are removed once the
     caller's transaction has committed (``engine.after_commit``), so a crash
-    leaves orphan files at worst, never a row without files.
+    leaves orphan files at worst (the collector's, ``store/gc.py``), never a
+    row without files; and under the prefix's lock, if no row names them by
+    then: another key's upload of the same bytes may have found them stored
+    in between (``store/locks.py``).
     """
     if is_builtin(row):
         raise Conflict(f"dataset {row.id!r} is built in and cannot be deleted")
@@ -353,8 +373,20 @@ def delete_dataset(session: Session, store: ArtifactStore, row: Dataset) -> None
         )
     shared = session.scalar(select(exists().where(Dataset.storage_key == storage_key)))
     if not shared:
-        after_commit(session, lambda: store.delete_prefix(storage_key))
+        after_commit(session, lambda: _collect(session, store, storage_key))
     log.info("dataset deleted", extra={"action": "delete", "dataset_id": dataset_id})
+
+
+def _collect(session: Session, store: ArtifactStore, prefix: str) -> None:
+    """After a delete committed: remove ``prefix`` in a transaction of its own,
+    unless a row names it again; a failure leaves the files to the collector."""
+    try:
+        with Session(session.get_bind()) as own, own.begin():
+            gc.collect_prefix(own, store, prefix)
+    except Exception:
+        log.warning(
+            "dataset files not deleted", extra={"action": "delete", "prefix": prefix}, exc_info=True
+        )
 
 
 def count_uploads(session: Session) -> int:

@@ -32,6 +32,8 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -44,6 +46,20 @@ if TYPE_CHECKING:
 
 COPY_CHUNK_BYTES = 1 << 20
 S3_PROTOCOLS = ("s3", "s3a")
+TEMP_PREFIX = ".tmp-"
+TEMP_SUFFIX = ".part"
+"""A local write in progress (``writer``): ``.tmp-<random>.part`` beside its target.
+One that a crash left behind is garbage (``store/gc.py``)."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One stored key, as a listing sees it."""
+
+    key: str
+    size: int
+    modified: datetime
+    """When it was last written (UTC): the filesystem's mtime, S3's LastModified."""
 
 
 def storage_options(url: str, *, s3_endpoint_url: str | None = None) -> dict[str, Any]:
@@ -119,7 +135,7 @@ class ArtifactStore:
             return
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as f:
                 yield f
@@ -187,6 +203,26 @@ class ArtifactStore:
             raise ValueError(f"{key} does not hold a single array")
         return array
 
+    # -- listing ------------------------------------------------------------
+
+    def objects(self, prefix: str = "") -> list[StoredObject]:
+        """Every key under the folder ``prefix`` (default: the whole store), with
+        its size and time, temporary files included; empty when there is none."""
+        base = self._path(prefix.rstrip("/")) if prefix else self.root
+        try:
+            found = self.fs.find(base, detail=True, withdirs=False)
+        except FileNotFoundError:
+            return []
+        start = len(self.root) + 1
+        listed = []
+        for path, info in sorted(found.items()):
+            if info.get("type") == "directory":
+                continue
+            listed.append(
+                StoredObject(str(path)[start:], int(info.get("size") or 0), _modified(info))
+            )
+        return listed
+
     # -- deleting -----------------------------------------------------------
 
     def delete(self, key: str) -> None:
@@ -208,6 +244,29 @@ class ArtifactStore:
         with contextlib.suppress(FileNotFoundError):
             if self.fs.exists(path):
                 self.fs.rm(path, recursive=True)
+
+    def remove_empty_folders(self, key: str) -> None:
+        """Remove the folders above ``key`` that are left empty, up to the root
+        (local stores; an object store has no folders)."""
+        if not self._local:
+            return
+        folder = Path(self._path(key)).parent
+        while folder != Path(self.root) and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or gone
+                return
+            folder = folder.parent
+
+
+def _modified(info: dict[str, Any]) -> datetime:
+    """An fsspec listing entry's last write, as an aware UTC time."""
+    mtime = info.get("mtime", info.get("LastModified"))
+    if isinstance(mtime, datetime):
+        return mtime if mtime.tzinfo is not None else mtime.replace(tzinfo=UTC)
+    if mtime is None:
+        raise ValueError(f"the store gives no time for {info.get('name')!r}")
+    return datetime.fromtimestamp(float(mtime), UTC)
 
 
 def _fsync_dir(directory: str) -> None:

@@ -29,6 +29,8 @@ JOBS = "jobs"
 CHECKPOINT_NAME = re.compile(r"^(\d{5})-(\d{7})-a(\d+)(?:-([0-9a-f]{64}))?\.safetensors$")
 """A checkpoint's file name: completed epochs, steps into the next, attempt,
 sha256 (absent in files written before checksums)."""
+MODEL_NAME = re.compile(r"^model-a(\d+)\.safetensors$")
+"""A trained model's file name: the attempt that wrote it."""
 
 
 def dataset(sha256: str, *, label: str | None = None, task: str | None = None) -> str:
@@ -54,9 +56,14 @@ def dataset_meta(prefix: str) -> str:
     return f"{prefix}/meta.json"
 
 
+def job(job_id: str) -> str:
+    """The folder of everything a job has in the store (checkpoints, models)."""
+    return f"{JOBS}/{job_id}"
+
+
 def checkpoints(job_id: str) -> str:
     """The folder of a job's checkpoints."""
-    return f"{JOBS}/{job_id}/checkpoints"
+    return f"{job(job_id)}/checkpoints"
 
 
 def checkpoint(job_id: str, epoch: int, step: int, attempt: int, sha256: str) -> str:
@@ -66,4 +73,4 @@ def checkpoint(job_id: str, epoch: int, step: int, attempt: int, sha256: str) ->
 
 def model(job_id: str, attempt: int) -> str:
     """The trained model that ``attempt`` of the job wrote."""
-    return f"{JOBS}/{job_id}/model-a{attempt}.safetensors"
+    return f"{job(job_id)}/model-a{attempt}.safetensors"
