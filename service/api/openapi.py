@@ -29,6 +29,9 @@ from fitq.service import spec as specs
 from fitq.service.api.guard import ID_PATTERN
 from fitq.service.api.schemas import EvaluateRequest, PredictRequest
 from fitq.service.jobs.prediction import FLOAT32_MAX
+from fitq.service.jobs.submission import spec_limits
+from fitq.service.settings import Settings
+from fitq.service.spec import json_schema
 
 ID_FROM_BODY = "$response.body#/id"
 
@@ -49,7 +52,7 @@ def customize(app: FastAPI) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = default_openapi()
-        _job_spec_body(schema)
+        _job_spec_body(schema, app.state.settings)
         _predict_body(schema, app.state.settings.max_predict_rows)
         _sweep_body(schema)
         _evaluate_body(schema)
@@ -78,10 +81,21 @@ def _declare_body(schema: dict[str, Any], path: str, model: type[BaseModel]) -> 
     return body
 
 
-def _job_spec_body(schema: dict[str, Any]) -> None:
-    """The job spec, and what its model says in prose: ``model`` or ``keras_json``, one."""
+def _job_spec_body(schema: dict[str, Any], settings: Settings) -> None:
+    """The job spec, and what its model says in prose: ``model`` or ``keras_json``, one;
+    the names, the layers' union and the bounds as the spec and the service's settings
+    enforce them (``spec/json_schema.py``)."""
     body = _declare_body(schema, "/v1/jobs", specs.JobSpec)
     body["oneOf"] = [{"required": ["model"]}, {"required": ["keras_json"]}]
+    json_schema.state(
+        schema["components"]["schemas"],
+        limits=spec_limits(settings.max_epochs, settings.max_parameters),
+        bounds={
+            "priority": settings.max_priority,
+            "max_attempts": settings.max_attempts,
+            "max_seconds": settings.max_job_seconds,
+        },
+    )
 
 
 def _predict_body(schema: dict[str, Any], max_rows: int) -> None:

@@ -19,6 +19,7 @@ from pydantic_core import ErrorDetails
 from fitq.service.errors import InvalidSpec
 from fitq.service.spec.base import DEFAULT_LIMITS, FLOAT32_MAX, SpecLimits
 from fitq.service.spec.job import JobSpec
+from fitq.service.spec.json_schema import integral_numbers
 
 
 def parse_spec(
@@ -44,6 +45,7 @@ def parse_spec(
         raise InvalidSpec(
             f"the body must be a JSON object (a job spec), got {_type_name(data)}", loc=["body"]
         )
+    data = integral_numbers(data)  # 3.0 is an integer, as the document's schema says
     try:
         return JobSpec.model_validate(data, context={"limits": limits or DEFAULT_LIMITS})
     except ValidationError as exc:

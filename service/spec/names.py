@@ -17,9 +17,15 @@ from fitq.service.errors import InvalidSpec
 from fitq.service.spec import keras
 from fitq.service.spec.base import is_neutral, name_key
 
+REGISTRY: dict[str, Names] = {}
+"""Every kind of name, by kind: what ``json_schema`` states each bare name from."""
+
 
 class Names:
-    """One kind of name (activation, loss, …): canonical names, aliases, presets."""
+    """One kind of name (activation, loss, …): canonical names, aliases, presets.
+
+    Each registers itself in ``REGISTRY``, so the OpenAPI document states the
+    names this table accepts (``json_schema.name_pattern``), never a copy."""
 
     def __init__(
         self,
@@ -33,6 +39,7 @@ class Names:
         self.table |= {name_key(a): n for a, n in (aliases or {}).items()}
         self.presets = {name_key(a): p for a, p in (presets or {}).items()}
         self.expected = ", ".join([*canonical, *(presets or {})])
+        REGISTRY[kind] = self
 
     def lookup(self, value: Any) -> tuple[str, dict[str, Any]]:
         """A user's spelling → (canonical name, preset parameters)."""
