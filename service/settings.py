@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     checkpoint_seconds: float = Field(
         default=60.0, gt=0, description="Mid-epoch checkpoint interval."
     )
+    gc_grace_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="`fitq store gc` leaves objects younger than this (a write in progress).",
+    )
     # Limits on what a client may ask for; each refusal names its setting (docs/api.md, Limits).
     max_upload_bytes: int = Field(default=GIB, gt=0, description="Largest accepted upload.")
     max_npz_uncompressed_bytes: int = Field(

@@ -1,6 +1,6 @@
 """The ``fitq`` command: the parts it starts (``up``, ``api``, ``worker``), the
-admin commands (``db``, ``keys``: ``admin.py``) and the user commands that
-drive the API (``jobs.py``, ``sweeps.py``, ``datasets.py``).
+admin commands (``db``, ``keys``: ``admin.py``; ``store gc``: ``store.py``) and
+the user commands that drive the API (``jobs.py``, ``sweeps.py``, ``datasets.py``).
 
 Errors the API answers with (4xx) print as one line on stderr and exit 1;
 usage errors exit 2; the full list of exit codes is in ``common.py``. Whatever
@@ -22,12 +22,14 @@ from fitq.service.cli import jobs, login, sweeps
 from fitq.service.cli.admin import db_app, ensure_local_key, keys_app, register_env_key
 from fitq.service.cli.common import chosen, err, fail
 from fitq.service.cli.datasets import datasets_app
+from fitq.service.cli.store import store_app
 from fitq.service.settings import Settings, get_settings
 
 app = typer.Typer(help="fitq: train dense neural networks as a service.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(store_app, name="store")
 jobs.register(app)
 sweeps.register(app)
 login.register(app)

@@ -29,7 +29,7 @@ NOT_METRICS = ("job_id", "at", "epoch", "attempt", "seconds", "samples_per_secon
 
 
 def register(app: typer.Typer) -> None:
-    for command in (submit, jobs, show, watch, cancel, download, predict):
+    for command in (submit, jobs, show, watch, cancel, delete, download, predict):
         app.command()(command)
 
 
@@ -257,6 +257,13 @@ def cancel(job_id: str, as_json: bool = JsonOption) -> None:
     else:
         note = " (stopping at the next step)" if job["status"] == "running" else ""
         out.print(f"{job['id']} {job['status']}{note}", highlight=False)
+
+
+def delete(job_id: str) -> None:
+    """Delete a job that ended, with its History and files (cancel a running one first)."""
+    with client() as c:
+        call(c.delete_job, job_id)
+    err.print(f"deleted {job_id}", highlight=False)
 
 
 def download(

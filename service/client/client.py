@@ -225,6 +225,10 @@ class Client:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/jobs/{job_id}/cancel").json()
 
+    def delete_job(self, job_id: str) -> None:
+        """Delete a job that ended, with its History and files (409 while it runs)."""
+        self._request("DELETE", f"/v1/jobs/{job_id}")
+
     def download_model(self, job_id: str, format: str = "safetensors") -> bytes:
         """The trained model file: ``safetensors``, ``keras`` or ``onnx``."""
         params = {"format": format}

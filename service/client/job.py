@@ -124,6 +124,10 @@ class Job(Resource):
         self._data = self._client.cancel(self.id)
         return self
 
+    def delete(self) -> None:
+        """Delete the job (it must have ended), its History and its files."""
+        self._client.delete_job(self.id)
+
 
 def history_of(epochs: list[dict[str, Any]]) -> dict[str, list[float]]:
     """``GET /v1/jobs/{id}/metrics`` rows → ``{"loss": [...], "accuracy": [...], …}``."""
