@@ -50,7 +50,7 @@ def store_gc(
     if as_json:
         print_json(_as_json(report))
     else:
-        _print(report)
+        print_report(report)
     if report.failed:
         raise typer.Exit(1)
 
@@ -70,7 +70,7 @@ def _as_json(report: Report) -> dict[str, object]:
     }
 
 
-def _print(report: Report) -> None:
+def print_report(report: Report) -> None:
     table = Table("key", "why", "objects", "bytes", box=None)
     for g in report.items:
         table.add_row(g.key, g.reason, str(g.objects), f"{g.bytes:,}")
