@@ -23,6 +23,7 @@ gc` prints them, with the store's size before and after. A benchmark, never a te
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import tempfile
 from datetime import timedelta
@@ -89,10 +90,8 @@ def main() -> None:
                     raise Killed
 
             Worker(settings, store=store).run(max_jobs=1)  # A
-            try:
+            with contextlib.suppress(Killed):
                 Worker(settings, store=store, on_step=kill_b).run(max_jobs=1)  # B dies
-            except Killed:
-                pass
             with transaction(url) as session:  # its lease runs out
                 session.execute(
                     update(Job)
