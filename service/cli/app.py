@@ -18,7 +18,7 @@ from typing import Any
 
 import typer
 
-from fitq.service.cli import jobs, login, sweeps
+from fitq.service.cli import compare, jobs, login, sweeps
 from fitq.service.cli.admin import db_app, ensure_local_key, keys_app, register_env_key
 from fitq.service.cli.common import chosen, err, fail
 from fitq.service.cli.datasets import datasets_app
@@ -31,6 +31,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(store_app, name="store")
 jobs.register(app)
+compare.register(app)
 sweeps.register(app)
 login.register(app)
 

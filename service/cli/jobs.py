@@ -94,24 +94,55 @@ def dataset_ref(c: Client, ref: str) -> str:
 
 
 def jobs(
-    status: str | None = typer.Option(None, help="queued, running, succeeded, failed, cancelled."),
-    limit: int = typer.Option(20, help="At most this many, newest first."),
+    status: Annotated[
+        list[str] | None,
+        typer.Option(help="queued, running, succeeded, failed, cancelled (repeat: any of them)."),
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option(help="Only jobs with this tag (repeat: all).")
+    ] = None,
+    name: str | None = typer.Option(None, help="This name; ending with '*', a prefix."),
+    sweep: str | None = typer.Option(None, help="Only this sweep's trials."),
+    since: str | None = typer.Option(
+        None, help="Created at or after (ISO 8601 with a zone: 2026-12-06T00:00Z)."
+    ),
+    until: str | None = typer.Option(None, help="Created before (ISO 8601 with a zone)."),
+    sort: str | None = typer.Option(
+        None,
+        help="created_at, or a metric of the latest epoch: val_loss (ascending), "
+        "-val_accuracy (descending). Default: newest first.",
+    ),
+    limit: int = typer.Option(20, help="At most this many."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Your jobs, newest first."""
+    """Your jobs, newest first (or --sort), filtered by --status, --tag, --name, --sweep,
+    --since and --until."""
     with client() as c:
-        items = call(c.jobs, status, limit)
+        items = call(
+            c.jobs,
+            status,
+            limit,
+            tag=tag,
+            name=name,
+            sweep=sweep,
+            sort=sort,
+            created_after=since,
+            created_before=until,
+        )
     if as_json:
         print_json(items)
         return
+    metric = (sort or "").lstrip("-")
+    shown = ["loss", "accuracy", "val_accuracy"]
+    if metric and metric != "created_at" and metric not in shown:
+        shown.append(metric)
     table = Table(
         Column("id", no_wrap=True, min_width=32),
         "name",
         "status",
         "epoch",
-        "loss",
-        "accuracy",
-        "val_accuracy",
+        *shown,
+        "tags",
         "created",
     )
     for job in items:
@@ -121,9 +152,8 @@ def jobs(
             job.get("name") or "",
             _status(job),
             f"{job['progress']['epoch']}/{job['progress']['epochs']}",
-            fmt(metrics.get("loss")),
-            fmt(metrics.get("accuracy")),
-            fmt(metrics.get("val_accuracy")),
+            *(fmt(metrics.get(m)) for m in shown),
+            " ".join(job.get("tags") or []),
             str(job["created_at"])[:19],
         )
     out.print(table)
@@ -156,6 +186,8 @@ def show(job_id: str, as_json: bool = JsonOption) -> None:
         )
     if job.get("sweep_id"):
         out.print(f"a trial of sweep {job['sweep_id']}", highlight=False)
+    if job.get("tags"):
+        out.print("tags: " + " ".join(job["tags"]), highlight=False, markup=False)
     if job.get("error"):
         out.print(f"[red]error:[/red] {job['error']}", highlight=False)
     _summary(job, history)

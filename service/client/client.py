@@ -7,7 +7,8 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ DEFAULT_TIMEOUT_SECONDS = 60.0
 RECONNECT_SECONDS = 1.0
 """Wait before reconnecting a dropped event stream."""
 MAX_RECONNECTS = 30
+MAX_PAGE = 200
+"""The API's largest page."""
 
 
 def npz_bytes(x: Any, y: Any) -> bytes:
@@ -54,6 +57,22 @@ def spec_of(spec: Any) -> dict[str, Any]:
         )
     )
     return body
+
+
+def _listed(value: str | Sequence[str] | None) -> list[str] | None:
+    """A repeatable query parameter's values (one string is one value)."""
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _instant(value: datetime | str | None, field: str) -> str | None:
+    """An aware datetime as ISO 8601 text (text as given: the server checks it)."""
+    if not isinstance(value, datetime):
+        return value
+    if value.tzinfo is None:
+        raise ValueError(f"{field} needs a time zone (a naive datetime is no one instant)")
+    return value.isoformat()
 
 
 def _plain(value: Any) -> Any:
@@ -202,11 +221,35 @@ class Client:
         return Job(self, self.job(job_id))
 
     def jobs(
-        self, status: str | None = None, limit: int | None = None, *, sweep: str | None = None
+        self,
+        status: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        *,
+        sweep: str | None = None,
+        tag: str | Sequence[str] | None = None,
+        name: str | None = None,
+        sort: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
     ) -> list[dict[str, Any]]:
-        params = {"status": status} if status else {}
-        if sweep is not None:
-            params["sweep_id"] = sweep
+        """Your jobs (at most ``limit``), newest first unless ``sort`` says
+        otherwise: ``"created_at"``, or a metric of the latest epoch (``"val_loss"``
+        ascending, ``"-val_accuracy"`` descending; jobs without it last). Filters:
+        any of ``status``, every one of ``tag``, ``name`` exactly (ending with
+        ``*``: by prefix), a ``sweep``'s trials, created in ``[created_after,
+        created_before)`` (aware datetimes or ISO 8601 text with a zone)."""
+        params: dict[str, Any] = {
+            "status": _listed(status),
+            "tag": _listed(tag),
+            "name": name,
+            "sweep_id": sweep,
+            "sort": sort,
+            "created_after": _instant(created_after, "created_after"),
+            "created_before": _instant(created_before, "created_before"),
+        }
+        params = {k: v for k, v in params.items() if v not in (None, [])}
+        if limit is not None:
+            params["limit"] = max(1, min(limit, MAX_PAGE))
         items = []
         for item in self._paginate("/v1/jobs", params):
             items.append(item)

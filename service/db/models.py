@@ -25,7 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -177,11 +177,10 @@ class Job(Base):
     )
     tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
     """The job's tags as given (order kept); ``job_tags`` holds them again, one row
-    each, for filtering. Written once, at submit."""
+    each, for filtering: setting ``tags`` sets ``tag_rows`` (:meth:`_tag_rows`)."""
     tag_rows: Mapped[list[JobTag]] = relationship(
         cascade="all, delete-orphan", passive_deletes=True
     )
-    """Given at submit (``Job(tag_rows=…)``) so the rows are inserted with the job."""
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -207,6 +206,13 @@ class Job(Base):
         Index("ix_jobs_pack_claim", "pack_key", "status", "priority", "created_at"),
         Index("ix_jobs_owner_created", "owner_id", "created_at"),
     )
+
+    @validates("tags")
+    def _tag_rows(self, _key: str, tags: list[str] | None) -> list[str]:
+        """The ``job_tags`` rows follow the tags, inserted (or replaced) with the job."""
+        tags = list(dict.fromkeys(tags or []))
+        self.tag_rows = [JobTag(tag=tag) for tag in tags]
+        return tags
 
 
 class JobTag(Base):

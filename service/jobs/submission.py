@@ -29,7 +29,7 @@ from fitq.service import queue
 from fitq.service import spec as specs
 from fitq.service.datasets import service as datasets
 from fitq.service.datasets.shape import DataShape
-from fitq.service.db.models import QUEUED, ApiKey, Dataset, Job, JobTag, utcnow
+from fitq.service.db.models import QUEUED, ApiKey, Dataset, Job, utcnow
 from fitq.service.errors import Conflict, InvalidSpec, NotFound, TooManyRequests
 from fitq.service.jobs import budget
 from fitq.service.settings import Settings
@@ -204,10 +204,9 @@ def new_job(
 ) -> Job:
     """The row of a job to queue (``queue.enqueue``) from its normalized spec;
     ``name`` when given stands for the spec's (a sweep names its trials).
-    ``tags`` (valid and unique: ``JobSpec.tags``) go on the row and, one row
-    each, in ``job_tags``, inserted with it."""
+    ``tags`` (valid: ``JobSpec.tags``) go on the row and, one row each, in
+    ``job_tags``, inserted with it (``Job.tags``)."""
     now = utcnow()
-    tags = list(tags or [])
     return Job(
         owner_id=owner_id,
         name=name or normalized.get("name"),
@@ -221,8 +220,7 @@ def new_job(
         epochs=int(normalized["fit"]["epochs"]),
         max_attempts=int(normalized.get("max_attempts") or 3),
         sweep_id=sweep_id,
-        tags=tags,
-        tag_rows=[JobTag(tag=tag) for tag in tags],
+        tags=list(tags or []),
         pack_key=compatibility_key(normalized),  # None: it trains solo
         created_at=now,
         updated_at=now,

@@ -165,9 +165,9 @@ class TestSort:
         values = [*self.VALUES, None]
 
         def expected(descending: bool) -> list[str]:
-            have = [i for i in newest_first if values[i] is not None]
-            have.sort(key=lambda i: -values[i] if descending else values[i])  # type: ignore[operator]
-            return [made[i] for i in have] + [made[i] for i in newest_first if values[i] is None]
+            have = {i: v for i in newest_first if (v := values[i]) is not None}
+            ranked = sorted(have, key=lambda i: -have[i] if descending else have[i])  # stable
+            return [made[i] for i in ranked] + [made[i] for i in newest_first if i not in have]
 
         assert await ids(api, sort="val_loss", limit=limit) == expected(False)
         assert await ids(api, sort="-val_loss", limit=limit) == expected(True)

@@ -1,5 +1,5 @@
 """The client commands on a client-only install (no extras): ``fitq --help``,
-``fitq jobs``, ``fitq submit``, ``fitq sweep`` and ``fitq sweeps`` import
+``fitq jobs``, ``fitq submit``, ``fitq sweep``, ``fitq sweeps`` and ``fitq compare`` import
 nothing of the server. Each runs in a fresh interpreter where the server's
 packages fail to import, as they would when not installed; against an API
 nobody listens on, the commands then end with the documented "cannot reach"
@@ -71,12 +71,20 @@ def fitq_without_server(*args: str, tmp_path: Path) -> subprocess.CompletedProce
 def test_help_lists_every_command(tmp_path: Path) -> None:
     result = fitq_without_server("--help", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
-    for command in ("up", "api", "worker", "submit", "jobs", "sweep", "sweeps", "datasets", "db"):
+    commands = ("up", "api", "worker", "submit", "jobs", "sweep", "sweeps", "datasets", "db")
+    for command in (*commands, "compare"):
         assert command in result.stdout
 
 
 @pytest.mark.parametrize(
-    "command", [["jobs"], ["submit", "SPEC"], ["sweep", "SWEEP", "--follow"], ["sweeps"]]
+    "command",
+    [
+        ["jobs", "--tag", "t", "--sort", "-val_loss"],
+        ["submit", "SPEC"],
+        ["sweep", "SWEEP", "--follow"],
+        ["sweeps"],
+        ["compare", "a", "b"],
+    ],
 )
 def test_client_commands_reach_for_the_api(command: list[str], tmp_path: Path) -> None:
     spec = tmp_path / "spec.json"
