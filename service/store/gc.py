@@ -11,7 +11,8 @@ What is garbage (each older than the grace period, ``FITQ_GC_GRACE_SECONDS``):
 - ``jobs/<job>/model-a<n>.safetensors`` of an ended job other than the one its
   row names (a superseded attempt's late model);
 - everything under ``jobs/<job>/`` when the job has no row (it was deleted);
-- ``.tmp-*.part``: a local write that a crash interrupted.
+- ``.tmp-*.part``: a local write that a crash interrupted (in a job's folder,
+  once the job ended or went).
 
 A running or queued job's files are never touched, nor anything outside
 ``datasets/`` and ``jobs/``.
@@ -137,12 +138,12 @@ def _garbage(session: Session, listed: Sequence[StoredObject]) -> list[tuple[Gar
     job_files: dict[str, list[StoredObject]] = defaultdict(list)
     for obj in listed:
         parts = obj.key.split("/")
-        if parts[-1].startswith(TEMP_PREFIX) and parts[-1].endswith(TEMP_SUFFIX):
+        if parts[0] == keys.JOBS and len(parts) >= 3:
+            job_files[parts[1]].append(obj)
+        elif _is_temp(obj.key):
             found.append((Garbage(obj.key, obj.size, 1, TEMP), obj.modified))
         elif parts[0] == keys.DATASETS and len(parts) >= 3:
             prefixes["/".join(parts[:2])].append(obj)
-        elif parts[0] == keys.JOBS and len(parts) >= 3:
-            job_files[parts[1]].append(obj)
     named = _named_prefixes(session, list(prefixes))
     for prefix, objs in prefixes.items():
         if prefix not in named:
@@ -160,16 +161,23 @@ def _garbage(session: Session, listed: Sequence[StoredObject]) -> list[tuple[Gar
 def _job_file_reason(job_id: str, key: str, job: tuple[str, str | None] | None) -> str | None:
     """Why ``key`` of job ``job_id`` (its row's status and model key) is garbage, or None."""
     if job is None:
-        return DELETED_JOB
+        return TEMP if _is_temp(key) else DELETED_JOB
     status, model_key = job
     if status not in TERMINAL_STATUSES:
-        return None
+        return None  # its temporary files too: a write of the attempt that holds it
+    if _is_temp(key):
+        return TEMP
     if key.startswith(keys.checkpoints(job_id) + "/"):
         return CHECKPOINT
     name = key.rsplit("/", 1)[-1]
     if keys.MODEL_NAME.match(name) and key != model_key and key.count("/") == 2:
         return MODEL
     return None
+
+
+def _is_temp(key: str) -> bool:
+    name = key.rsplit("/", 1)[-1]
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
 def _named_prefixes(session: Session, prefixes: list[str]) -> set[str]:

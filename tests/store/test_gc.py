@@ -112,12 +112,21 @@ class TestJobs:
         assert _keys(store) == unknown
 
 
-def test_an_interrupted_writes_leftovers_go(database_url: str, store: ArtifactStore) -> None:
-    leftover = f"{keys.checkpoints('j')}/.tmp-abc123.part"
-    _put(store, leftover)
+def test_an_interrupted_writes_leftovers_go_unless_their_job_runs(
+    database_url: str, store: ArtifactStore, job_factory: Callable[..., Job]
+) -> None:
+    running = job_factory(status=RUNNING, attempt=1).id
+    failed = job_factory(status=FAILED, attempt=1).id
+    writing = f"{keys.checkpoints(running)}/.tmp-abc123.part"
+    leftovers = {
+        f"{keys.checkpoints(failed)}/.tmp-abc123.part",
+        f"{keys.checkpoints(uuid.uuid4().hex)}/.tmp-abc123.part",
+        f"{keys.dataset('cd' * 32)}/.tmp-abc123.part",
+    }
+    _put(store, writing, *leftovers)
     report = _collect(database_url, store)
-    assert [(g.key, g.reason) for g in report.items] == [(leftover, gc.TEMP)]
-    assert _keys(store) == set()
+    assert {(g.key, g.reason) for g in report.items} == {(k, gc.TEMP) for k in leftovers}
+    assert _keys(store) == {writing}
 
 
 class TestGraceAndDryRun:
