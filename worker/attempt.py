@@ -10,8 +10,12 @@ checkpoint with the epoch's History row. The outcomes:
 - ``succeeded``: evaluated on the test set when the spec names one, the model
   saved under a key of this attempt, the job finished;
 - ``failed``: the job's own error (bad data, divergence, out of memory) is
-  written as the job's, and the worker goes on;
-- ``cancelled``: a cancel was asked, acknowledged at a step boundary;
+  written as the job's (no path or URL in it), and the worker goes on;
+- ``store unavailable``: the artifact store failed under it (disk full, I/O
+  error, unreachable: ``store_errors.py``); the job is handed back from its last
+  committed checkpoint and the worker pauses its claims;
+- ``cancelled``: a cancel was asked, acknowledged at a step boundary (or at the
+  epoch's end, whose History row a committed cancel refuses);
 - ``handed back``: shutdown (SIGTERM) requeues the job with a fresh checkpoint;
 - ``lost``: the lease went to another worker; nothing more is written;
 - ``abandoned``: the database failed in a way that retrying does not cure;
@@ -37,7 +41,7 @@ from fitq.service import queue
 from fitq.service.errors import StaleAttempt
 from fitq.service.settings import Settings
 from fitq.service.store import ArtifactStore, keys
-from fitq.worker import checkpoints, data
+from fitq.worker import checkpoints, data, store_errors
 from fitq.worker.reporter import Reporter
 from fitq.worker.run_time import OverTime, RunTime
 
@@ -95,14 +99,19 @@ class Attempt:
             )
             return "abandoned"
         except Exception as exc:  # a job's failure must never stop the worker
+            if store_errors.is_outage(exc):  # the store's, not the job's: back to the queue
+                return self._store_failed(exc)
             return self._fail(exc)
 
     @property
     def _fields(self) -> dict[str, Any]:
         return self.reporter.fields
 
+    def _store_failed(self, exc: Exception) -> str:
+        return store_failed(self.reporter, exc, self.store)
+
     def _fail(self, exc: Exception) -> str:
-        message = describe(exc)
+        message = store_errors.scrub(describe(exc), self.store)
         log.warning(
             "job failed",
             extra={"action": "fail", "error": message, **self._fields},
@@ -152,6 +161,8 @@ class Attempt:
             )
         except StopRequested as stop:
             return self._stop(stop.reason)
+        except queue.CancelRequested:  # asked after the last step: the epoch was refused
+            return self._stop("cancel")
         return self._finish(arrays.test)
 
     def _load(self, spec: dict[str, Any]) -> data.JobArrays:
@@ -224,6 +235,25 @@ class Attempt:
         self.reporter.finish(model_key, test_metrics)
         checkpoints.drop(self.store, claim.job_id)
         return "succeeded"
+
+
+def store_failed(reporter: Reporter, exc: BaseException, store: ArtifactStore) -> str:
+    """The artifact store failed under ``reporter``'s attempt: its job handed back
+    (``store_errors.STORE_OUTCOME``), or failed after too many such hand-backs in a
+    row; the outcome, as :meth:`Attempt.run` returns it."""
+    message = store_errors.describe(exc, store)
+    log.warning(
+        "artifact store failed",
+        extra={"action": "store", "error": message, **reporter.fields},
+        exc_info=True,
+    )
+    try:
+        failed = reporter.store_failed(message, store_errors.STORE_FAILURES_MAX)
+    except StaleAttempt:
+        return "lost"
+    except DBAPIError:
+        return "abandoned"
+    return "failed" if failed else store_errors.STORE_OUTCOME
 
 
 def is_expected(exc: BaseException) -> bool:

@@ -31,8 +31,10 @@ A boundary writes its members together (``worker/pack_members.py``): their files
 by side, their rows in one transaction, each member's write in its own savepoint, so
 that a pack pays for a boundary about what one job pays for an epoch.
 
-Errors. What is a job's own (its data, its numbers, its checkpoint, a store write for
-it) fails that job alone, as its solo attempt would. A failing pack step (out of
+Errors. What is a job's own (its data, its numbers, its checkpoint) fails that job
+alone, as its solo attempt would; the artifact store failing under a member (disk
+full, unreachable) hands that member back (``worker/store_errors.py``), and the pack
+claims no more jobs. A failing pack step (out of
 memory, say) is no member's: every member goes back to the queue, from its last
 committed checkpoint, unkeyed (``queue.requeue(solo=True)``), so its next claim trains
 it solo, where an error is its own; a member that could not join the pack for such a
@@ -57,7 +59,7 @@ from fitq.service import queue
 from fitq.service.errors import StaleAttempt
 from fitq.service.settings import Settings
 from fitq.service.store import ArtifactStore, keys
-from fitq.worker import checkpoints, data, pack_size
+from fitq.worker import checkpoints, data, pack_size, store_errors
 from fitq.worker.attempt import StepObserver, StopRequested, describe, is_expected
 from fitq.worker.pack_members import IO_THREADS, Members, PackedJob
 from fitq.worker.reporter import Database, Heartbeat
@@ -154,10 +156,7 @@ class PackAttempt:
             if reason == "lost":
                 self.members.end(job, "lost")
             elif reason == "cancel":
-                with self.members.guard(job):
-                    job.reporter.acknowledge_cancel()
-                    checkpoints.drop(self.store, job.job_id)
-                    self.members.end(job, "cancelled")
+                self.members.cancelled(job)
             elif job.run_time is not None:
                 with self.members.guard(job):  # past max_seconds: this member fails alone
                     epochs, step, _ = self.pack.progress(job.job_id)
@@ -266,7 +265,7 @@ class PackAttempt:
         room = self.limit - len(self.members)
         if self.budget is not None:
             room = min(room, self.budget - self._claimed)
-        if room < 1 or self.stop.is_set():
+        if room < 1 or self.stop.is_set() or self._store_failing():
             return
         try:
             with self.db.transaction() as session:
@@ -284,6 +283,10 @@ class PackAttempt:
             log.warning("pack claim failed", extra={"error": str(exc), **self.fields})
             return
         self._admit(claims)
+
+    def _store_failing(self) -> bool:
+        """A member went back for the store: claim no more (the worker backs off after)."""
+        return store_errors.STORE_OUTCOME in self.members.outcomes.values()
 
     def _admit(self, claims: list[queue.Claim]) -> None:
         """Claimed jobs into the pack: their data loaded, each resumed from its checkpoint."""
@@ -364,7 +367,11 @@ class PackAttempt:
         try:
             yield
         except Exception as exc:
-            if isinstance(exc, StaleAttempt | DBAPIError) or is_expected(exc):
+            if (
+                isinstance(exc, StaleAttempt | DBAPIError)
+                or is_expected(exc)
+                or store_errors.is_outage(exc)
+            ):
                 self.members.lose(job, exc)
                 return
             self.limit = max(1, len(self.members) - 1)

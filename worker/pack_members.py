@@ -8,7 +8,9 @@ member's reporter and checkpoint trail, and what the members do together.
   refused as stale leaves alone.
 - Leaving: whatever ends a member ends it as it ends a solo attempt (``Attempt.run``):
   a stale write → ``lost`` (nothing more written), a database error that retrying does
-  not cure → ``abandoned`` to its lease, any other error → the job ``failed`` with it;
+  not cure → ``abandoned`` to its lease, the artifact store failing → handed back
+  (``store unavailable``, ``worker/store_errors.py``), any other error → the job
+  ``failed`` with it;
   or ``handed back``, ``cancelled``, ``succeeded`` by the pack. It leaves the pack, the
   heartbeat and :attr:`Members.jobs` at once.
 """
@@ -27,8 +29,8 @@ from sqlalchemy.exc import DBAPIError
 from fitq.service import queue
 from fitq.service.errors import StaleAttempt
 from fitq.service.store import ArtifactStore
-from fitq.worker import checkpoints, data
-from fitq.worker.attempt import describe, is_expected
+from fitq.worker import checkpoints, data, store_errors
+from fitq.worker.attempt import describe, is_expected, store_failed
 from fitq.worker.reporter import Database, Heartbeat, Reporter, Write, write_together
 from fitq.worker.run_time import RunTime
 
@@ -131,8 +133,9 @@ class Members:
         self, action: str, writes: Iterable[tuple[PackedJob, Write[T]]]
     ) -> list[tuple[PackedJob, T]]:
         """The members' fenced writes in one transaction; (member, answer) for those
-        written; a member refused as stale has lost its job, and a database error that
-        retrying does not cure leaves every member of the write to its lease."""
+        written; a member refused as stale has lost its job, one whose cancel was asked
+        (an epoch row refused) is cancelled, and a database error that retrying does not
+        cure leaves every member of the write to its lease."""
         pairs = list(writes)
         try:
             answers = write_together(self.db, action, [write for _, write in pairs])
@@ -144,6 +147,8 @@ class Members:
         for (job, _), answer in zip(pairs, answers, strict=True):
             if isinstance(answer, StaleAttempt):
                 self.end(job, "lost")
+            elif isinstance(answer, queue.CancelRequested):
+                self.cancelled(job)
             else:
                 done.append((job, answer))
         return done
@@ -160,12 +165,14 @@ class Members:
 
     def lose(self, job: PackedJob, exc: BaseException | None) -> None:
         """``exc`` ended the member, as it ends a solo attempt (``Attempt.run``): a stale
-        write → lost; a database error → abandoned to its lease; anything else → the
-        job failed with it."""
+        write → lost; the store failing → handed back; a database error → abandoned to
+        its lease; anything else → the job failed with it."""
         if self.jobs.get(job.job_id) is not job:
             return  # it has left already
         if isinstance(exc, StaleAttempt):
             self.end(job, "lost")
+        elif exc is not None and store_errors.is_outage(exc):  # not the job's: back it goes
+            self.end(job, store_failed(job.reporter, exc, self.store))
         elif isinstance(exc, DBAPIError):
             log.warning(
                 "database error",
@@ -176,7 +183,7 @@ class Members:
             self.fail(job, exc or RuntimeError("the member failed"))
 
     def fail(self, job: PackedJob, exc: BaseException) -> None:
-        message = describe(exc)
+        message = store_errors.scrub(describe(exc), self.store)
         log.warning(
             "job failed",
             extra={"action": "fail", "error": message, **job.reporter.fields},
@@ -192,6 +199,13 @@ class Members:
             return
         checkpoints.drop(self.store, job.job_id)
         self.end(job, "failed")
+
+    def cancelled(self, job: PackedJob) -> None:
+        """The member's cancel was asked: acknowledged, its checkpoints dropped, out."""
+        with self.guard(job):
+            job.reporter.acknowledge_cancel()
+            checkpoints.drop(self.store, job.job_id)
+            self.end(job, "cancelled")
 
     def back(self, jobs: list[PackedJob], *, checkpoint: bool) -> None:
         """Members back to the queue, together: each from a checkpoint of where it

@@ -13,7 +13,9 @@ database that is away.
 - :class:`Heartbeat`: a thread that, every ``REPORT_SECONDS`` (at most a
   third of the lease), extends the lease of each reporter it beats and writes
   its progress, all in one statement: one reporter for a solo attempt, one per
-  member for a pack (``worker/pack_attempt.py``).
+  member for a pack (``worker/pack_attempt.py``). Beside it, a
+  :class:`~fitq.worker.cancels.CancelListener` hears a cancel as soon as it is
+  committed (``worker/cancels.py``), so a job stops within a step or so.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from fitq.service.db.availability import is_unavailable
 from fitq.service.db.engine import session_factory
 from fitq.service.errors import StaleAttempt
 from fitq.service.sweeps import progress as sweep_progress
+from fitq.worker import store_errors
 
 log = logging.getLogger("fitq.worker")
 T = TypeVar("T")
@@ -56,6 +59,7 @@ class Database:
     ``stop`` is the worker's: once it is set a write is no longer retried."""
 
     def __init__(self, url: str, stop: threading.Event):
+        self.url = url
         self._sessions = session_factory(url)
         self.stop = stop
 
@@ -100,19 +104,24 @@ class Database:
             return write(session)
 
 
-def write_together(db: Database, action: str, writes: Sequence[Write[T]]) -> list[T | StaleAttempt]:
-    """Several claims' writes in one transaction, each in its own savepoint (a pack's
-    members at a boundary: one commit, not one each). A write refused as stale is
-    undone alone and its ``StaleAttempt`` stands in its place in the answer; the
-    others commit together. Retried as a whole while the database is away."""
+Refused = StaleAttempt | queue.CancelRequested
+"""Why a claim's write was refused: its attempt is stale, or its job's cancel was asked."""
 
-    def all_of(session: Session) -> list[T | StaleAttempt]:
-        done: list[T | StaleAttempt] = []
+
+def write_together(db: Database, action: str, writes: Sequence[Write[T]]) -> list[T | Refused]:
+    """Several claims' writes in one transaction, each in its own savepoint (a pack's
+    members at a boundary: one commit, not one each). A write refused (a stale
+    attempt, an epoch of a job whose cancel was asked) is undone alone and its
+    exception stands in its place in the answer; the others commit together.
+    Retried as a whole while the database is away."""
+
+    def all_of(session: Session) -> list[T | Refused]:
+        done: list[T | Refused] = []
         for write in writes:
             try:
                 with session.begin_nested():
                     done.append(write(session))
-            except StaleAttempt as exc:
+            except (StaleAttempt, queue.CancelRequested) as exc:
                 done.append(exc)
         return done
 
@@ -162,7 +171,9 @@ class Reporter:
     def epoch(self, epoch: int, logs: dict[str, float], checkpoint_key: str) -> bool:
         """An epoch's History row (its metrics; timings apart) and its checkpoint,
         with the sweep trial's progress in the same transaction. Returns whether
-        the job stops at this epoch boundary (a trial that early termination pruned)."""
+        the job stops at this epoch boundary (a trial that early termination pruned).
+        Raises ``queue.CancelRequested`` when the job's cancel was asked (the row
+        is not written; the cancel flag is set for the step hook)."""
         return self._commit(self.epoch_write(epoch, logs, checkpoint_key))
 
     def epoch_write(self, epoch: int, logs: dict[str, float], checkpoint_key: str) -> Write[bool]:
@@ -196,6 +207,24 @@ class Reporter:
 
         return self.fenced(write)
 
+    def store_failed(self, message: str, limit: int) -> bool:
+        """The artifact store failed under this attempt (``message``, no path in it):
+        the job goes back to the queue from its last committed checkpoint, or, when
+        it went back for the store ``limit`` − 1 times in a row already, fails with
+        the reason. One transaction; returns whether the job failed."""
+
+        def write(session: Session, job: str, attempt: int) -> bool:
+            failures = queue.store_failures(session, job) + 1
+            if failures >= limit:
+                queue.fail(
+                    session, job, attempt, f"{message} ({failures} times in a row; given up)"
+                )
+                return True
+            queue.requeue(session, job, attempt, store_error=message)
+            return False
+
+        return self._commit(self.fenced(write))
+
     def acknowledge_cancel(self) -> None:
         self._commit(self.fenced(queue.acknowledge_cancel))
 
@@ -210,6 +239,8 @@ class Reporter:
         )
 
     def fail(self, message: str) -> None:
+        """The job failed with ``message`` (cleared of any path or URL: ``store_errors.scrub``)."""
+        message = store_errors.scrub(message)
         self._commit(self.fenced(lambda s, job, attempt: queue.fail(s, job, attempt, message)))
 
     def log_execution(self, epoch: int) -> None:
@@ -228,7 +259,11 @@ class Reporter:
 
     def _commit(self, write: Write[T]) -> T:
         """One write in its own transaction, retried while the database is away."""
-        return self.db.write("write", write)
+        try:
+            return self.db.write("write", write)
+        except queue.CancelRequested:
+            self.cancel.set()
+            raise
 
     # -- the heartbeat's part -----------------------------------------------------
 
@@ -279,12 +314,23 @@ class Heartbeat:
 
     @contextmanager
     def running(self) -> Iterator[Heartbeat]:
+        """Beating, and hearing cancels (``worker/cancels.py``), until the block ends."""
+        from fitq.worker.cancels import CancelListener
+
+        cancels = CancelListener(self.db.url, self.watched)
         self._thread.start()
+        cancels.start()
         try:
             yield self
         finally:
+            cancels.close()
             self._done.set()
             self._thread.join()
+
+    def watched(self) -> list[Reporter]:
+        """The reporters beaten now."""
+        with self._lock:
+            return list(self._reporters)
 
     def add(self, reporter: Reporter) -> None:
         with self._lock:

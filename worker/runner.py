@@ -9,6 +9,10 @@ database that is away is waited for: the claim loop polls, the heartbeat
 keeps beating, and a job's own writes are retried until they commit (see
 ``worker/reporter.py``).
 
+The artifact store failing under a job (disk full, unreachable) is not the job's
+fault: the job goes back to the queue and the worker pauses its claims, longer
+each time it happens again (``worker/store_errors.py``).
+
 Idle, it waits on PostgreSQL's ``LISTEN fitq_jobs`` (a dedicated connection,
 re-opened when the database comes back) or, on SQLite and as the fallback for
 a lost notification, for ``FITQ_POLL_SECONDS`` (``worker/waiter.py``).
@@ -40,6 +44,7 @@ from fitq.service import queue
 from fitq.service.db.availability import describe as describe_database_error
 from fitq.service.settings import Settings
 from fitq.service.store import ArtifactStore
+from fitq.worker import store_errors
 from fitq.worker.attempt import Attempt, StepObserver
 from fitq.worker.pack_attempt import PackAttempt
 from fitq.worker.reporter import Database, Heartbeat, Reporter
@@ -75,6 +80,8 @@ class Worker:
         self.on_step = on_step
         self.db = Database(settings.resolved_database_url, self.stop)
         self._device: str | None = None
+        self._backoff = store_errors.Backoff()
+        self._pause = 0.0  # seconds without a claim after the last attempt (the store failing)
 
     @property
     def device(self) -> str:
@@ -106,6 +113,7 @@ class Worker:
                     waiter.wait()
                     continue
                 ran += self.run_claim(claim, None if max_jobs is None else max_jobs - ran)
+                self._back_off()
         finally:
             waiter.close()
         log.info("worker stopped", extra={"worker_id": self.worker_id})
@@ -126,9 +134,21 @@ class Worker:
         to ``budget`` jobs in all), alone on a retry's last attempt
         (``queue.Claim.isolated``); return how many jobs ran."""
         if claim.pack_key is not None and not claim.isolated and self.settings.pack_max != 1:
-            return len(self.run_pack(claim, budget))
-        self.run_job(claim)
-        return 1
+            outcomes = list(self.run_pack(claim, budget).values())
+        else:
+            outcomes = [self.run_job(claim)]
+        self._pause = self._backoff.after(outcomes)
+        return len(outcomes)
+
+    def _back_off(self) -> None:
+        """After the artifact store failed under a job: no claim for a while
+        (``store_errors.Backoff``), so that the next job is not failed too."""
+        if self._pause > 0:
+            log.warning(
+                "artifact store failing: pausing claims",
+                extra={"action": "back off", "seconds": self._pause, "worker_id": self.worker_id},
+            )
+            self.stop.wait(self._pause)
 
     def run_pack(self, claim: queue.Claim, budget: int | None = None) -> dict[str, str]:
         """Train ``claim``'s job in a pack that compatible jobs join; each job's outcome."""

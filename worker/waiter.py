@@ -34,7 +34,7 @@ class QueueWaiter:
     def __init__(self, database_url: str, poll_seconds: float, stop: threading.Event):
         self.poll_seconds = poll_seconds
         self.stop = stop
-        self._dsn = None if is_sqlite(database_url) else _libpq_dsn(database_url)
+        self._dsn = None if is_sqlite(database_url) else libpq_dsn(database_url)
         self._conn: Any = None
         self._retry_at = 0.0
 
@@ -95,7 +95,8 @@ class QueueWaiter:
                 conn.close()
 
 
-def _libpq_dsn(database_url: str) -> str:
+def libpq_dsn(database_url: str) -> str:
+    """A SQLAlchemy URL as psycopg's own connect() takes it (a LISTEN connection's)."""
     from sqlalchemy.engine import make_url
 
     url = make_url(database_url).set(drivername="postgresql")

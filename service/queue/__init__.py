@@ -14,7 +14,10 @@ transaction, which serializes writers.
 New work is announced with ``NOTIFY fitq_jobs`` on PostgreSQL (on enqueue, in
 the submitting transaction, and on hand-back), so an idle worker listening on
 that channel claims within milliseconds; polling remains the fallback, and the
-only way on SQLite. The guarantees are written down in docs/reliability.md.
+only way on SQLite. A running job's cancel is announced the same way to its
+worker, on ``fitq_cancel`` with the job's id; once it is committed no History
+row of the job is written (``CancelRequested``). The guarantees are written
+down in docs/reliability.md.
 
 Modules: ``requests`` (the writes a user's request makes: ``enqueue``,
 ``request_cancel``), ``claims`` (``claim``, ``claim_compatible`` for packs,
@@ -37,8 +40,15 @@ from fitq.service.queue.attempts import (
     record_phase,
     record_progress,
     requeue,
+    store_failures,
 )
-from fitq.service.queue.base import NOTIFY_CHANNEL, Claim, notify_new_job
+from fitq.service.queue.base import (
+    CANCEL_CHANNEL,
+    NOTIFY_CHANNEL,
+    CancelRequested,
+    Claim,
+    notify_new_job,
+)
 from fitq.service.queue.claims import (
     claim,
     claim_compatible,
@@ -49,9 +59,11 @@ from fitq.service.queue.reaping import LOST_EARLY_TIMES, reap_expired
 from fitq.service.queue.requests import enqueue, request_cancel
 
 __all__ = [
+    "CANCEL_CHANNEL",
     "LOST_EARLY_TIMES",
     "NOTIFY_CHANNEL",
     "Beat",
+    "CancelRequested",
     "Claim",
     "acknowledge_cancel",
     "claim",
@@ -71,5 +83,6 @@ __all__ = [
     "request_cancel",
     "requeue",
     "set_pack_size",
+    "store_failures",
     "within_running_quota",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     case,
     exists,
+    func,
     insert,
     literal,
     null,
@@ -20,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from fitq.service.db.engine import rowcount
 from fitq.service.db.models import (
     CANCELLED,
     EVENT_EPOCH,
@@ -33,12 +35,16 @@ from fitq.service.db.models import (
     ExecutionLog,
     Job,
     JobEpoch,
+    JobEvent,
     utcnow,
 )
+from fitq.service.errors import StaleAttempt
 from fitq.service.queue.base import (
+    CancelRequested,
     Claim,
     any_attempt,
     event,
+    fenced,
     fenced_update,
     notify_new_job,
 )
@@ -122,15 +128,23 @@ def record_epoch(
 ) -> None:
     """One finished epoch: its History row, the latest metrics and the checkpoint
     that ends it, in the caller's one transaction, so a resumed run neither
-    skips nor repeats an epoch."""
-    fenced_update(
-        session,
-        job_id,
-        attempt,
-        metrics=metrics,
-        epoch=epoch,
-        checkpoint_key=checkpoint_key,
+    skips nor repeats an epoch.
+
+    Refused once the job's cancel is asked (``CancelRequested``; the worker then
+    acknowledges it): the UPDATE is guarded by ``NOT cancel_requested``, so no
+    History row follows a committed cancel (on PostgreSQL a cancel that commits
+    first makes this UPDATE match nothing; one that comes second waits for it)."""
+    written = session.execute(
+        update(Job)
+        .where(fenced(job_id, attempt), Job.cancel_requested.is_(False))
+        .values(metrics=metrics, epoch=epoch, checkpoint_key=checkpoint_key, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
     )
+    if rowcount(written) == 0:
+        cancelled = session.scalar(select(Job.cancel_requested).where(fenced(job_id, attempt)))
+        if cancelled:
+            raise CancelRequested(f"job {job_id}: cancel asked, epoch {epoch} not recorded")
+        raise StaleAttempt(f"job {job_id} attempt {attempt} is no longer the running attempt")
     already = session.scalar(
         select(exists().where(JobEpoch.job_id == job_id, JobEpoch.epoch == epoch))
     )
@@ -224,12 +238,21 @@ def acknowledge_cancel(session: Session, job_id: str, attempt: int) -> None:
     event(session, job_id, EVENT_STATUS, {"status": CANCELLED, "attempt": attempt})
 
 
-def requeue(session: Session, job_id: str, attempt: int, *, solo: bool = False) -> None:
+def requeue(
+    session: Session,
+    job_id: str,
+    attempt: int,
+    *,
+    solo: bool = False,
+    store_error: str | None = None,
+) -> None:
     """Hand a job back at once (worker shutdown): the next claim resumes it, and
     idle workers hear of it. A job whose cancel was asked meanwhile (after the
     worker's last heartbeat) ends ``cancelled`` instead. A queued job is in no
     pack; ``solo`` also clears its ``pack_key``, so it never trains in one again
-    (a pack whose step failed hands its members back so)."""
+    (a pack whose step failed hands its members back so). ``store_error``: the
+    artifact store failed under the attempt (no path in it); the status event
+    carries it as its ``error``, with ``"reason": "store"`` (:func:`store_failures`)."""
     now = utcnow()
     cancelling = Job.cancel_requested.is_(True)
     unpacked = {"pack_key": None} if solo else {}
@@ -247,5 +270,28 @@ def requeue(session: Session, job_id: str, attempt: int, *, solo: bool = False) 
         **unpacked,
     )
     status = session.scalar(select(Job.status).where(Job.id == job_id))
-    event(session, job_id, EVENT_STATUS, {"status": status, "attempt": attempt})
+    data: dict[str, Any] = {"status": status, "attempt": attempt}
+    if store_error is not None and status == QUEUED:
+        data.update(error=store_error, reason=STORE_REASON)
+    event(session, job_id, EVENT_STATUS, data)
     notify_new_job(session)
+
+
+STORE_REASON = "store"
+"""A hand-back's status event's ``reason`` when the artifact store failed under it."""
+
+
+def store_failures(session: Session, job_id: str) -> int:
+    """How many times in a row the job went back for the artifact store: its
+    hand-backs for the store since its last recorded epoch."""
+    last_epoch = session.scalar(
+        select(func.max(JobEvent.id)).where(JobEvent.job_id == job_id, JobEvent.kind == EVENT_EPOCH)
+    )
+    since = session.scalars(
+        select(JobEvent.data).where(
+            JobEvent.job_id == job_id,
+            JobEvent.kind == EVENT_STATUS,
+            JobEvent.id > (last_epoch or 0),
+        )
+    )
+    return sum(1 for data in since if data.get("reason") == STORE_REASON)

@@ -29,6 +29,14 @@ from fitq.service.errors import StaleAttempt
 
 NOTIFY_CHANNEL = "fitq_jobs"
 """The PostgreSQL channel that announces a job to claim (payload: empty)."""
+CANCEL_CHANNEL = "fitq_cancel"
+"""The PostgreSQL channel that tells a running job's worker its cancel was asked
+(payload: the job's id)."""
+
+
+class CancelRequested(Exception):
+    """The running attempt's job has a cancel asked: the write (an epoch's History
+    row) is refused, and the worker acknowledges the cancel instead."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,14 @@ def notify_new_job(session: Session) -> None:
     nothing on SQLite, whose workers poll."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(NOTIFY_CHANNEL, "")))
+
+
+def notify_cancel(session: Session, job_id: str) -> None:
+    """Tell the worker running ``job_id`` that its cancel was asked: a PostgreSQL
+    ``NOTIFY`` sent when the caller's transaction commits; nothing on SQLite, whose
+    workers poll their jobs' cancel flags."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(CANCEL_CHANNEL, job_id)))
 
 
 def fenced(job_id: str, attempt: int) -> Any:

@@ -9,6 +9,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from fitq.service.db.engine import rowcount
 from fitq.service.db.models import (
     CANCELLED,
     EVENT_STATUS,
@@ -19,6 +20,7 @@ from fitq.service.db.models import (
 )
 from fitq.service.queue.base import (
     event,
+    notify_cancel,
     notify_new_job,
 )
 
@@ -39,8 +41,9 @@ def enqueue(session: Session, job: Job) -> None:
 
 
 def request_cancel(session: Session, job_id: str) -> None:
-    """Cancel a queued job now; ask a running job's worker to stop; leave a
-    terminal job as it is (cancel is idempotent)."""
+    """Cancel a queued job now; ask a running job's worker to stop (told at commit
+    on PostgreSQL, ``queue.CANCEL_CHANNEL``), after which none of its epochs is
+    recorded (``record_epoch``); leave a terminal job as it is (cancel is idempotent)."""
     now = utcnow()
     dequeued = session.execute(
         update(Job)
@@ -51,9 +54,11 @@ def request_cancel(session: Session, job_id: str) -> None:
     ).first()
     if dequeued is not None:
         event(session, job_id, EVENT_STATUS, {"status": CANCELLED, "attempt": dequeued.attempt})
-    session.execute(
+    asked = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == RUNNING)
         .values(cancel_requested=True, updated_at=now)
         .execution_options(synchronize_session=False)
     )
+    if rowcount(asked):
+        notify_cancel(session, job_id)

@@ -1,28 +1,35 @@
 """Cancel, in every state a job can be in when it is asked: queued (at once),
-running mid-epoch (at the next step boundary, told by the heartbeat; the
-worker goes on to the next job), twice (one cancel), and at the moment of
-completion (one terminal state, which then never changes)."""
+running mid-epoch (at the next step boundary; the worker goes on to the next
+job), twice (one cancel), and at the moment of completion (one terminal state,
+which then never changes). A cancel lands: with epochs far shorter than the
+heartbeat, no History row is written after the cancel is committed, and the
+worker stops within a few steps (told by ``NOTIFY fitq_cancel`` on PostgreSQL,
+a poll of its jobs' cancel flags on SQLite)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import select
 
 from fitq.service import queue
-from fitq.service.db.engine import transaction
-from fitq.service.db.models import TERMINAL_STATUSES
+from fitq.service.db.engine import session_factory, transaction
+from fitq.service.db.models import TERMINAL_STATUSES, JobEpoch, utcnow
 from fitq.service.errors import StaleAttempt
 from fitq.service.settings import Settings
 from fitq.worker.runner import Worker
 from tests.reliability.harness import DEADLINE_SECONDS, LEASE_SECONDS, iris_spec, record, summary
-from tests.support.rows import job_row, submit
+from tests.support.rows import epochs_of, job_row, submit
 from tests.support.waits import wait_for
 from tests.worker.helpers import start
 
 MID_EPOCH_CANCELS = 3
 LONG = iris_spec(epochs=10_000, batch_size=1)
+SHORT = iris_spec(epochs=10_000, batch_size=16)
+"""10 steps an epoch: an epoch takes a few tens of ms, far less than a heartbeat."""
 
 
 @pytest.fixture
@@ -33,6 +40,18 @@ def fast_settings(settings: Settings) -> Settings:
 def cancel(url: str, job_id: str) -> None:
     with transaction(url) as session:
         queue.request_cancel(session, job_id)
+
+
+def aware(at: datetime) -> datetime:
+    """SQLite hands timestamps back without their (UTC) zone."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def recorded_at(url: str, job_id: str) -> list[datetime]:
+    """When each History row of the job was written."""
+    with session_factory(url)() as session:
+        rows = session.scalars(select(JobEpoch.created_at).where(JobEpoch.job_id == job_id))
+        return [aware(at) for at in rows]
 
 
 def run_worker(settings: Settings, max_jobs: int) -> threading.Thread:
@@ -144,3 +163,46 @@ class TestCancel:
             assert row.model_key is not None
         else:
             assert status == "cancelled" and row.model_key is None
+
+
+class TestCancelLands:
+    def test_no_epoch_is_recorded_after_the_cancel_and_the_worker_stops_at_once(
+        self, database_url: str, backend: str, owner_id: str, settings: Settings
+    ) -> None:
+        """The default lease (a heartbeat a second) and epochs of a few tens of ms:
+        the heartbeat alone would let a dozen more epochs be recorded."""
+        ids = [submit(database_url, owner_id, SHORT) for _ in range(MID_EPOCH_CANCELS)]
+        thread = run_worker(settings.model_copy(update={"poll_seconds": 0.05}), len(ids))
+        latencies = []
+        for job_id in ids:
+            wait_for(
+                lambda job_id=job_id: len(epochs_of(database_url, job_id)) >= 2,
+                "two epochs recorded",
+                timeout=DEADLINE_SECONDS,
+            )
+            cancel(database_url, job_id)
+            acked = utcnow()  # the cancel is committed: from here on, no epoch
+            recorded = epochs_of(database_url, job_id)
+            wait_for(
+                lambda job_id=job_id: job_row(database_url, job_id).status != "running",
+                "stop",
+                timeout=DEADLINE_SECONDS,
+            )
+            row = job_row(database_url, job_id)
+            assert row.status == "cancelled" and row.finished_at is not None
+            assert epochs_of(database_url, job_id) == recorded
+            assert [at for at in recorded_at(database_url, job_id) if at > acked] == []
+            latencies.append((aware(row.finished_at) - acked).total_seconds())
+        thread.join(DEADLINE_SECONDS)
+        assert not thread.is_alive()
+        record(
+            "cancel, short epochs",
+            backend,
+            jobs=len(ids),
+            workers=1,
+            kills=0,
+            lost=0,
+            duplicated_epochs=0,
+            epochs_after_cancel=0,
+            cancel=summary(latencies),
+        )

@@ -9,7 +9,10 @@ passes neither, and reads no test variable.
   temporary file;
 - ``step_delay_ms``: a pause after every step, so that a tiny test job is
   still running when a test wants to stop it mid-epoch on a fast machine
-  (the weights are unaffected).
+  (the weights are unaffected);
+- ``store_full=n`` (after ``store_full_after`` writes that work): a full disk for
+  a while: the store's next n writes (checkpoints, models) fail with ``ENOSPC``,
+  then it works again (``FullStore``).
 
 A worker process gets them on its command line (``args()``, read back by
 ``tests/support/faulty_worker.py``); a worker in the test's own process
@@ -19,9 +22,11 @@ takes ``store()`` and ``on_step()`` directly.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +54,8 @@ class Faults:
     die_at: tuple[str, int] | None = None
     die_in_checkpoint: int | None = None
     step_delay_ms: float = 0.0
+    store_full: int = 0
+    store_full_after: int = 0
 
     def args(self) -> list[str]:
         """The faulty worker's command-line arguments for these faults."""
@@ -59,6 +66,9 @@ class Faults:
             args += ["--die-in-checkpoint", str(self.die_in_checkpoint)]
         if self.step_delay_ms:
             args += ["--step-delay-ms", f"{self.step_delay_ms:g}"]
+        if self.store_full:
+            args += ["--store-full", str(self.store_full)]
+            args += ["--store-full-after", str(self.store_full_after)]
         return args
 
     @classmethod
@@ -68,12 +78,16 @@ class Faults:
         parser.add_argument("--die-at", metavar="JOB:EPOCH")
         parser.add_argument("--die-in-checkpoint", type=int, metavar="N")
         parser.add_argument("--step-delay-ms", type=float, default=0.0, metavar="MS")
+        parser.add_argument("--store-full", type=int, default=0, metavar="N")
+        parser.add_argument("--store-full-after", type=int, default=0, metavar="M")
         got = parser.parse_args(list(argv))
         die_at = None
         if got.die_at:
             job_id, epoch = got.die_at.rsplit(":", 1)
             die_at = (job_id, int(epoch))
-        return cls(die_at, got.die_in_checkpoint, got.step_delay_ms)
+        return cls(
+            die_at, got.die_in_checkpoint, got.step_delay_ms, got.store_full, got.store_full_after
+        )
 
     def on_step(self) -> StepObserver | None:
         """The step observer of these faults (None: none needed)."""
@@ -89,10 +103,13 @@ class Faults:
 
     def store(self, settings: Settings) -> ArtifactStore | None:
         """The store of these faults over ``settings``' (None: the plain one)."""
-        if self.die_in_checkpoint is None:
+        if self.die_in_checkpoint is None and not self.store_full:
             return None
         url = settings.resolved_storage_url
         options = storage_options(url, s3_endpoint_url=settings.s3_endpoint_url)
+        if self.store_full:
+            return FullStore(url, writes=self.store_full, after=self.store_full_after, **options)
+        assert self.die_in_checkpoint is not None
         return CheckpointKillingStore(url, die_on=self.die_in_checkpoint, **options)
 
 
@@ -115,6 +132,32 @@ class CheckpointKillingStore(ArtifactStore):
                     f.flush()
                     os.fsync(f.fileno())
                     die()
+        super().put_bytes(key, data)
+
+
+class FullStore(ArtifactStore):
+    """An artifact store whose disk is full for a while: after ``after`` writes that
+    work, the next ``writes`` fail as a full disk's do (``OSError(ENOSPC)`` naming the
+    file's path), then every write works again. Reads are the store's own.
+    ``failed_at`` holds when each failure happened (``time.monotonic()``)."""
+
+    def __init__(self, url: str, *, writes: int, after: int = 0, **options: Any):
+        super().__init__(url, **options)
+        self._good_first, self._failures_left = after, writes
+        self._lock = threading.Lock()
+        self.failed_at: list[float] = []
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self._lock:
+            full = self._good_first == 0 and self._failures_left > 0
+            if full:
+                self._failures_left -= 1
+                self.failed_at.append(time.monotonic())
+            elif self._good_first > 0:
+                self._good_first -= 1
+        if full:
+            log.warning("fault: store full")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"{self.root}/{key}")
         super().put_bytes(key, data)
 
 

@@ -1,7 +1,7 @@
 """``fitq worker`` with faults installed, for the reliability tests and the soak.
 
     python -m tests.support.faulty_worker [--die-at JOB:EPOCH] [--die-in-checkpoint N]
-        [--step-delay-ms MS]
+        [--step-delay-ms MS] [--store-full N [--store-full-after M]]
 
 It runs what ``fitq worker`` runs, ``fitq.worker.runner.serve`` (settings
 from the environment, logs, SIGTERM and Ctrl-C), handing it the store and
