@@ -2,7 +2,9 @@
 against a live ``fitq up``: enter the key, open a job from the list, watch
 its loss chart grow while it trains, save a screenshot of the job page
 (``test-artifacts/``), and cancel the job from the page; a sweep's page (every
-trial's curve, the ranking, a scatter per parameter); a job's pack; /docs and
+trial's curve, the ranking, a scatter per parameter); a job's pack; jobs
+ticked in the list compared (their curves on one chart, their spec's
+differences); /docs and
 /redoc from the bundled files. Each page's Content-Security-Policy is in force
 (so the predicates given to ``wait_for_function`` are functions: a string would
 need ``eval``, which the policy refuses)."""
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 
 from fitq.service.client import Client
-from tests.support.specs import DIGITS_SPEC
+from tests.support.specs import DIGITS_SPEC, digits_spec
 from tests.support.stack import Stack, fitq_up
 
 pytestmark = pytest.mark.slow
@@ -195,6 +197,36 @@ def test_the_job_page_says_its_pack(live: Stack, page: Any) -> None:
         "() => document.querySelector('#f-pack')?.textContent === 'trained in a pack of 5'",
         timeout=WAIT_MS,
     )
+
+
+def test_jobs_ticked_in_the_list_are_compared_on_one_chart(live: Stack, page: Any) -> None:
+    with Client(live.url, live.key) as client:
+        jobs = [
+            client.submit(
+                digits_spec(name=f"cmp-{size}", tags=["cmp"], fit={"epochs": 2, "batch_size": size})
+            )
+            for size in (32, 64)
+        ]
+        for job in jobs:
+            job.wait(timeout=300)
+
+    open_with_key(page, live, "#/")
+    for job in jobs:
+        page.locator(f'tr.job-row[data-job="{job.id}"] input.pick').check(timeout=WAIT_MS)
+    page.click("#compare")
+    for chart in ("#compare-loss", "#compare-accuracy"):  # train and validation per job
+        page.wait_for_function(
+            f"() => Number(document.querySelector('{chart}')?.dataset.lines) === 4",
+            timeout=WAIT_MS,
+        )
+    shown = [row.get_attribute("data-job") for row in page.locator("tr.compare-row").all()]
+    assert shown == [job.id for job in jobs]
+    differences = [
+        tr.get_attribute("data-path") for tr in page.locator("#spec-diff tr[data-path]").all()
+    ]
+    assert set(differences) == {"name", "fit.batch_size"}
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-compare.png"), full_page=True)
 
 
 def csp_violations(page: Any) -> list[str]:

@@ -1,7 +1,8 @@
 // fitq's dashboard: the job list (#/, below the sweeps) and a job page
 // (#/jobs/ID) fed by the job's event stream, read with fetch() so the API key
 // travels in the Authorization header (EventSource cannot send one); the sweep
-// pages are in sweeps.js. No dependencies.
+// pages are in sweeps.js, the comparison of jobs chosen in the list
+// (#/compare/ID,ID,…) in compare.js. No dependencies.
 "use strict";
 
 const KEY_STORAGE = "fitq.apiKey";
@@ -11,6 +12,7 @@ const TERMINAL = ["succeeded", "failed", "cancelled"];
 
 const view = document.getElementById("view");
 let leave = () => {};  // stops the current page's timers and streams
+const selected = new Set();  // the jobs ticked in the list, to compare
 
 // -- the key --------------------------------------------------------------------
 
@@ -142,7 +144,18 @@ async function listPage() {
   let timer = null, stopped = false;
   leave = () => { stopped = true; clearTimeout(timer); };
   view.innerHTML = `<div class="panel" id="sweeps-panel" hidden><h2 style="margin-top:0">Sweeps</h2><div id="sweeps"></div></div>
-    <div class="panel"><h2 style="margin-top:0">Jobs</h2><div id="jobs"><p class="muted">Loading…</p></div></div>`;
+    <div class="panel"><div class="job-head"><h2 style="margin:0">Jobs</h2>
+      <div class="actions"><button id="compare" disabled>Compare</button>
+      <button id="compare-clear" class="link" hidden>clear</button></div></div>
+      <div id="jobs"><p class="muted">Loading…</p></div></div>`;
+  document.getElementById("compare").addEventListener("click", () => {
+    location.hash = `#/compare/${[...selected].join(",")}`;
+  });
+  document.getElementById("compare-clear").addEventListener("click", () => {
+    selected.clear(); showSelection();
+    for (const box of document.querySelectorAll("input.pick")) box.checked = false;
+  });
+  showSelection();
   async function refresh() {
     try {
       const [page, sweeps] = await Promise.all(
@@ -159,6 +172,17 @@ async function listPage() {
   refresh();
 }
 
+// The Compare button says how many jobs are ticked, and waits for two.
+function showSelection() {
+  const button = document.getElementById("compare");
+  if (!button) return;
+  button.textContent = selected.size ? `Compare (${selected.size})` : "Compare";
+  button.disabled = selected.size < 2;
+  document.getElementById("compare-clear").hidden = !selected.size;
+}
+
+const tagList = tags => (tags || []).map(t => `<span class="tag">${esc(t)}</span>`).join(" ");
+
 function renderList(jobs) {
   const box = document.getElementById("jobs");
   if (!box) return;
@@ -166,17 +190,24 @@ function renderList(jobs) {
   const rows = jobs.map(j => {
     const m = j.metrics || {}, p = {...j.progress, status: j.status};
     return `<tr class="job-row" data-job="${esc(j.id)}">
-      <td><a href="#/jobs/${esc(j.id)}">${esc(j.name || j.id.slice(0, 12))}</a><div class="muted" style="font-size:.8rem">${esc(j.id)}</div></td>
+      <td><input type="checkbox" class="pick" aria-label="compare ${esc(j.name || j.id)}" ${selected.has(j.id) ? "checked" : ""}></td>
+      <td><a href="#/jobs/${esc(j.id)}">${esc(j.name || j.id.slice(0, 12))}</a> ${tagList(j.tags)}<div class="muted" style="font-size:.8rem">${esc(j.id)}</div></td>
       <td>${badge(j.status, j.phase)}</td>
       <td>${progressBar(p)} <span class="muted">${j.progress.epoch}/${j.progress.epochs}</span></td>
       <td class="num">${num(m.loss)}</td><td class="num">${num(m.accuracy)}</td>
       <td class="num">${num(m.val_loss)}</td><td class="num">${num(m.val_accuracy)}</td>
       <td class="muted">${esc(when(j.created_at))}</td></tr>`;
   }).join("");
-  box.innerHTML = `<table><thead><tr><th>job</th><th>status</th><th>progress</th><th>loss</th>
+  box.innerHTML = `<table><thead><tr><th></th><th>job</th><th>status</th><th>progress</th><th>loss</th>
     <th>accuracy</th><th>val loss</th><th>val accuracy</th><th>created</th></tr></thead><tbody>${rows}</tbody></table>`;
   for (const tr of box.querySelectorAll("tr.job-row")) {
     tr.addEventListener("click", () => { location.hash = `#/jobs/${tr.dataset.job}`; });
+    const pick = tr.querySelector("input.pick");
+    pick.addEventListener("click", ev => ev.stopPropagation());  // ticks, does not open the job
+    pick.addEventListener("change", () => {
+      if (pick.checked) selected.add(tr.dataset.job); else selected.delete(tr.dataset.job);
+      showSelection();
+    });
   }
 }
 
@@ -300,7 +331,11 @@ function route() {
   if (!apiKey()) { needKey(); return; }
   const job = location.hash.match(/^#\/jobs\/([A-Za-z0-9_-]+)$/);
   const sweep = location.hash.match(/^#\/sweeps\/([A-Za-z0-9_-]+)$/);
-  if (job) jobPage(job[1]); else if (sweep) sweepPage(sweep[1]); else listPage();
+  const compare = location.hash.match(/^#\/compare\/([A-Za-z0-9_,-]+)$/);
+  if (job) jobPage(job[1]);
+  else if (sweep) sweepPage(sweep[1]);
+  else if (compare) comparePage(compare[1].split(",").filter(Boolean));
+  else listPage();
 }
 
 window.addEventListener("hashchange", route);
