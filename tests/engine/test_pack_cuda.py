@@ -1,10 +1,13 @@
 """A pack on a CUDA device agrees with the same pack on the CPU and with each member's
-solo CUDA run; its checkpoints resume in a new pack. Skipped where CUDA is absent
+solo CUDA run; its captured step (a CUDA graph per seating) equals its eager step; its
+checkpoints resume in a new pack. Skipped where CUDA is absent
 (bit-for-bit results are promised on the CPU only; here the tolerances are explicit).
 A checkpoint resumes on the device kind it was written on (its dropout generator's
 state is that device's), as a solo run's does."""
 
 from __future__ import annotations
+
+import pytest
 
 from fitq.worker.engine import Trainer
 from fitq.worker.engine.pack import Pack
@@ -80,3 +83,34 @@ def test_a_checkpoint_resumes_in_a_new_cuda_pack():
         ours = {k: t.cpu() for k, t in again.weights(f"m{i}").items()}
         theirs = {k: t.cpu() for k, t in reference.weights(f"m{i}").items()}
         assert_close_weights(ours, theirs, RTOL)
+
+
+def test_the_captured_step_equals_the_eager_step():
+    specs = _specs(NO_DROPOUT)
+    graphs = []
+
+    def run(cuda_graph: bool) -> Pack:
+        pack = Pack("cuda", cuda_graph=cuda_graph)
+        for i, s in enumerate(specs):
+            pack.add(f"m{i}", s, *data(ROWS[i], i))
+
+        def seen(step: int, steps: int) -> None:
+            assert pack._seating is not None
+            graphs.append(pack._seating.graph)
+
+        while any(not r.done for r in pack.run_epoch(seen).values()):
+            pass
+        return pack
+
+    eager = run(cuda_graph=False)
+    assert not any(graphs), "the eager pack captured a graph"
+    captured = run(cuda_graph=True)
+    replayed = {id(g): g.replays for g in graphs if g is not None}
+    assert replayed and sum(replayed.values()) > 0, "no step replayed a graph"
+    for i in range(len(specs)):
+        ours = {k: t.cpu() for k, t in captured.weights(f"m{i}").items()}
+        theirs = {k: t.cpu() for k, t in eager.weights(f"m{i}").items()}
+        assert_close_weights(ours, theirs, 1e-5)
+        assert captured.history(f"m{i}")["loss"] == pytest.approx(
+            eager.history(f"m{i}")["loss"], rel=1e-5
+        )

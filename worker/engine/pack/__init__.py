@@ -9,7 +9,8 @@ hyperparameter a [K, 1] column. No autograd: `torch.no_grad()` throughout.
 
     from fitq.worker.engine.pack import Pack, compatibility_key
 
-    pack = Pack(device="cuda", dtype=torch.float32)
+    pack = Pack(device="cuda", dtype=torch.float32,
+                fused_update=None, cuda_graph=True)      # keyword-only; see below
     pack.add("job-1", spec, x, y, validation=None,       # the solo trainer's data
              checkpoint=None,                            # a solo-format checkpoint to resume
              dataset_key="ds-7")                         # members naming it share its rows
@@ -40,11 +41,11 @@ matrix the same way whatever the batch (tests/engine/test_pack_membership.py che
 The one exception: with `batch_size: null` the width is the largest member's training
 set, so a member's last bits may change when the largest one leaves.
 
-TODO(cuda-graph): capture a pack step in a CUDA graph (per pack shape: K, B) as the solo
-trainer does (`cuda_graph.StepGraph`). What it needs: the step's gathers read
-`plan.idx[s]`, Adam's coefficients `step_coefs[...][s]` and the stats row `stats[s]`
-through static buffers copied before each replay; steps where some member sits out and
-packs with dropout stay eager. Not done: untested without a GPU.
+On CUDA a step where every member trains is replayed from a CUDA graph captured per
+seating (K, B), as the solo trainer's (graph.py); steps where some member sits out, and
+packs with an active dropout, run eagerly (`Pack(..., cuda_graph=False)`: always). On
+the CPU the optimizer's rule is compiled into one pass over the [K, P] buffers where
+that pays and a C++ compiler is at hand (fused.py; `fused_update=False`: never).
 
 Not packed (the key is None, the job trains solo): `batch_normalization` (its batch
 statistics would see a short batch's padding) and whatever else the pack does not

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from fitq.worker.engine import optimizers
 from fitq.worker.engine.optimizers import AdamConfig, Config
+from fitq.worker.engine.pack import fused
 
 Coefs = dict[str, Tensor]  # name → [K, 1] (or [A, 1] for a subset of members)
 
@@ -65,8 +66,9 @@ def slot_init(config: Config, slot: str) -> float:
 class PackedOptimizer:
     """The update of one optimizer name for the members' configs, in pack order."""
 
-    def __init__(self, configs: Sequence[Config]):
+    def __init__(self, configs: Sequence[Config], fuse: bool = False):
         self.name = configs[0].name
+        self.fused = fuse  # the rule compiled into one pass (fused.py)
         self.configs = list(configs)
         names = {s for c in configs for s in own_slots(c)}
         self.slots = tuple(s for s in _SLOT_ORDER if s in names)
@@ -125,8 +127,17 @@ class PackedOptimizer:
         return {"root_scale": tensor(root_scale), "eps_scale": tensor(eps_scale)}
 
     def update(self, p: Tensor, g: Tensor, slots: dict[str, Tensor], c: Coefs, work: Tensor):
-        """One step for every row of p [A, P] (g is overwritten; work is scratch)."""
-        _UPDATES[self.name](p, g, slots, c, work)
+        """One step for every row of p [A, P] (g is overwritten; work is scratch, a
+        [0, P] stand-in for the rules that need none)."""
+        if self.fused:
+            fused.run(_UPDATES[self.name], p, g, slots, c, work)
+        else:
+            _UPDATES[self.name](p, g, slots, c, work)
+
+    @property
+    def needs_work(self) -> bool:
+        """Whether the rule uses a scratch buffer [K, P] (the eager form does)."""
+        return self.name in NEEDS_WORK
 
 
 def _attrs(configs: Sequence[Config], name: str) -> list[Any]:
@@ -134,6 +145,10 @@ def _attrs(configs: Sequence[Config], name: str) -> list[Any]:
 
 
 # ---------------------------------------------------------------- the update rules
+# Each rule reads and writes its [K, P] buffers in as few passes as eager ops allow: g
+# is spent once its last reader has run (it then holds g², √v, the step's direction…),
+# so no rule allocates and Adam needs no scratch buffer. `fused.py` compiles the same
+# functions into one loop over memory where a C++ compiler is at hand.
 
 
 def sgd(p: Tensor, g: Tensor, s: dict[str, Tensor], c: Coefs, work: Tensor) -> None:
@@ -155,7 +170,7 @@ def adagrad(p: Tensor, g: Tensor, s: dict[str, Tensor], c: Coefs, work: Tensor) 
     total = s["sum"]
     total.addcmul_(g, g)  # s ← s + g²
     std = torch.sqrt(total, out=work).add_(c["eps"])  # √s + ε
-    p.addcmul_(torch.div(g, std, out=std), c["neg_lr"])  # p ← p − lr·g/(√s + ε)
+    p.addcmul_(torch.div(g, std, out=g), c["neg_lr"])  # p ← p − lr·g/(√s + ε)
 
 
 def rmsprop(p: Tensor, g: Tensor, s: dict[str, Tensor], c: Coefs, work: Tensor) -> None:
@@ -188,15 +203,19 @@ def adam(p: Tensor, g: Tensor, s: dict[str, Tensor], c: Coefs, work: Tensor) -> 
         g.addcmul_(p, c["wd"])  # g ← g + wd·p
     m, v = s["exp_avg"], s["exp_avg_sq"]
     m.lerp_(g, c["one_minus_b1"])  # m ← β₁m + (1−β₁)g
-    v.lerp_(torch.mul(g, g, out=work), c["one_minus_b2"])  # v ← β₂v + (1−β₂)g²
+    v.lerp_(g.mul_(g), c["one_minus_b2"])  # v ← β₂v + (1−β₂)g²  (g is spent: g²)
     if "max_exp_avg_sq" in s:
         vmax = s["max_exp_avg_sq"]
         torch.maximum(vmax.mul_(c["ams"]), v, out=vmax)  # v̂ ← max(v̂, v)
         v = vmax
     # p ← p − s·m/(√v/√(1 − β₂ᵗ) + ε), s = lr/(1 − β₁ᵗ), as p + m/d with d = that root
-    # divided by −s: two scalings and one addcdiv (the solo path divides, then scales)
-    d = torch.sqrt(v, out=work).mul_(c["root_scale"]).add_(c["eps_scale"])
+    # divided by −s: one scaling (addcmul) and one addcdiv (the solo path divides, then
+    # scales)
+    d = torch.sqrt(v, out=g)
+    torch.addcmul(c["eps_scale"], d, c["root_scale"], out=d)
     p.addcdiv_(m, d)
 
 
 _UPDATES = {"sgd": sgd, "adagrad": adagrad, "rmsprop": rmsprop, "adam": adam, "adamw": adam}
+NEEDS_WORK = frozenset({"adagrad", "rmsprop"})
+"""The rules that need a scratch buffer [K, P] besides the spent gradient."""

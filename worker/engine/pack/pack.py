@@ -35,8 +35,19 @@ VALIDATION_ROWS = 512
 class Pack:
     """Members of one structure on one device, trained as one computation."""
 
-    def __init__(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        *,
+        fused_update: bool | None = None,
+        cuda_graph: bool = True,
+    ):
+        """`fused_update`: the optimizer's rule compiled into one pass over memory on
+        the CPU (None: where it pays and a C++ compiler is at hand, fused.py; False:
+        the eager rule). `cuda_graph`: replay a captured step on CUDA (graph.py)."""
         self.device, self.dtype = torch.device(device), dtype
+        self.fused_update, self.cuda_graph = fused_update, cuda_graph
         self.key: str | None = None  # the members' compatibility key
         self._members: dict[str, Member] = {}
         self._seating: Seating | None = None
@@ -363,7 +374,11 @@ class Pack:
             if m.status is not MemberStatus.TRAINING and m.flat._base is not None:
                 m.flat = m.flat.clone()
                 m.slots = {s: t.clone() for s, t in m.slots.items()}
-        self._seating = Seating(training, self.net, self._like) if training else None
+        self._seating = (
+            Seating(training, self.net, self._like, self.fused_update, self.cuda_graph)
+            if training
+            else None
+        )
         keys = {key for m in training for key in (m.train_key, m.val_key) if key is not None}
         self._store.keep(keys)
         self._dirty = False

@@ -10,7 +10,8 @@ One training step, under torch.no_grad(), for every member at once:
     params  ← the optimizer's rule over [K, P] with [K, 1] hyperparameters
 
 A step where some member sits out updates only the others (their rows gathered,
-updated, put back). The losses are read back every NONFINITE_CHECK_STEPS steps and at
+updated, put back). On CUDA the steps where every member trains replay a captured
+graph of everything after the gather (`compute`, graph.py). The losses are read back every NONFINITE_CHECK_STEPS steps and at
 the round's end (one device sync each); a member with a NaN/Inf loss fails alone.
 """
 
@@ -22,10 +23,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fitq.worker.engine.cuda_graph import Cells
 from fitq.worker.engine.errors import TrainingError
-from fitq.worker.engine.pack import data
+from fitq.worker.engine.pack import data, fused
+from fitq.worker.engine.pack.graph import Compute, PackGraph
 from fitq.worker.engine.pack.member import Member, MemberStatus
-from fitq.worker.engine.pack.network import Context, Network
+from fitq.worker.engine.pack.network import Context, Dropout, Network
 from fitq.worker.engine.pack.objectives import Loss, Metric, masked_sum
 from fitq.worker.engine.pack.optim import PackedOptimizer, own_slots, slot_init
 from fitq.worker.engine.pack.solo import NONFINITE_CHECK_STEPS
@@ -38,14 +41,22 @@ class Seating:
     slots (row k = member k, the solo flat layout), the network bound to them, and the
     per-member hyperparameters as [K, 1] columns."""
 
-    def __init__(self, members: Sequence[Member], net: Network, like: Tensor):
+    def __init__(
+        self,
+        members: Sequence[Member],
+        net: Network,
+        like: Tensor,
+        fuse: bool | None = None,
+        cuda_graph: bool = True,
+    ):
         k_, p_ = len(members), net.size
         self.members = list(members)
         self.net = net
-        self.opt = PackedOptimizer([m.optimizer for m in members])
+        fuse = fused.wanted(like.device, p_, fuse)
+        self.opt = PackedOptimizer([m.optimizer for m in members], fuse)
         self.params = like.new_empty(k_, p_)
         self.grads = like.new_zeros(k_, p_)
-        self.work = like.new_empty(k_, p_)
+        self.work = like.new_empty(k_ if self.opt.needs_work else 0, p_)
         self.slots = {s: like.new_empty(k_, p_) for s in self.opt.slots}
         for k, m in enumerate(members):
             self.params[k].copy_(m.flat)
@@ -66,6 +77,9 @@ class Seating:
         self.width = -(-max(m.batch_size for m in members) // 8) * 8
         self.generators = [m.dropout_gen for m in members]
         self._batch: tuple[Tensor, Tensor] | None = None
+        self.dropout = any(isinstance(la, Dropout) and la.active for la in net.layers)
+        self.cuda_graph = cuda_graph  # capture the step on CUDA (graph.py)
+        self.graph: PackGraph | None = None
 
     def batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """The step's input buffers [K·B, f] and [K·B, t], allocated once."""
@@ -84,7 +98,8 @@ class Seating:
         p = self.params.index_select(0, active)
         slots = {s: t.index_select(0, active) for s, t in self.slots.items()}
         c = {n: t.index_select(0, active) for n, t in s_coefs.items()}
-        self.opt.update(p, self.grads.index_select(0, active), slots, c, torch.empty_like(p))
+        work = self.work[: active.numel()]
+        self.opt.update(p, self.grads.index_select(0, active), slots, c, work)
         self.params.index_copy_(0, active, p)
         for s, t in slots.items():
             self.slots[s].index_copy_(0, active, t)
@@ -133,31 +148,41 @@ class Round:
         self.check()
 
     def step(self, s: int) -> None:
-        seating, plan, net = self.seating, self.plan, self.seating.net
-        k_, b_ = len(seating.members), seating.width
-        xb2, yb2 = seating.batch(self.x, self.y)
-        torch.index_select(self.x, 0, plan.idx[s], out=xb2)
-        torch.index_select(self.y, 0, plan.idx[s], out=yb2)
-        xb, yb = xb2.view(k_, b_, -1), yb2.view(k_, b_, -1)
-        ctx = Context(training=True, draws=plan.draws[s], generators=seating.generators)
+        seating, plan = self.seating, self.plan
+        inputs = seating.batch(self.x, self.y)
+        torch.index_select(self.x, 0, plan.idx[s], out=inputs[0])
+        torch.index_select(self.y, 0, plan.idx[s], out=inputs[1])
+        cells = tuple(self.stats[s].unbind(0))  # [K] each: loss, then each metric
+        step_coefs = {n: t[s] for n, t in self.step_coefs.items()}
+        plan_row = (plan.w[s], plan.valid[s], plan.counts[s])
         try:
-            out = net.forward(xb, ctx)
-            cells = self.stats[s]  # [1 + metrics, K]
-            rows, dout = self.loss.rows_and_grad(out, yb, plan.w[s])
-            masked_sum(rows, plan.valid[s], cells[0])
-            for metric, cell in zip(self.metrics, cells[1:], strict=True):
-                masked_sum(metric.rows(out, yb), plan.valid[s], cell)
-            if net.regularized:
-                penalty = net.penalty()
-                assert penalty is not None
-                cells[0].addcmul_(penalty, plan.counts[s])  # the batch's loss + its penalty
-            net.backward(dout)
-            coefs = dict(seating.coefs)
-            coefs.update({n: t[s] for n, t in self.step_coefs.items()})
-            active = None if plan.all_active(s) else plan.active_index(s, xb.device)
-            seating.update(coefs, active)
+            graph = self._graph() if plan.all_active(s) else None
+            if graph is not None:
+                graph.run(inputs, plan_row, step_coefs, cells)
+                return
+            active = None if plan.all_active(s) else plan.active_index(s, inputs[0].device)
+            ctx = Context(training=True, draws=plan.draws[s], generators=seating.generators)
+            compute(seating, self.loss, self.metrics, ctx, active)(
+                *inputs, *plan_row, step_coefs, cells
+            )
         except (RuntimeError, torch.OutOfMemoryError) as e:
             raise TrainingError(f"a pack step failed at round step {s + 1}: {e}") from e
+
+    def _graph(self) -> PackGraph | None:
+        """The seating's captured step, on CUDA without an active dropout (None: eager)."""
+        seating = self.seating
+        if not seating.cuda_graph or seating.params.device.type != "cuda" or seating.dropout:
+            return None
+        if seating.graph is None:
+            ctx = Context(training=True, draws=[seating.width] * len(seating.members))
+            seating.graph = PackGraph(
+                compute(seating, self.loss, self.metrics, ctx, None),
+                seating.batch(self.x, self.y),
+                (self.plan.w[0], self.plan.valid[0], self.plan.counts[0]),
+                {n: t[0] for n, t in self.step_coefs.items()},
+                self.stats.shape[1],
+            )
+        return seating.graph
 
     def check(self) -> None:
         """Fail every member whose loss went NaN/Inf in the steps not yet checked."""
@@ -187,3 +212,41 @@ class Round:
         d = self.taken(m)
         out[m.round_start : m.round_start + d] = self.stats[:d, :, m.k]
         return out
+
+
+def compute(
+    seating: Seating,
+    loss: Loss,
+    metrics: Sequence[Metric],
+    ctx: Context,
+    active: Tensor | None,
+) -> Compute:
+    """One training step of the seating after its batch is gathered (the part a CUDA
+    graph captures): forward, the sums into `cells`, backward, the update of every
+    member (active None) or of the `active` rows."""
+    net = seating.net
+    k_, b_ = len(seating.members), seating.width
+
+    def step(
+        xb2: Tensor,
+        yb2: Tensor,
+        w: Tensor,
+        valid: Tensor,
+        counts: Tensor,
+        step_coefs: dict[str, Tensor],
+        cells: Cells,
+    ) -> None:
+        xb, yb = xb2.view(k_, b_, -1), yb2.view(k_, b_, -1)
+        out = net.forward(xb, ctx)
+        rows, dout = loss.rows_and_grad(out, yb, w)
+        masked_sum(rows, valid, cells[0])
+        for metric, cell in zip(metrics, cells[1:], strict=True):
+            masked_sum(metric.rows(out, yb), valid, cell)
+        if net.regularized:
+            penalty = net.penalty()
+            assert penalty is not None
+            cells[0].addcmul_(penalty, counts)  # the batch's loss + its penalty
+        net.backward(dout)
+        seating.update({**seating.coefs, **step_coefs}, active)
+
+    return step
