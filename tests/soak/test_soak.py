@@ -1,8 +1,9 @@
-"""The soak (bench/soak.py) in its CI length: 1 minute of submissions (one every
-2 s), kill -9 of a worker every ~20 s, every 5th job cancelled, on PostgreSQL —
-the hour-long run's mix, denser, so a short run still meets every fault;
-``FITQ_SOAK_MINUTES`` sets another length. Every invariant is checked by the soak as it runs; this test
-asserts that none was broken and that the faults were really injected."""
+"""The soak (bench/soak.py) in its CI length: 1 minute of 3-epoch jobs (one
+every 2 s), kill -9 of a worker every ~20 s, every 5th job cancelled, on
+PostgreSQL: the hour-long run's mix, denser, so a short run meets every fault
+and the workers keep up (no long drain). ``FITQ_SOAK_MINUTES`` sets another
+length. Every invariant is checked by the soak as it runs; this test asserts
+that none was broken and that the faults were really injected."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pytest
 from bench.soak import SoakConfig, run_soak
 
 MINUTES = float(os.environ.get("FITQ_SOAK_MINUTES", "1"))
-CONFIG = SoakConfig(minutes=MINUTES, submit_every=2.0, kill_every=20.0, cancel_every_nth=5)
+CONFIG = SoakConfig(
+    minutes=MINUTES, submit_every=2.0, kill_every=20.0, cancel_every_nth=5, epochs=3
+)
 START_AND_STOP_SECONDS = 180
 """Room for starting the API, the warm parent and the workers, and tearing them down."""
 
