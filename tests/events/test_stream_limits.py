@@ -16,7 +16,6 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -30,10 +29,11 @@ from fitq.service.api import sse
 from fitq.service.db.engine import engine_for, transaction
 from fitq.service.settings import Settings
 from tests.conftest import Owner
+from tests.support.artifacts import ARTIFACTS, update_json
 
 pytestmark = pytest.mark.anyio
 
-ARTIFACT = Path(__file__).resolve().parents[2] / "test-artifacts" / "streams.json"
+ARTIFACT = ARTIFACTS / "streams.json"
 HANG_SECONDS = 30
 """Bound on any wait here: past it the test calls it a hang (no latency is asserted)."""
 
@@ -240,8 +240,5 @@ class TestPollsTakeNoWriteLock:
 
 def record(figures: dict[str, Any]) -> None:
     """Add this run's figures to ``test-artifacts/streams.json`` (one entry per database)."""
-    ARTIFACT.parent.mkdir(exist_ok=True)
-    data = json.loads(ARTIFACT.read_text()) if ARTIFACT.exists() else {}
-    data[figures["database"]] = figures
-    ARTIFACT.write_text(json.dumps(data, indent=2) + "\n")
+    update_json(ARTIFACT, lambda data: data.update({figures["database"]: figures}))
     print(json.dumps(figures))

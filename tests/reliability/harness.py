@@ -27,13 +27,13 @@ from fitq.service.db.models import Job
 from fitq.service.spec import parse_spec
 from fitq.service.store import ArtifactStore
 from tests.support import specs
+from tests.support.artifacts import ARTIFACTS, update_json
 from tests.support.faults import Faults
 from tests.support.fleet import Fleet
 from tests.support.processes import fitq_env
 from tests.support.zygote import Zygote
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACT = ROOT / "test-artifacts" / "reliability.json"
+ARTIFACT = ARTIFACTS / "reliability.json"
 LEASE_SECONDS = 2
 """Short, so a dead worker's job is rescued quickly; heartbeats every 2/3 s."""
 DEADLINE_SECONDS = 120
@@ -169,7 +169,5 @@ def summary(seconds: list[float]) -> dict[str, float | None]:
 
 def record(scenario: str, backend: str, **figures: Any) -> None:
     """Keep ``figures`` for ``scenario`` on ``backend`` in the JSON artifact."""
-    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(ARTIFACT.read_text()) if ARTIFACT.exists() else {}
-    data.setdefault(scenario, {})[backend] = {"at": time.strftime("%Y-%m-%d %H:%M"), **figures}
-    ARTIFACT.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    entry = {"at": time.strftime("%Y-%m-%d %H:%M"), **figures}
+    update_json(ARTIFACT, lambda data: data.setdefault(scenario, {}).update({backend: entry}))
