@@ -40,6 +40,8 @@ class LiveApi:
     """An upload nothing uses: what a valid ``DELETE`` may take away."""
     job_id: str
     """A succeeded job on ``dataset_id``: its model and predictions exist."""
+    spare_job_id: str
+    """A cancelled job: what a valid ``DELETE`` of a job may take away."""
     log: Path
 
     @property
@@ -82,7 +84,17 @@ def live_api(tmp: Path) -> Iterator[LiveApi]:
             final = client.wait(job["id"], timeout=TRAIN_TIMEOUT_SECONDS, poll_seconds=0.2)
             assert final["status"] == "succeeded", final
             live.workers.close(grace_seconds=STOP_TIMEOUT_SECONDS)
+            spare_job = client.submit(spec)
+            client.cancel(spare_job["id"])
             # The first prediction loads the engine (torch) into the API process.
             client.predict(job["id"], [[0.0] * FEATURES])
         api = live.apis[0]
-        yield LiveApi(live.url, live.key, dataset["id"], spare_dataset["id"], job["id"], api.log)
+        yield LiveApi(
+            live.url,
+            live.key,
+            dataset["id"],
+            spare_dataset["id"],
+            job["id"],
+            spare_job["id"],
+            api.log,
+        )

@@ -113,10 +113,10 @@ def realistic(case: Case, live: LiveApi, *, ids: bool) -> None:
         return not meta.generation.mode.is_negative and not meta.is_negative_at(location)
 
     if ids and case.path_parameters and positive(ParameterLocation.PATH):
+        delete = case.method.upper() == "DELETE"
         if "job_id" in case.path_parameters:
-            case.path_parameters["job_id"] = live.job_id
+            case.path_parameters["job_id"] = live.spare_job_id if delete else live.job_id
         if "dataset_id" in case.path_parameters:
-            delete = case.method.upper() == "DELETE"
             case.path_parameters["dataset_id"] = (
                 live.spare_dataset_id if delete else live.dataset_id
             )
