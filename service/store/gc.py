@@ -9,7 +9,8 @@ What is garbage (each older than the grace period, ``FITQ_GC_GRACE_SECONDS``):
   drops them itself when a job succeeds or is cancelled; a failed job's and a
   reaped job's stay until the collector runs;
 - ``jobs/<job>/model-a<n>.safetensors`` of an ended job other than the one its
-  row names (a superseded attempt's late model);
+  row names (a superseded attempt's late model, or one whose attempt died
+  before it finished the job);
 - everything under ``jobs/<job>/`` when the job has no row (it was deleted);
 - ``.tmp-*.part``: a local write that a crash interrupted (in a job's folder,
   once the job ended or went).
@@ -59,7 +60,7 @@ IN_CHUNK = 500
 # Why an object is garbage (Garbage.reason):
 DATASET = "dataset files no row names"
 CHECKPOINT = "checkpoint of an ended job"
-MODEL = "model of a superseded attempt"
+MODEL = "model its job's row does not name"
 DELETED_JOB = "file of a deleted job"
 TEMP = "leftover of an interrupted write"
 

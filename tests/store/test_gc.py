@@ -155,14 +155,16 @@ class TestGraceAndDryRun:
 
 
 def test_on_s3(database_url: str, s3: S3, job_factory: Callable[..., Job]) -> None:
-    """S3's listing (sizes, LastModified) and deletes: a deleted job's files go, an
-    ended job's model stays."""
+    """S3's listing (sizes, LastModified) and deletes: a deleted job's files, an
+    ended job's checkpoint, an orphaned dataset prefix."""
     store = s3.store()
     gone = uuid.uuid4().hex
     done = job_factory(status=SUCCEEDED, attempt=1, model_key=None).id
+    orphan = keys.dataset("cd" * 32)
     _put(store, keys.model(gone, 1), _checkpoint(gone, 1), _checkpoint(done, 1), size=100)
+    _put(store, keys.dataset_x(orphan), keys.dataset_meta(orphan), size=100)
     young = gc.collect(database_url, store)
-    assert (young.objects, young.young) == (0, 3)
+    assert (young.objects, young.young) == (0, 5)
     report = _collect(database_url, store)
-    assert (report.objects, report.bytes) == (3, 300)
+    assert (report.objects, report.bytes) == (5, 500)
     assert _keys(store) == set()
