@@ -20,11 +20,13 @@ sort's cursor is ``{"j": [created_at, id]}``, as before sorts existed.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AwareDatetime, BeforeValidator
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -38,6 +40,19 @@ DEFAULT_SORT = "-created_at"
 SORT_PATTERN = r"^-?[A-Za-z_][A-Za-z0-9_]{0,99}$"
 """``created_at`` or a History name (``val_loss``), ``-`` first for descending."""
 _SORT = re.compile(SORT_PATTERN)
+_DATE_FIRST = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _iso_text(value: Any) -> Any:
+    """Only ISO 8601 text is a time here (pydantic alone would read ``0.5`` as a
+    Unix time, which the parameter's documented format is not)."""
+    if isinstance(value, str) and not _DATE_FIRST.match(value):
+        raise ValueError("must be an ISO 8601 date and time with its time zone")
+    return value
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+"""A ``created_after``/``created_before``: ISO 8601 with its zone (else a 422 naming it)."""
 PREFIX_WILDCARD = "*"
 """A ``name`` filter that ends with it matches the names that start with the rest."""
 
@@ -221,6 +236,12 @@ def _after_metric(
     if last_value is None:  # among the jobs without the metric: only older ones follow
         return and_(missing == 1, older)
     if isinstance(last_value, bool) or not isinstance(last_value, int | float):
+        raise paging.bad_cursor()
+    try:
+        last_value = float(last_value)  # as the database returned it (a forged 10**400 is not)
+    except OverflowError:
+        raise paging.bad_cursor() from None
+    if not math.isfinite(last_value):
         raise paging.bad_cursor()
     beyond = value < last_value if order.descending else value > last_value
     return or_(

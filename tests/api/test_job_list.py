@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from fitq.service import paging
 from fitq.service.db.engine import session_factory
 from fitq.service.db.models import FAILED, QUEUED, SUCCEEDED, Job, JobTag, utcnow
 from tests.api.conftest import Api
@@ -125,10 +126,10 @@ class TestFilters:
         assert await ids(api, created_after=east) == [made[2], made[1]]
 
     @pytest.mark.parametrize("field", ["created_after", "created_before"])
-    async def test_a_time_without_its_zone_is_422_naming_the_field(
+    async def test_a_time_without_its_zone_or_not_iso_is_422_naming_the_field(
         self, api: Api, field: str
     ) -> None:
-        for naive in ("2026-12-06", "2026-12-06T10:00:00"):
+        for naive in ("2026-12-06", "2026-12-06T10:00:00", "0.5", "1765000000"):
             r = await api.get("/v1/jobs", params={field: naive})
             assert r.status_code == 422
             assert r.json()["detail"][0]["loc"] == ["query", field]
@@ -197,6 +198,12 @@ class TestSort:
                 else:
                     assert r.status_code == 422, (made_for, sort)
                     assert r.json()["loc"] == ["query", "cursor"]
+
+    @pytest.mark.parametrize("key", [[10**400, "2026-12-06T00:00:00+00:00", "a"], ["x", "y", "z"]])
+    async def test_a_forged_cursor_is_422(self, api: Api, key: list[Any]) -> None:
+        cursor = paging.encode_cursor({"o": "val_loss", "k": key})
+        r = await api.get("/v1/jobs", params={"sort": "val_loss", "cursor": cursor})
+        assert r.status_code == 422 and r.json()["loc"] == ["query", "cursor"]
 
     @pytest.mark.parametrize("sort", ["val loss", "--x", "", "1abc"])
     async def test_a_sort_that_is_not_a_name_is_422(self, api: Api, sort: str) -> None:

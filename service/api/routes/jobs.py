@@ -6,7 +6,6 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from pydantic import AwareDatetime
 
 from fitq.service import queue
 from fitq.service.api import reads
@@ -107,11 +106,11 @@ def list_jobs(
     ] = None,
     sweep_id: Annotated[str | None, Query(description="Only this sweep's trials.")] = None,
     created_after: Annotated[
-        AwareDatetime | None,
+        listing.Instant | None,
         Query(description="Created at or after this time (ISO 8601 with its time zone)."),
     ] = None,
     created_before: Annotated[
-        AwareDatetime | None,
+        listing.Instant | None,
         Query(description="Created before this time (ISO 8601 with its time zone)."),
     ] = None,
     sort: Annotated[
