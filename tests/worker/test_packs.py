@@ -170,10 +170,12 @@ class TestOneMemberEnds:
             "the second member mid-epoch",
         )
         cancel(url, ids[1])
+        recorded = epochs_of(url, ids[1])  # from the cancel's commit on, none more
         thread.join(WAIT_SECONDS)
         assert not thread.is_alive()
         rows = job_rows(url, ids)
         assert (rows[ids[1]].status, rows[ids[1]].model_key) == ("cancelled", None)
+        assert epochs_of(url, ids[1]) == recorded
 
         without = submit_all(settings, owner_id, [specs[0], specs[2]])
         assert Worker(settings).run(max_jobs=2) == 2

@@ -11,10 +11,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from fitq.service import queue
 from fitq.service.db.engine import transaction
 from fitq.service.db.models import RUNNING, Job, utcnow
 from fitq.service.errors import StaleAttempt
+from fitq.worker import reporter as reporter_module
 from fitq.worker.reporter import Database, Heartbeat, Reporter, write_together
 from tests.support.rows import executions, job_row
 from tests.support.waits import wait_for
@@ -104,3 +107,39 @@ def test_writes_together_commit_at_once_and_a_stale_one_is_undone_alone(
     assert answers[0] == kept.id and isinstance(answers[1], StaleAttempt)
     assert (job_row(database_url, kept.id).step, job_row(database_url, lost.id).step) == (3, 0)
     assert (executions(database_url, [kept.id]), executions(database_url, [lost.id])) == (1, 0)
+
+
+def test_an_epoch_of_a_job_whose_cancel_was_asked_is_refused_alone_and_heard(
+    database_url: str, job_factory: Callable[..., Job]
+) -> None:
+    kept, cancelled = (
+        job_factory(status=RUNNING, attempt=1, lease_expires_at=utcnow() + FAR) for _ in range(2)
+    )
+    db = Database(database_url, threading.Event())
+    first, second = reporter_of(db, kept), reporter_of(db, cancelled)
+    with transaction(database_url) as session:
+        queue.request_cancel(session, cancelled.id)
+    writes = [r.epoch_write(1, {"loss": 0.5}, f"k-{r.claim.job_id}") for r in (first, second)]
+    answers = write_together(db, "epoch", writes)
+    assert answers[0] is False and isinstance(answers[1], queue.CancelRequested)
+    assert (job_row(database_url, kept.id).epoch, job_row(database_url, cancelled.id).epoch) == (
+        1,
+        0,
+    )
+    with pytest.raises(queue.CancelRequested):  # alone, it also sets the step hook's flag
+        second.epoch(1, {"loss": 0.5}, "k")
+    assert second.stop_asked() == "cancel" and first.stop_asked() is None
+
+
+def test_a_heartbeats_cancel_listener_hears_a_cancel_without_a_beat(
+    database_url: str, job_factory: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No beat in the test's time: only the listener (NOTIFY, or SQLite's poll) can tell."""
+    monkeypatch.setattr(reporter_module, "REPORT_SECONDS", 3600.0)
+    job = job_factory(status=RUNNING, attempt=1, lease_expires_at=utcnow() + FAR)
+    db = Database(database_url, threading.Event())
+    reporter = reporter_of(db, job)
+    with Heartbeat(db, [reporter], lease_seconds=36_000).running():
+        with transaction(database_url) as session:
+            queue.request_cancel(session, job.id)
+        wait_for(reporter.cancel.is_set, "the cancel heard")
