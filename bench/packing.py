@@ -8,7 +8,11 @@ learning rate, seed and so its own initial weights and data order, all on one sy
 dataset (uniform pixels, random labels; 8,192 rows by default). One epoch of every job,
 timed, for each of:
 
-  packed           one `fitq.worker.engine.pack.Pack` of the K jobs (`run_epoch`)
+  packed           one `fitq.worker.engine.pack.Pack` of the K jobs (`run_epoch`), its
+                   optimizer update fused into one pass where the pack does so by
+                   default (pack/fused.py: on the CPU with a C++ compiler)
+  packed, eager    the same with `fused_update=False`: the eager rule, as where no
+                   compiler is installed (the slim worker image)
   pack per core    (CPU) the K jobs spread over one pack per core, each pack run by its
                    own thread with one torch thread: a worker's option on a CPU, where
                    one thread per core wastes no time on OpenMP's per-op handoffs
@@ -18,10 +22,14 @@ timed, for each of:
                    they start, load their data and warm up before the clock starts
 
 and prints total samples/s (K × rows ÷ wall time) with the packed method's ratio to
-the others. The methods take turns within each round (one warm-up round first), so load
-from other processes falls on all of them alike; the figure is the median over the
-rounds. `--quick` stops at K = 16. The last line:
-`packed vs one at a time, 16 jobs at batch 32 on DEVICE: X× (K=64: Y×)`.
+the others. The methods take turns within each round (warm-up rounds first), so load
+from other processes falls on all of them alike; the figures are the median over the
+rounds, then the best round of each (on a shared machine, the least disturbed one).
+`--quick` stops at K = 16. The last line: `packed vs one at a time, 16 jobs at batch 32
+on DEVICE: X× (K=64: Y×; best rounds: Z×)`.
+
+`--profile` instead times the parts of one packed step at K = `--jobs` (default 16):
+the gather, forward, loss, metric, backward and update, eager and fused, median µs.
 
 A benchmark, never a test; it sets torch's thread count itself (--threads, default all
 cores).
@@ -86,8 +94,16 @@ def _sync(device: str) -> None:
 # epoch of every job, its setup (building trainers, moving data) untimed.
 
 
-def packed(jobs: int, x: np.ndarray, y: np.ndarray, batch: int, device: str, threads: int):
-    pack = Pack(device)
+def packed(
+    jobs: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch: int,
+    device: str,
+    threads: int,
+    fused_update: bool | None = None,
+):
+    pack = Pack(device, fused_update=fused_update)
     for k in range(jobs):
         pack.add(f"job-{k}", job_spec(k, jobs, batch), x, y, dataset_key="synthetic")
     _sync(device)
@@ -97,6 +113,10 @@ def packed(jobs: int, x: np.ndarray, y: np.ndarray, batch: int, device: str, thr
     seconds = time.perf_counter() - start
     assert len(results) == jobs and all(r.done for r in results.values())
     return jobs * len(x) / seconds
+
+
+def packed_eager(jobs: int, x: np.ndarray, y: np.ndarray, batch: int, device: str, threads: int):
+    return packed(jobs, x, y, batch, device, threads, fused_update=False)
 
 
 def packed_per_core(jobs: int, x: np.ndarray, y: np.ndarray, batch: int, device: str, threads: int):
@@ -183,28 +203,124 @@ def _worker(k, jobs, rows, batch, device, threads, ready, done, go) -> None:
 Method = Callable[..., float]
 METHODS: dict[str, Method] = {
     "packed": packed,
+    "packed, eager": packed_eager,
     "pack per core": packed_per_core,
     "one at a time": one_at_a_time,
     "K processes": processes,
 }
 
 
+# ------------------------------------------------------------------ the step's parts
+
+
+def profile(jobs: int, x: np.ndarray, y: np.ndarray, batch: int, steps: int) -> None:
+    """Median µs of each part of a packed step (CPU: every op is synchronous), the
+    update eager and fused; then a solo step, for scale. Reads the pack's internals:
+    the parts as `rounds.compute` runs them."""
+    from fitq.worker.engine.pack.network import Context
+    from fitq.worker.engine.pack.objectives import masked_sum
+    from fitq.worker.engine.pack.rounds import Round
+
+    for fused_update in (False, None):
+        pack = Pack("cpu", fused_update=fused_update)
+        for k in range(jobs):
+            pack.add(f"job-{k}", job_spec(k, jobs, batch), x, y, dataset_key="synthetic")
+        pack._seat()
+        seating = pack._seating
+        assert seating is not None
+        for m in seating.members:
+            m.perm = torch.randperm(m.n_train, generator=m.shuffle_gen)
+            m.epoch_stats = pack._like.new_zeros(m.steps, 2)
+        rnd = Round(seating, pack._store, pack.loss, pack.metrics)
+        plan, net, b_ = rnd.plan, seating.net, seating.width
+        times: dict[str, list[float]] = {}
+        with torch.no_grad():
+            for s in range(min(plan.steps, steps)):
+                lap = _Laps(times)
+                xb2, yb2 = seating.batch(rnd.x, rnd.y)
+                torch.index_select(rnd.x, 0, plan.idx[s], out=xb2)
+                torch.index_select(rnd.y, 0, plan.idx[s], out=yb2)
+                lap("gather")
+                xb, yb = xb2.view(jobs, b_, -1), yb2.view(jobs, b_, -1)
+                out = net.forward(xb, Context(True, plan.draws[s], seating.generators))
+                lap("forward")
+                rows, dout = pack.loss.rows_and_grad(out, yb, plan.w[s])
+                lap("loss + ∂loss")
+                masked_sum(rows, plan.valid[s], rnd.stats[s, 0])
+                masked_sum(pack.metrics[0].rows(out, yb), plan.valid[s], rnd.stats[s, 1])
+                lap("sums (loss, metric)")
+                net.backward(dout)
+                lap("backward")
+                seating.update(
+                    {**seating.coefs, **{n: t[s] for n, t in rnd.step_coefs.items()}}, None
+                )
+                lap("update")
+        how = "fused" if seating.opt.fused else "eager"
+        print(f"packed step, K = {jobs}, batch {batch}, update {how}: median µs")
+        total = 0.0
+        for name, values in times.items():
+            us = statistics.median(values[10:]) * 1e6  # past the first steps (and a compile)
+            total += us
+            print(f"  {name:20} {us:8.0f}   {us / jobs:6.1f} a member")
+        print(f"  {'total':20} {total:8.0f}   {total / jobs:6.1f} a member\n")
+    trainer = Trainer(**job_spec(0, jobs, batch), device="cpu")
+    n = min(len(x), steps * batch)
+    trainer.fit(x[:n], y[:n])
+    seconds = trainer.fit(x[:n], y[:n])["seconds"][0]  # a second fit: warm
+    print(f"solo step (Trainer.fit, one epoch of {n} rows): {seconds / (n / batch) * 1e6:.0f} µs")
+
+
+class _Laps:
+    """Each call records the seconds since the previous one (or since creation)."""
+
+    def __init__(self, into: dict[str, list[float]]):
+        self.into, self.last = into, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.into.setdefault(name, []).append(now - self.last)
+        self.last = now
+
+
 # ------------------------------------------------------------------ main
 
 
-def measure(jobs_list, x, y, batch, device, threads, rounds) -> dict[tuple[int, str], float]:
-    """Median samples/s per (K, method); one warm-up round (K = 1) first."""
+Rates = dict[tuple[int, str], list[float]]  # (K, method) → samples/s of each round
+
+
+def measure(jobs_list, x, y, batch, device, threads, rounds) -> Rates:
+    """Samples/s per (K, method) and round; warm-up rounds (K = 1, 2) first: a fused
+    update compiles its kernels for K = 1 and for every K ≥ 2 there, untimed."""
     methods = {n: m for n, m in METHODS.items() if device == "cpu" or n != "pack per core"}
-    for method in methods.values():
-        method(1, x, y, batch, device, threads)
-    rates: dict[tuple[int, str], list[float]] = {}
+    few = 8 * batch
+    for jobs in (1, 2):
+        for method in methods.values():
+            method(jobs, x[:few], y[:few], batch, device, threads)
+    rates: Rates = {}
     for jobs in jobs_list:
         for _ in range(rounds):
             for name, method in methods.items():
                 rate = method(jobs, x, y, batch, device, threads)
                 rates.setdefault((jobs, name), []).append(rate)
                 print(f"  K={jobs:<3} {name:14} {rate:>11,.0f} samples/s", flush=True)
-    return {key: statistics.median(values) for key, values in rates.items()}
+    return rates
+
+
+def table(rates: dict[tuple[int, str], float], jobs_list, title: str) -> None:
+    header = (
+        f"{'K':>3}  {'packed':>9}  {'packed, eager':>13}  {'pack per core':>13}  "
+        f"{'one at a time':>13}  {'K processes':>11}  {'packed × one at a time':>22}  "
+        f"{'eager × one at a time':>21}  {'packed × processes':>18}"
+    )
+    print(f"\n{title}")
+    print(header)
+    print("-" * len(header))
+    for jobs in jobs_list:
+        p, e, c, s, q = (rates.get((jobs, m), float("nan")) for m in METHODS)
+        print(
+            f"{jobs:>3}  {p:>9,.0f}  {e:>13,.0f}  {c:>13,.0f}  {s:>13,.0f}  {q:>11,.0f}  "
+            f"{p / s:>21.2f}×  {e / s:>20.2f}×  {p / q:>17.2f}×"
+        )
 
 
 def main() -> None:
@@ -215,9 +331,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=8192, help="rows per job (default 8192)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 3)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--profile", action="store_true", help="a packed step's parts (CPU)")
+    parser.add_argument("--jobs", type=int, default=HEADLINE_JOBS, help="K for --profile")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    if args.profile:
+        print(f"cpu, {args.threads} threads; torch {torch.__version__}")
+        profile(args.jobs, *synthetic(args.rows), args.batch_size, steps=200)
+        return
     mp.get_context("forkserver").set_forkserver_preload(["torch", "fitq.worker.engine"])
     jobs_list = QUICK_JOBS if args.quick else JOBS
     rounds = args.rounds or 3
@@ -228,34 +350,26 @@ def main() -> None:
         f"{args.rows} rows × {FEATURES} per job, one epoch each; median of {rounds} round(s) "
         "after a warm-up"
     )
-    rates = measure(jobs_list, x, y, args.batch_size, args.device, args.threads, rounds)
-
-    header = (
-        f"{'K':>3}  {'packed':>9}  {'pack per core':>13}  {'one at a time':>13}  "
-        f"{'K processes':>11}  {'packed × one at a time':>22}  {'× processes':>11}"
-    )
-    print(f"\ntotal samples/s, batch {args.batch_size}, {args.device}")
-    print(header)
-    print("-" * len(header))
-    for jobs in jobs_list:
-        p, c, s, q = (rates.get((jobs, m), float("nan")) for m in METHODS)
-        print(
-            f"{jobs:>3}  {p:>9,.0f}  {c:>13,.0f}  {s:>13,.0f}  {q:>11,.0f}  "
-            f"{p / s:>21.2f}×  {p / q:>10.2f}×"
-        )
+    runs = measure(jobs_list, x, y, args.batch_size, args.device, args.threads, rounds)
+    rates = {key: statistics.median(values) for key, values in runs.items()}
+    best = {key: max(values) for key, values in runs.items()}
+    what = f"batch {args.batch_size}, {args.device}"
+    table(rates, jobs_list, f"total samples/s, {what}: median of the rounds")
+    table(best, jobs_list, f"total samples/s, {what}: best round (the least disturbed)")
     if args.device == "cpu" and max(jobs_list) > args.threads:
         print(
             f"(K processes share {args.threads} cores: past K = {args.threads} each runs torch "
             "with one thread and they take turns on the cores)"
         )
 
-    def ratio(jobs: int) -> float:
-        return rates[(jobs, "packed")] / rates[(jobs, "one at a time")]
+    def ratio(jobs: int, of: dict[tuple[int, str], float]) -> str:
+        return f"{of[(jobs, 'packed')] / of[(jobs, 'one at a time')]:.2f}×"
 
-    tail = "K=64 skipped with --quick" if args.quick else f"K=64: {ratio(64):.2f}×"
+    tail = "K=64 skipped with --quick" if args.quick else f"K=64: {ratio(64, rates)}"
     print(
         f"packed vs one at a time, {HEADLINE_JOBS} jobs at batch {args.batch_size} on "
-        f"{args.device}: {ratio(HEADLINE_JOBS):.2f}× ({tail})"
+        f"{args.device}: {ratio(HEADLINE_JOBS, rates)} ({tail}; best rounds: "
+        f"{ratio(HEADLINE_JOBS, best)})"
     )
 
 
