@@ -129,12 +129,14 @@ class Client:
         shuffle: bool | None = None,
         verbose: int = 1,
         name: str | None = None,
+        tags: list[str] | None = None,
     ) -> History:
         """Keras' ``model.fit`` on fitq: upload ``x, y`` (arrays, or ``x`` a
         dataset file or id), submit ``spec`` (``model`` and ``compile``; or a
         compiled Keras model, sent as its JSON and compile config) with the fit
         arguments given, follow it (``verbose=1`` prints each epoch), and return
-        its History. ``test_data`` is evaluated after the last epoch
+        its History. ``name`` and ``tags`` label the job (``client.jobs(tag=…)``
+        finds it again). ``test_data`` is evaluated after the last epoch
         (``history.job.test_metrics``)."""
         body = spec_of(spec)
         fit = body.setdefault("fit", {})
@@ -148,6 +150,8 @@ class Client:
                 fit[key] = value
         if name is not None:
             body["name"] = name
+        if tags is not None:
+            body["tags"] = list(tags)
         body["dataset_id"] = self._dataset_id(x, y)
         if validation_data is not None:
             body["validation_dataset_id"] = self._dataset_id(*validation_data)
@@ -343,13 +347,15 @@ class Client:
         early_terminate: dict[str, Any] | None = None,
         dataset: str | Path | None = None,
         name: str | None = None,
+        tags: list[str] | None = None,
     ) -> Sweep:
         """Run variants of ``spec``: ``parameters`` maps dotted paths to
         ``{"values": [...]}`` (or, for ``method="random"``, a distribution), and
         ``metric`` ranks them (a History name, its goal inferred as Keras Tuner
         does: ``maximize`` for accuracy-like names; or ``{"name", "goal"}``).
         ``early_terminate``: ``{"type": "asha", "min_epochs": …, "reduction_factor": …}``.
-        ``dataset``: an id, or a file to upload. Returns the :class:`Sweep`."""
+        ``dataset``: an id, or a file to upload. ``tags`` go on the sweep and on
+        every trial (``client.jobs(tag=…)`` finds them). Returns the :class:`Sweep`."""
         if isinstance(metric, str):
             metric = {"name": metric, "goal": goal_of(metric)}
         body: dict[str, Any] = {
@@ -360,6 +366,7 @@ class Client:
         }
         optional = {
             "name": name,
+            "tags": tags,
             "max_trials": max_trials,
             "seed": seed,
             "early_terminate": early_terminate,

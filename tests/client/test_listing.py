@@ -35,6 +35,19 @@ def test_tags_status_name_sort_and_window(
         assert c.jobs("succeeded", 1) and c.jobs(sweep="0" * 32) == []
 
 
+def test_a_sweeps_tags_find_its_trials(app: FastAPI, owner: Owner) -> None:
+    with serving(app) as url, Client(url, owner.key) as c:
+        sweep = c.sweep(
+            spec_factory(fit={"epochs": 1}),
+            {"seed": {"values": [0, 1]}},
+            metric="loss",
+            tags=["grid"],
+        )
+        assert sweep["tags"] == ["grid"]
+        trials = c.jobs(tag="grid")
+        assert len(trials) == 2 and {t["sweep_id"] for t in trials} == {sweep.id}
+
+
 def test_a_naive_time_is_refused_before_sending_and_by_the_server(
     app: FastAPI, owner: Owner
 ) -> None:

@@ -237,6 +237,7 @@ async function jobPage(jobId) {
         <div><span>dataset</span><b>${esc(job.dataset_id)}</b></div>
         <div><span>pack</span><b id="f-pack">${packText(job.pack)}</b></div>
         ${job.sweep_id ? `<div><span>sweep</span><b><a id="f-sweep" href="#/sweeps/${esc(job.sweep_id)}">${esc(job.sweep_id.slice(0, 12))}</a></b></div>` : ""}
+        ${(job.tags || []).length ? `<div><span>tags</span><b id="f-tags">${tagList(job.tags)}</b></div>` : ""}
       </div>
       <p id="job-error" class="error">${esc(job.error || "")}</p>
     </div>
