@@ -41,11 +41,17 @@ def submit(
     data: str | None = typer.Option(None, help="Training data: a file to upload, or a dataset id."),
     validation: str | None = typer.Option(None, help="Validation data: a file or a dataset id."),
     test: str | None = typer.Option(None, help="Test data: a file or a dataset id."),
+    tag: Annotated[
+        list[str] | None, typer.Option(help="A tag, after the spec's own (repeat it).")
+    ] = None,
     follow: bool = typer.Option(False, "--follow", "-f", help="Watch it until it ends."),
     as_json: bool = JsonOption,
 ) -> None:
     """Submit a job; print its id (with --follow, watch it; the exit code tells how it ended)."""
     spec = load_spec(spec_file)
+    if tag:
+        given = spec.get("tags")
+        spec["tags"] = [*(given if isinstance(given, list) else []), *tag]
     with client() as c:
         for field, ref in (
             ("dataset_id", data),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -37,6 +38,16 @@ def test_jobs_by_tag_status_and_metric(
     assert [j["id"] for j in json.loads(result.stdout)] == [best, worse]
     table = fitq("jobs", "--sort", "-val_loss", "--since", "2026-12-06")
     assert table.exit_code == 1 and "created_after" in table.stderr
+
+
+def test_submit_adds_tags_to_the_specs_own(fitq: Callable[..., Result], tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({**SPEC, "tags": ["iris"]}))
+    submitted = fitq("submit", str(spec), "--tag", "baseline", "--json")
+    assert submitted.exit_code == 0, submitted.output
+    assert json.loads(submitted.stdout)["tags"] == ["iris", "baseline"]
+    found = json.loads(fitq("jobs", "--tag", "baseline", "--tag", "iris", "--json").stdout)
+    assert [j["id"] for j in found] == [json.loads(submitted.stdout)["id"]]
 
 
 def test_compare_shows_the_differences_and_the_metrics(
