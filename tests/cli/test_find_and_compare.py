@@ -36,8 +36,10 @@ def test_jobs_by_tag_status_and_metric(
     result = fitq("jobs", "--tag", "cnn", "--status", "succeeded", "--sort", "val_loss", "--json")
     assert result.exit_code == 0, result.output
     assert [j["id"] for j in json.loads(result.stdout)] == [best, worse]
-    table = fitq("jobs", "--sort", "-val_loss", "--since", "2026-12-06")
-    assert table.exit_code == 1 and "created_after" in table.stderr
+    table = fitq("jobs", "--tag", "cnn", "--sort", "-val_loss", "--since", "2026-01-01T00:00Z")
+    assert table.exit_code == 0 and "val_loss" in table.stdout and "0.9000" in table.stdout
+    naive = fitq("jobs", "--sort", "-val_loss", "--since", "2026-12-06")
+    assert naive.exit_code == 1 and "created_after" in naive.stderr
 
 
 def test_submit_adds_tags_to_the_specs_own(fitq: Callable[..., Result], tmp_path: Path) -> None:
