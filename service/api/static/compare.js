@@ -44,7 +44,8 @@ function metricNames(jobs, field) {
 async function comparePage(ids) {
   let stopped = false, timer = null;
   leave = () => { stopped = true; clearTimeout(timer); };
-  ids = [...new Set(ids)].slice(0, COMPARE_MAX);
+  const asked = [...new Set(ids)];
+  ids = asked.slice(0, COMPARE_MAX);
   let jobs;
   try {
     jobs = await Promise.all(ids.map(async id => (await api(`/v1/jobs/${id}`)).json()));
@@ -53,7 +54,8 @@ async function comparePage(ids) {
   view.innerHTML = `
     <div class="panel">
       <div class="job-head"><h1>Compare ${jobs.length} jobs</h1>
-        <a class="muted" href="#/">back to the list</a></div>
+        <a class="muted" href="#/">back to the list</a>
+        ${asked.length > ids.length ? `<span class="muted">the first ${ids.length} of the ${asked.length} chosen</span>` : ""}</div>
       <div id="compare-jobs" style="margin-top:.8rem"></div>
     </div>
     <div class="charts">
