@@ -10,12 +10,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PlainValidator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, PlainValidator, model_validator
+from pydantic_core import PydanticCustomError
 
 from fitq.service.spec.base import AS_ITSELF, NonNegative, Strict, dispatch, fail
 from fitq.service.spec.names import Names, keras_config
 
-Axis = Literal[-2, -1, 0, 1]
+
+def _not_bool(value: Any) -> Any:
+    """A Literal of ints takes ``false`` as 0 (they are equal in Python): refuse it."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_type", "must be an integer (got {value})", {"value": value})
+    return value
+
+
+Axis = Annotated[Literal[-2, -1, 0, 1], BeforeValidator(_not_bool)]
 
 
 class MaxNorm(Strict):

@@ -6,10 +6,13 @@ pydantic derives the schema of each part from its model (bounds as ``minimum``,
 validators read, so the document and the API cannot drift apart:
 
 - a bare name (``"adam"``, ``"mse"``, ``"he_normal"``, an activation, a metric)
-  matches :func:`name_pattern` of its table (``names.REGISTRY``,
-  ``metrics.METRICS``): every spelling the spec resolves, aliases included, case,
-  ``_``, ``-`` and whitespace ignored (``base.name_key``), and nothing else;
-- a monitor is ``val_``, or nothing, then ``loss`` or a metric's name;
+  is one of its table's names, aliases included (``names.REGISTRY``,
+  ``metrics.METRICS``: :func:`spellings`). The spec reads each name ignoring case,
+  ``_``, ``-`` and spaces (``base.name_key``), so Keras' ``"RMSprop"`` resolves
+  too; the document lists the names as fitq writes them (an ``enum``, which client
+  generators and fuzzers read cheaply: a pattern of every spelling made the job
+  spec's fuzzing twice as slow), and says so in each description;
+- a monitor is ``loss`` or a metric's name, ``val_`` before or not;
 - the layers are a discriminated union on ``type`` (``oneOf`` and a
   ``discriminator``, each type in its canonical spelling), at least one of them
   ``dense``, at most ``SpecLimits.max_layers``;
@@ -27,54 +30,31 @@ lists them.
 
 from __future__ import annotations
 
-import re
-import string
 from collections.abc import Iterable, Mapping
 from itertools import combinations
-from typing import Any, get_args
+from typing import Any
 
-from fitq.service.spec import constraints, job, metrics, names, optimizers
-from fitq.service.spec.base import DEFAULT_LIMITS, SpecLimits
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
-SEPARATOR = r"[\s_\-]"
-"""What ``base.name_key`` drops from a name (``\\s`` as Python reads it)."""
-OTHER_CASES = {"k": "\u212a"}
-"""Characters besides ASCII upper case whose ``lower()`` is an ASCII letter (the
-Kelvin sign): ``name_key`` resolves them, so the pattern takes them too."""
+from fitq.service.spec import job, metrics, names, optimizers
+from fitq.service.spec.base import DEFAULT_LIMITS, SpecLimits, name_key
+from fitq.service.spec.job import JobSpec
+
 REF = "#/components/schemas/"
+NULL_NAMES = {"activation": "linear"}
+"""Kinds whose name may be null, and what null means (Keras writes no activation as
+null: ``keras_layers.activation_name``)."""
 
 
-def name_pattern(keys: Iterable[str]) -> str:
-    """A pattern matching exactly the strings whose ``name_key`` is one of ``keys``
-    (lower-case ASCII letters and digits): a trie of the keys, each character in
-    either case, any separators around it."""
-    trie: dict[str, Any] = {}
-    for key in keys:
-        node = trie
-        for char in key:
-            node = node.setdefault(char, {})
-        node[""] = {}
-    return f"^{SEPARATOR}*{_branches(trie)}$"
-
-
-def _branches(node: Mapping[str, Any]) -> str:
-    alternatives = [
-        f"{_char(char)}{SEPARATOR}*{_branches(child)}"
-        for char, child in sorted(node.items())
-        if char
-    ]
-    if not alternatives:
-        return ""
-    body = alternatives[0] if len(alternatives) == 1 else f"(?:{'|'.join(alternatives)})"
-    return f"(?:{body})?" if "" in node else body
-
-
-def _char(char: str) -> str:
-    if char in string.ascii_lowercase:
-        return f"[{char}{char.upper()}{OTHER_CASES.get(char, '')}]"
-    if char in string.digits:
-        return char
-    raise ValueError(f"a name key holds only lower-case ASCII letters and digits, not {char!r}")
+def spellings(kind: str) -> list[str]:
+    """The names of ``kind`` as the document lists them: its table's canonical names,
+    then its aliases (``names.REGISTRY``, ``metrics.METRICS``)."""
+    if kind == "metric":
+        canonical = list(dict.fromkeys(metrics.METRICS.values()))
+        keys = {name_key(name) for name in canonical}
+        return canonical + [alias for alias in metrics.METRICS if alias not in keys]
+    return names.REGISTRY[kind].spellings
 
 
 def name_tables() -> dict[str, Mapping[str, str]]:
@@ -86,33 +66,26 @@ def name_tables() -> dict[str, Mapping[str, str]]:
 
 
 def bare_name(kind: str) -> dict[str, Any]:
-    """The schema of a bare name of ``kind``: its table's pattern."""
-    table = name_tables()[kind]
-    canonical = list(dict.fromkeys(table.values()))
+    """The schema of a bare name of ``kind``: its names, aliases included. The spec
+    also takes each in another spelling (Keras' class names: ``"RMSprop"``): the
+    description says so; a listed spelling is what the normalized spec holds."""
     return {
         "type": "string",
-        "pattern": name_pattern(table),
-        "description": f"{_article(kind)} {kind} name: {', '.join(canonical)}, or another "
-        "spelling of one (case, '_', '-' and spaces ignored; Keras' class names and aliases "
-        "such as "
-        f"{_aliases(table)} resolve).",
+        "enum": spellings(kind),
+        "description": f"{_article(kind)} {kind} name. Other spellings resolve too: case, "
+        "'_', '-' and spaces are ignored, so Keras' class names do.",
     }
-
-
-def _aliases(table: Mapping[str, str]) -> str:
-    extra = [key for key, name in table.items() if key != re.sub(r"[\s_\-]", "", name)]
-    return ", ".join(sorted(extra)[:4]) or "none"
 
 
 def monitor() -> dict[str, Any]:
     """A History key a callback watches: ``loss`` or a metric, ``val_`` before for the
     validation data's; whether the spec logs it is a rule between fields."""
-    metric = name_pattern(metrics.METRICS)[1:-1]
+    keys = ["loss", *spellings("metric")]
     return {
         "type": "string",
-        "pattern": f"^(?:val_)?(?:loss|{metric})$",
-        "description": "loss or a compiled metric (Keras' spellings resolve), val_ before "
-        "for the validation data's; it must be one the spec logs.",
+        "enum": keys + [f"val_{key}" for key in keys],
+        "description": "loss or a compiled metric, val_ before for the validation data's; "
+        "it must be one the spec logs (Keras' spellings of a metric resolve too).",
     }
 
 
@@ -135,7 +108,7 @@ def state(
         for node in _nodes(schema):
             _discriminate(node, components)
     _state_model(components["ModelSpec"], limits)
-    _state_dense(components["Dense"])
+    _state_dense(components)
     _state_optimizers(components)
     _state_callbacks(components)
     _state_job(components, limits, bounds or {})
@@ -155,14 +128,17 @@ def _nodes(root: Any) -> Iterable[dict[str, Any]]:
 
 def _state_names(node: dict[str, Any], components: Mapping[str, Any]) -> None:
     """A free string beside objects named from one table (an optimizer, a loss…) is
-    a bare name of that table; an ``enum`` that is a whole table's canonical names
-    (an activation, a metric) takes every spelling of them."""
+    a bare name of that table; an ``enum`` of a whole table's canonical names (an
+    activation, a metric) takes its aliases too."""
     if set(node.get("enum", ())) and node.get("type") == "string":
         kind = _table_of(set(node["enum"]), exact=True)
         if kind is not None:
-            for key in ("enum", "title"):
+            for key in ("enum", "title", "type"):
                 node.pop(key, None)
-            node.update(bare_name(kind))
+            if kind in NULL_NAMES:
+                node["anyOf"] = [bare_name(kind), {"type": "null"}]
+            else:
+                node.update(bare_name(kind))
         return
     branches = node.get("anyOf", [])
     free = [b for b in branches if b.get("type") == "string" and len(b) == 1]
@@ -225,16 +201,25 @@ def _state_model(model: dict[str, Any], limits: SpecLimits) -> None:
         "Type names are matched as every name (case, '_', '-', spaces ignored; Keras' class "
         "names resolve): the document gives each in its canonical spelling."
     )
-    model["anyOf"] = [{"required": ["input_dim"]}, {"required": ["input_shape"]}]
+    # Either gives the input's size; null is as good as absent (``ModelSpec._dims``).
+    for key in ("input_dim", "input_shape"):
+        field = model["properties"][key]
+        default = field.pop("default", None)
+        model["properties"][key] = {"anyOf": [field, {"type": "null"}], "default": default}
+    model["anyOf"] = [
+        {"required": ["input_dim"], "properties": {"input_dim": {"type": "integer"}}},
+        {"required": ["input_shape"], "properties": {"input_shape": {"type": "array"}}},
+    ]
 
 
 BIAS_RANK = 1
 """A bias has one axis: its constraint's ``axis`` is 0 or -1 (``Dense`` resolves it)."""
 
 
-def _state_dense(dense: dict[str, Any]) -> None:
-    refused = [a for a in get_args(constraints.Axis) if not -BIAS_RANK <= a < BIAS_RANK]
-    dense["properties"]["bias_constraint"]["not"] = {
+def _state_dense(components: Mapping[str, Any]) -> None:
+    axes = components["MaxNorm"]["properties"]["axis"]["enum"]  # constraints.Axis
+    refused = [a for a in axes if not -BIAS_RANK <= a < BIAS_RANK]
+    components["Dense"]["properties"]["bias_constraint"]["not"] = {
         "type": "object",
         "required": ["axis"],
         "properties": {"axis": {"enum": refused}},
@@ -313,13 +298,29 @@ def _article(word: str) -> str:
     return "An" if word[0] in "aeiou" else "A"
 
 
-def integral_numbers(value: Any) -> Any:
-    """``value`` (parsed JSON) with every float that has no fraction as an int.
+def validate(data: Any, context: Mapping[str, Any]) -> JobSpec:
+    """``JobSpec.model_validate(data)``, an integral number taken as an integer.
 
     JSON has one number type, and JSON Schema's ``integer`` is any number without a
     fraction: ``3.0`` is the integer 3 to a client that computed it (and JavaScript
-    sends ``3``). The spec's strict integers would refuse ``3.0``, so a spec is read
-    through this first; its real fields take an int as the float it is."""
+    sends ``3``). The spec's strict integers refuse ``3.0``; when that is what they
+    refused, the spec is read again with such numbers as ints (a real field takes an
+    int as the float it is). Read as sent first, so that a refusal echoes ``1.0``."""
+    try:
+        return JobSpec.model_validate(data, context=context)
+    except ValidationError as exc:
+        if not any(_integral_refused(error) for error in exc.errors()):
+            raise
+    return JobSpec.model_validate(integral_numbers(data), context=context)
+
+
+def _integral_refused(error: ErrorDetails) -> bool:
+    value = error.get("input")
+    return error["type"] == "int_type" and isinstance(value, float) and value.is_integer()
+
+
+def integral_numbers(value: Any) -> Any:
+    """``value`` (parsed JSON) with every float that has no fraction as an int (a copy)."""
     root: list[Any] = [value]
     stack: list[tuple[list[Any] | dict[Any, Any], Any]] = [(root, 0)]
     while stack:

@@ -17,9 +17,9 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from fitq.service.errors import InvalidSpec
+from fitq.service.spec import json_schema
 from fitq.service.spec.base import DEFAULT_LIMITS, FLOAT32_MAX, SpecLimits
 from fitq.service.spec.job import JobSpec
-from fitq.service.spec.json_schema import integral_numbers
 
 
 def parse_spec(
@@ -45,9 +45,8 @@ def parse_spec(
         raise InvalidSpec(
             f"the body must be a JSON object (a job spec), got {_type_name(data)}", loc=["body"]
         )
-    data = integral_numbers(data)  # 3.0 is an integer, as the document's schema says
-    try:
-        return JobSpec.model_validate(data, context={"limits": limits or DEFAULT_LIMITS})
+    try:  # 3.0 is an integer, as the OpenAPI document's schema says
+        return json_schema.validate(data, {"limits": limits or DEFAULT_LIMITS})
     except ValidationError as exc:
         errors = exc.errors()
         messages = [format_error(e) for e in errors]

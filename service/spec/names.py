@@ -25,7 +25,7 @@ class Names:
     """One kind of name (activation, loss, …): canonical names, aliases, presets.
 
     Each registers itself in ``REGISTRY``, so the OpenAPI document states the
-    names this table accepts (``json_schema.name_pattern``), never a copy."""
+    names this table accepts (``json_schema.bare_name``), never a copy."""
 
     def __init__(
         self,
@@ -39,6 +39,8 @@ class Names:
         self.table |= {name_key(a): n for a, n in (aliases or {}).items()}
         self.presets = {name_key(a): p for a, p in (presets or {}).items()}
         self.expected = ", ".join([*canonical, *(presets or {})])
+        # Every name as written here, canonical first: what the OpenAPI document lists.
+        self.spellings = list(dict.fromkeys([*canonical, *(aliases or {})]))
         REGISTRY[kind] = self
 
     def lookup(self, value: Any) -> tuple[str, dict[str, Any]]:
