@@ -6,13 +6,15 @@ delete, metrics, model, predict).
 Every check includes ``positive_data_acceptance``: a request that fits the
 document must not be refused. The document states what the API enforces
 where a schema can (ids, cursors, no NUL, predict's rows and numbers, the
-upload's fields, ``model`` xor ``keras_json``); what only content can say is
-made real before a case is sent, as a client would (``realistic``: the live
-job and datasets for ids, a real CSV and its label column for an upload, a
-cursor only the API makes, predict rows of the model's width), and the job
-spec bodies (jobs, sweeps) are left out of that one check: whether a spec fits
-its dataset is content no schema states (docs/reliability.md, "API fuzzing",
-lists what remains).
+upload's fields, the job spec's names, bounds and layers); what only content
+can say is made real before a case is sent, as a client would (``realistic``:
+the live job and datasets for ids, a real CSV and its label column for an
+upload, a cursor only the API makes, predict rows of the model's width, a real
+Keras export in ``keras_json``). A job spec that fits the document may still
+be refused for a rule between its fields or for its fit to its dataset: there
+the check is that the refusal is one of those (``refused_for_content``); a
+sweep body is left out of it (a sweep's ranges relate two fields each).
+docs/reliability.md, "API fuzzing", lists what remains.
 
 Cases are bounded and derandomized so that CI is reproducible and the module
 takes about a minute; the exploratory run (thousands of cases) and its
@@ -29,7 +31,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from schemathesis import Case
 from schemathesis.config import HttpBearerAuthConfig
 from schemathesis.core.parameters import ParameterLocation
@@ -37,6 +39,7 @@ from schemathesis.schemas import BaseSchema
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.fuzz.live import FEATURES, LiveApi, csv_bytes, live_api
+from tests.fuzz.spec_cases import CROSS_FIELD, made_real, refusals
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -54,9 +57,13 @@ STREAM_SECONDS = 1.0
 """How long an event stream is read (its silence ends the read sooner)."""
 EXCLUDED_CHECKS: list[str] = []
 SPEC_BODIES = {("POST", "/v1/jobs"), ("POST", "/v1/sweeps")}
-"""Where ``positive_data_acceptance`` is not run: a job spec that fits the document
-is still refused when it does not fit its dataset (``input_dim``, the classes, the
-loss for the task) or names an optimizer, loss, activation… fitq does not know."""
+"""Where ``positive_data_acceptance`` is not run as it is: a job spec that fits the
+document is still refused for a rule between its fields or when it does not fit its
+dataset (``input_dim``, the classes, the loss for the task); ``refused_for_content``
+checks a job spec's refusal instead."""
+JOB_SPECS = ("POST", "/v1/jobs")
+"""Fuzzed without the coverage phase here: its thousands of boundary cases run in
+process (test_spec_boundaries.py), at a tenth of the cost."""
 PREDICT_INPUT_BOUND = 1e6
 """Positive predict inputs are clipped to this: past it the model's outputs may
 overflow float32 (a 422 naming the row), which depends on the weights."""
@@ -130,12 +137,14 @@ def realistic(case: Case, live: LiveApi, *, ids: bool) -> None:
         if "label" in case.body:
             case.body["label"] = "label"  # a column of that file
     elif (
-        (method, path) == ("POST", "/v1/jobs")
+        (method, path) == JOB_SPECS
         and "dataset_id" in case.body
         or path.endswith("/evaluate")
         and "dataset_id" in case.body
     ):
         case.body["dataset_id"] = live.dataset_id
+        if (method, path) == JOB_SPECS:
+            case.body = made_real(case.body)
     elif path.endswith("/predict") and isinstance(case.body.get("inputs"), list):
         rows = case.body["inputs"]
         if all(isinstance(r, list) for r in rows):  # the model's width: cut or pad with 0
@@ -153,6 +162,19 @@ def excluded(case: Case) -> list[Any]:
     return []
 
 
+def refused_for_content(case: Case, response: Any) -> None:
+    """A job spec the document allows, refused: the spec must find only rules between
+    its fields in it (or nothing, and the refusal is its fit to its dataset)."""
+    if (case.method.upper(), case.operation.path) != JOB_SPECS:
+        return
+    meta = case.meta
+    positive = meta is None or not (
+        meta.generation.mode.is_negative or meta.is_negative_at(ParameterLocation.BODY)
+    )
+    if positive and response.status_code == 422 and isinstance(case.body, dict):
+        assert refusals(case.body) <= CROSS_FIELD, (response.text, case.body)
+
+
 def call_kwargs(case: Case) -> dict[str, Any]:
     """An event stream is read for ``STREAM_SECONDS``; anything else may take
     up to ``REQUEST_TIMEOUT_SECONDS``."""
@@ -160,11 +182,23 @@ def call_kwargs(case: Case) -> dict[str, Any]:
     return {"timeout": STREAM_SECONDS if streams else REQUEST_TIMEOUT_SECONDS}
 
 
-@schema.exclude(path_regex=STREAMS).parametrize()
+@schema.exclude(path_regex=STREAMS).exclude(method=JOB_SPECS[0], path=JOB_SPECS[1]).parametrize()
 @settings(max_examples=EXAMPLES_PER_OPERATION, **FUZZ_SETTINGS)  # type: ignore[arg-type]
 def test_every_operation(case: Case, live: LiveApi) -> None:
     realistic(case, live, ids=True)
     case.call_and_validate(excluded_checks=excluded(case), **call_kwargs(case))
+
+
+@schema.include(method=JOB_SPECS[0], path=JOB_SPECS[1]).parametrize()
+@settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    phases=[Phase.generate],  # no coverage phase: test_spec_boundaries.py
+    **FUZZ_SETTINGS,  # type: ignore[arg-type]
+)
+def test_job_specs(case: Case, live: LiveApi) -> None:
+    realistic(case, live, ids=True)
+    response = case.call_and_validate(excluded_checks=excluded(case), **call_kwargs(case))
+    refused_for_content(case, response)
 
 
 @schema.include(path_regex=STREAMS).parametrize()
@@ -195,6 +229,7 @@ def test_stateful_links(api_schema: BaseSchema, live: LiveApi) -> None:
                 transport_kwargs=kwargs or None,
                 recorder=self.recorder,
             )
+            refused_for_content(case, response)
 
     Machine.run(
         settings=settings(
