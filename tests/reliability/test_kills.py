@@ -54,6 +54,7 @@ class TestKillNine:
         ids = [submit(database_url, owner_id, spec) for spec in specs]
         kills: Counter[str] = Counter()
         pending: dict[str, tuple[int, float]] = {}  # job -> (attempt killed, when)
+        killed_in_epoch: dict[str, int] = {}  # job -> its last recorded epoch at its last kill
         rescues: list[float] = []
         started = time.monotonic()
         with fleet(
@@ -79,12 +80,18 @@ class TestKillNine:
                             and row.step > 0
                             and row.id not in pending
                             and kills[row.id] < MAX_KILLS_PER_JOB
+                            # Killed again only once its rescue ended an epoch: two workers
+                            # lost in a row before any epoch fail the job as one that
+                            # likely runs out of memory (docs/reliability.md), not a rescue.
+                            and row.epoch > killed_in_epoch.get(row.id, -1)
                             and proc is not None
                             and proc.poll() is None
                         ):
                             proc.send_signal(signal.SIGKILL)
                             proc.wait()
                             pending[row.id] = (row.attempt, time.monotonic())
+                            # read after the kill: an epoch may have ended since ``rows``
+                            killed_in_epoch[row.id] = job_row(database_url, row.id).epoch
                             kills[row.id] += 1
                             workers.start()
                             break
