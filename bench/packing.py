@@ -11,7 +11,7 @@ timed, for each of:
   packed           one `fitq.worker.engine.pack.Pack` of the K jobs (`run_epoch`), its
                    optimizer update fused into one pass where the pack does so by
                    default (pack/fused.py: on the CPU with a C++ compiler)
-  packed, eager    the same with `fused_update=False`: the eager rule, as where no
+  packed eager     the same with `fused_update=False`: the eager rule, as where no
                    compiler is installed (the slim worker image)
   pack per core    (CPU) the K jobs spread over one pack per core, each pack run by its
                    own thread with one torch thread: a worker's option on a CPU, where
@@ -203,7 +203,7 @@ def _worker(k, jobs, rows, batch, device, threads, ready, done, go) -> None:
 Method = Callable[..., float]
 METHODS: dict[str, Method] = {
     "packed": packed,
-    "packed, eager": packed_eager,
+    "packed eager": packed_eager,
     "pack per core": packed_per_core,
     "one at a time": one_at_a_time,
     "K processes": processes,
@@ -288,10 +288,11 @@ class _Laps:
 Rates = dict[tuple[int, str], list[float]]  # (K, method) → samples/s of each round
 
 
-def measure(jobs_list, x, y, batch, device, threads, rounds) -> Rates:
+def measure(jobs_list, x, y, batch, device, threads, rounds, only=None) -> Rates:
     """Samples/s per (K, method) and round; warm-up rounds (K = 1, 2) first: a fused
     update compiles its kernels for K = 1 and for every K ≥ 2 there, untimed."""
     methods = {n: m for n, m in METHODS.items() if device == "cpu" or n != "pack per core"}
+    methods = {n: m for n, m in methods.items() if only is None or n in only}
     few = 8 * batch
     for jobs in (1, 2):
         for method in methods.values():
@@ -333,6 +334,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--profile", action="store_true", help="a packed step's parts (CPU)")
     parser.add_argument("--jobs", type=int, default=HEADLINE_JOBS, help="K for --profile")
+    parser.add_argument(
+        "--methods", default=None, help=f"comma-separated, of: {', '.join(METHODS)} (default all)"
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -350,7 +354,8 @@ def main() -> None:
         f"{args.rows} rows × {FEATURES} per job, one epoch each; median of {rounds} round(s) "
         "after a warm-up"
     )
-    runs = measure(jobs_list, x, y, args.batch_size, args.device, args.threads, rounds)
+    only = None if args.methods is None else {m.strip() for m in args.methods.split(",")}
+    runs = measure(jobs_list, x, y, args.batch_size, args.device, args.threads, rounds, only)
     rates = {key: statistics.median(values) for key, values in runs.items()}
     best = {key: max(values) for key, values in runs.items()}
     what = f"batch {args.batch_size}, {args.device}"
@@ -363,7 +368,8 @@ def main() -> None:
         )
 
     def ratio(jobs: int, of: dict[tuple[int, str], float]) -> str:
-        return f"{of[(jobs, 'packed')] / of[(jobs, 'one at a time')]:.2f}×"
+        nan = float("nan")
+        return f"{of.get((jobs, 'packed'), nan) / of.get((jobs, 'one at a time'), nan):.2f}×"
 
     tail = "K=64 skipped with --quick" if args.quick else f"K=64: {ratio(64, rates)}"
     print(
