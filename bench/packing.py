@@ -355,6 +355,8 @@ def main() -> None:
         "after a warm-up"
     )
     only = None if args.methods is None else {m.strip() for m in args.methods.split(",")}
+    if only is not None and not only <= set(METHODS):
+        parser.error(f"--methods: unknown {', '.join(sorted(only - set(METHODS)))}")
     runs = measure(jobs_list, x, y, args.batch_size, args.device, args.threads, rounds, only)
     rates = {key: statistics.median(values) for key, values in runs.items()}
     best = {key: max(values) for key, values in runs.items()}
