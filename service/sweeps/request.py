@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic import Tag as Member
 
 from fitq.service import spec as specs
 from fitq.service.errors import InvalidInput
@@ -54,6 +63,22 @@ class Distribution(_Strict):
         return self
 
 
+def _kind(parameter: Any) -> str:
+    """Which kind a parameter is, by its key (a body) or its class (a model):
+    a refusal then names what is wrong with that kind (``min must be < max``),
+    not every field of the other one."""
+    drawn = isinstance(parameter, Distribution) or (  # a model when serializing
+        isinstance(parameter, dict) and "distribution" in parameter
+    )
+    return "distribution" if drawn else "values"
+
+
+Parameter = Annotated[
+    Annotated[Values, Member("values")] | Annotated[Distribution, Member("distribution")],
+    Discriminator(_kind),
+]
+
+
 class Metric(_Strict):
     """What ranks the trials: a History name (``val_loss``, ``accuracy``, …)."""
 
@@ -75,7 +100,7 @@ class SweepCreate(_Strict):
     name: str | None = Field(default=None, max_length=200)
     spec: dict[str, Any]
     method: Literal["grid", "random"] = "grid"
-    parameters: dict[_PATH, Values | Distribution] = Field(min_length=1, max_length=50)
+    parameters: dict[_PATH, Parameter] = Field(min_length=1, max_length=50)
     max_trials: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     metric: Metric = Field(default_factory=lambda: Metric(name="val_loss"))
@@ -110,9 +135,18 @@ def parse(body: Any) -> SweepCreate:
     try:
         return SweepCreate.model_validate(body)
     except ValidationError as exc:
-        errors = exc.errors()
+        errors = [_untagged(e) for e in exc.errors()]
         messages = [specs.format_error(e).replace("Value error, ", "") for e in errors]
         message = "; ".join(messages[:4])
         if len(errors) > 4:
             message += f" (and {len(errors) - 4} more)"
         raise InvalidInput(message, loc=["body", *errors[0]["loc"]]) from None
+
+
+def _untagged(error: Any) -> Any:
+    """``error`` without the member's tag pydantic puts in a parameter's location
+    (``parameters.x.distribution.min`` → ``parameters.x.min``)."""
+    loc = error["loc"]
+    if len(loc) >= 3 and loc[0] == "parameters" and loc[2] in ("values", "distribution"):
+        return {**error, "loc": (*loc[:2], *loc[3:])}
+    return error

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from fitq.service.errors import InvalidSpec
-from fitq.service.sweeps import asha, expand, ranking
+from fitq.service.errors import InvalidInput, InvalidSpec
+from fitq.service.sweeps import asha, expand, ranking, request
 from fitq.service.sweeps.request import SweepCreate
 
 BASE: dict[str, Any] = {
@@ -83,6 +83,19 @@ class TestCombinations:
     def test_bad_requests_are_refused(self, body: dict[str, Any], message: str) -> None:
         with pytest.raises(ValidationError, match=message):
             _request(**body)
+
+    def test_a_range_upside_down_is_one_error_that_says_so(self) -> None:
+        body = {
+            "spec": {"model": {}},
+            "method": "random",
+            "max_trials": 2,
+            "parameters": {"x": {"distribution": "uniform", "min": 2, "max": 1}},
+            "metric": {"name": "val_loss"},
+        }
+        with pytest.raises(InvalidInput) as refused:
+            request.parse(body)
+        assert str(refused.value) == "parameters.x: min must be < max (got 2.0 and 1.0)"
+        assert refused.value.loc == ["body", "parameters", "x"]
 
 
 class TestApply:
