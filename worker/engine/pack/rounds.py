@@ -11,8 +11,9 @@ One training step, under torch.no_grad(), for every member at once:
 
 A step where some member sits out updates only the others (their rows gathered,
 updated, put back). On CUDA the steps where every member trains replay a captured
-graph of everything after the gather (`compute`, graph.py). The losses are read back every NONFINITE_CHECK_STEPS steps and at
-the round's end (one device sync each); a member with a NaN/Inf loss fails alone.
+graph of everything after the gather (`compute`, graph.py). The losses are read back
+every NONFINITE_CHECK_STEPS steps and at the round's end (one device sync each); a
+member with a NaN/Inf loss fails alone.
 """
 
 from __future__ import annotations
