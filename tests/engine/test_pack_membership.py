@@ -5,6 +5,7 @@ joins at an epoch boundary and computes its solo run, and only compatible specs 
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,10 @@ def _pack(ids: list[int], dtype: torch.dtype = torch.float32) -> Pack:
 def _finish(pack: Pack, on_step=None) -> None:
     while any(not r.done for r in pack.run_epoch(on_step).values()):
         pass
+
+
+def _any_nonfinite(message: str) -> str:
+    return re.sub(r"loss is (nan|-?inf)", "loss is <non-finite>", message)
 
 
 def _same_runs(a: Pack, b: Pack, ids: list[str]) -> None:
@@ -78,7 +83,11 @@ class TestFailure:
         with pytest.raises(TrainingError) as solo:
             Trainer(**bad, device="cpu").fit(x, y)
         error = first["bad"].error
-        assert error is not None and str(error) == str(solo.value)
+        # the same message, but which non-finite value (inf or nan) the step's loss reached
+        # depends on the GEMMs' summation order (bmm here, addmm solo; MKL's kernels for
+        # the CPU at hand): past float32's range, inf − inf is nan in one order, not another
+        assert error is not None
+        assert _any_nonfinite(str(error)) == _any_nonfinite(str(solo.value))
         assert (error.epoch, error.step) == (solo.value.epoch, solo.value.step)
         assert {k: r.status for k, r in first.items() if k != "bad"} == {
             "m0": MemberStatus.TRAINING,
