@@ -11,6 +11,7 @@ the postgres tests fail when ``CI`` is set, and are skipped otherwise.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
@@ -33,6 +34,11 @@ from fitq.service.settings import Settings
 from fitq.service.store import ArtifactStore
 from tests.databases import fresh_postgres_database, postgres_unreachable
 from tests.support.specs import spec_factory
+
+# pytest-xdist's workers inherit COLUMNS=80 from execnet; the CLI's rich consoles
+# (made at import) would keep that width for every command, ignoring the COLUMNS a
+# test gives its command. Without it they measure each command as a serial run does.
+os.environ.pop("COLUMNS", None)
 
 SPEC = spec_factory()
 """A small valid spec for the ``iris`` built-in (raw, as a client sends it)."""
