@@ -49,8 +49,8 @@ def within_running_quota(limit: int | None) -> Any:
 
     Exact on SQLite (claims are serialized). On PostgreSQL each claim counts the
     running jobs committed before it, so claims of one key that race may take
-    it past the limit by the claims in flight at that instant, and a pack claim
-    checks each of its candidates against the count before the statement."""
+    it past the limit by the claims in flight at that instant. A pack claim also
+    counts the members it takes (:func:`_within_quota`)."""
     if limit is None:
         return true()
     running = aliased(Job)
@@ -144,7 +144,7 @@ def claim_compatible(
     max_running_per_key: int | None = None,
 ) -> list[Claim]:
     """Take up to ``limit`` claimable jobs whose ``pack_key`` is ``pack_key`` (highest
-    priority, oldest first) into the pack ``pack_id``, in one statement: each is
+    priority, oldest first) into the pack ``pack_id``: each is
     claimed as :func:`claim` claims one (its own attempt incremented, lease, status
     event), and its ``pack_id`` set. The pack's worker writes their ``pack_size`` with
     :func:`set_pack_size` once it knows its members, in the same transaction. A job
@@ -153,22 +153,26 @@ def claim_compatible(
 
     The candidates are locked ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), so concurrent
     packs never take the same job; the UPDATE repeats the claimable test, as
-    :func:`claim`'s does. ``max_running_per_key``: :func:`within_running_quota`."""
+    :func:`claim`'s does. ``max_running_per_key``: :func:`within_running_quota`,
+    and no key past it by this pack's own members (:func:`_within_quota`)."""
     if limit < 1:
         return []
     now = now or utcnow()
-    candidates = (
-        select(Job.id)
+    lookahead = limit if max_running_per_key is None else limit * QUOTA_LOOKAHEAD
+    candidates = session.execute(
+        select(Job.id, Job.owner_id, Job.status)
         .where(Job.pack_key == pack_key, _claimable(now), within_running_quota(max_running_per_key))
         .order_by(Job.priority.desc(), Job.created_at, Job.id)
         .where(~_isolated(Job.attempt + 1, Job.max_attempts))
-        .limit(limit)
+        .limit(lookahead)
         .with_for_update(skip_locked=True)
-        .cte("pack_candidates")
-    )
+    ).all()
+    taken = _within_quota(session, candidates, limit, max_running_per_key)
+    if not taken:
+        return []
     rows = session.execute(
         update(Job)
-        .where(Job.id.in_(select(candidates.c.id)), Job.pack_key == pack_key, _claimable(now))
+        .where(Job.id.in_(taken), Job.pack_key == pack_key, _claimable(now))
         .values(
             status=RUNNING,
             attempt=Job.attempt + 1,
@@ -185,6 +189,39 @@ def claim_compatible(
     ).all()
     ordered = sorted(rows, key=lambda r: (-r.priority, r.created_at, r.id))
     return [_claimed(session, row) for row in ordered]
+
+
+QUOTA_LOOKAHEAD = 4
+"""A pack claim under a running-jobs quota looks at this many times ``limit``
+candidates, so that one key's queue at its limit leaves room for other keys'."""
+
+
+def _within_quota(
+    session: Session, candidates: Sequence[Any], limit: int, quota: int | None
+) -> list[str]:
+    """The first ``limit`` of ``candidates`` (locked rows, in claim order) that keep
+    each key within ``quota`` running jobs, counting the ones taken before them; a
+    rescue (a running job) is always taken and changes no count."""
+    if quota is None:
+        return [c.id for c in candidates[:limit]]
+    owners = {c.owner_id for c in candidates if c.status == QUEUED}
+    running: dict[str, int] = dict(
+        session.execute(  # type: ignore[arg-type]
+            select(Job.owner_id, func.count())
+            .where(Job.status == RUNNING, Job.owner_id.in_(owners))
+            .group_by(Job.owner_id)
+        ).all()
+    )
+    taken: list[str] = []
+    for candidate in candidates:
+        if candidate.status == QUEUED:
+            if running.get(candidate.owner_id, 0) >= quota:
+                continue
+            running[candidate.owner_id] = running.get(candidate.owner_id, 0) + 1
+        taken.append(candidate.id)
+        if len(taken) == limit:
+            break
+    return taken
 
 
 def set_pack_size(session: Session, pack_id: str, size: int, claims: Sequence[Claim]) -> set[str]:

@@ -75,6 +75,21 @@ class TestClaim:
         assert [c.job_id for c in claims] == packed_other
         assert {get(database_url, i).status for i in packed_busy} == {"queued"}
 
+    def test_a_pack_claim_takes_a_key_only_up_to_its_limit(
+        self, database_url: str, make_owner: Callable[..., Owner]
+    ) -> None:
+        busy, other = make_owner("busy").id, make_owner("other").id
+        [running] = add_jobs(database_url, busy, [9])
+        assert claim(database_url, max_running_per_key=LIMIT).job_id == running  # type: ignore[union-attr]
+        first, second, third = add_jobs(database_url, busy, [5, 5, 5], pack_key="k")
+        [theirs] = add_jobs(database_url, other, [0], pack_key="k")
+        with transaction(database_url) as session:
+            claims = queue.claim_compatible(
+                session, "w2", 30.0, pack_key="k", limit=4, pack_id="p", max_running_per_key=LIMIT
+            )
+        assert [c.job_id for c in claims] == [first, theirs]  # busy: 1 running + 1 = LIMIT
+        assert {get(database_url, i).status for i in (second, third)} == {"queued"}
+
 
 def test_the_worker_claims_with_the_setting(
     database_url: str, make_owner: Callable[..., Owner], settings: Settings
