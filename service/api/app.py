@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from fitq.service import auth, logs
 from fitq.service.api import errors, guard, openapi, prometheus, sse
-from fitq.service.api.routes import dashboard, datasets, events, job_deletion, jobs, ops, sweeps
+from fitq.service.api.routes import dashboard, datasets, events, jobs, ops, sweeps
 from fitq.service.db import migrate
 from fitq.service.db.engine import engine_for, session_factory, transaction
 from fitq.service.settings import Settings, get_settings
@@ -29,7 +29,6 @@ ROUTERS = (
     ops.router,
     datasets.router,
     jobs.router,
-    job_deletion.router,
     sweeps.router,
     events.router,
     dashboard.router,

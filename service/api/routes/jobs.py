@@ -1,4 +1,4 @@
-"""/v1/jobs: submit, list, read, History, cancel, model (its formats), predict, evaluate."""
+"""/v1/jobs: submit, list, read, History, cancel, delete, model (its formats), predict, evaluate."""
 
 from __future__ import annotations
 
@@ -31,7 +31,15 @@ from fitq.service.api.schemas import (
     PredictRequest,
     json_response,
 )
-from fitq.service.jobs import evaluation, listing, model_formats, prediction, read, submission
+from fitq.service.jobs import (
+    deletion,
+    evaluation,
+    listing,
+    model_formats,
+    prediction,
+    read,
+    submission,
+)
 from fitq.service.paging import Page
 from fitq.service.spec.job import MAX_TAGS, Tag
 
@@ -183,6 +191,19 @@ def cancel_job(job: JobDep, session: SessionDep) -> Response:
     queue.request_cancel(session, job.id)
     session.refresh(job)
     return json_response(read.publics(session, [job])[0], 202)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(401, 404, 409),
+)
+def delete_job(job: JobDep, session: SessionDep, store: StoreDep) -> Response:
+    """Delete a job that ended, with its History, events and files (409 while it is
+    queued or running: cancel it first; for a sweep's trial, until the sweep ended)."""
+    deletion.delete_job(session, store, job)
+    return Response(status_code=204)
 
 
 @router.get(
