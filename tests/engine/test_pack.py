@@ -14,7 +14,7 @@ import torch
 
 from fitq.worker.engine import Trainer
 from fitq.worker.engine.pack import Pack
-from tests.engine.helpers import dense, spec
+from tests.engine.helpers import assert_weights_equal, dense, spec
 from tests.engine.pack_helpers import (
     LAYERS,
     ROWS,
@@ -234,3 +234,18 @@ class TestFloat32:
 
 def _steps(rows: int, batch: int = 16) -> int:
     return -(-rows // batch)
+
+
+def test_a_step_without_padding_sums_the_same_bits_as_a_masked_one():
+    """A step where every member has a full batch sums its rows unmasked; a member's
+    History and weights are the same bits whether its packmate pads that step or not."""
+    specs = member_specs([{"name": "adam", "learning_rate": 0.01}] * 2, epochs=2)
+    mine, mate = data(37, 1), data(20, 2)  # steps of 16, 16, 5 and of 16, 4 rows
+
+    def run(datasets: list[tuple[np.ndarray, np.ndarray]]) -> Pack:
+        return run_pack(specs[: len(datasets)], datasets, torch.float32)
+
+    alone, padded = run([mine]), run([mine, mate])
+    for key in ("loss", "accuracy"):
+        assert alone.history("m0")[key] == padded.history("m0")[key], key
+    assert_weights_equal(alone.weights("m0"), padded.weights("m0"))

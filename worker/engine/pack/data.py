@@ -71,7 +71,8 @@ class Store:
             xs.append(x)
             ys.append(y)
             at += x.shape[0]
-        self.x, self.y = torch.cat(xs), torch.cat(ys)
+        # one entry (a pack of one, no validation set) is used as it is: no copy
+        self.x, self.y = (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Plan:
     counts: Tensor  # [S, K] rows per member and step, device
     active: np.ndarray  # [S, K] bool: the member trains in that step
     draws: list[list[int | None]]  # [S][K] rows trained (None: inactive), for dropout
+    full: list[bool]  # [S] every member trains on all B rows: no padding to mask out
 
     def all_active(self, s: int) -> bool:
         return bool(self.active[s].all())
@@ -113,6 +115,7 @@ class Plan:
         self.active[start:, k] = False
         for s in range(start, self.steps):
             self.draws[s][k] = None
+            self.full[s] = False
 
 
 def plan_round(members: Sequence[Rows], width: int, device: torch.device, dtype: torch.dtype):
@@ -142,6 +145,7 @@ def plan_round(members: Sequence[Rows], width: int, device: torch.device, dtype:
         counts=counts.to(device, dtype),
         active=active,
         draws=draws,
+        full=(counts == width).all(dim=1).tolist(),
     )
 
 

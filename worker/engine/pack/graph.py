@@ -25,8 +25,9 @@ from torch import Tensor
 
 from fitq.worker.engine.cuda_graph import Cells, StepGraph
 
-# (xb, yb, w, valid, counts, step coefficients, cells): one step's computation
-Compute = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, dict[str, Tensor], Cells], None]
+# (xb, yb, w, valid, counts, step coefficients, cells): one step's computation (valid
+# None: no padding rows)
+Compute = Callable[[Tensor, Tensor, Tensor, Tensor | None, Tensor, dict[str, Tensor], Cells], None]
 
 
 class PackGraph:

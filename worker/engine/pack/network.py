@@ -258,6 +258,7 @@ class Network:
     offsets: dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
     size: int = 0  # P: a member's row, its parameters with each tensor aligned
     first_trainable: int = 0  # layers before it need no dX
+    regularized: bool = False  # some member has a kernel regularizer (set_members)
 
     @classmethod
     def from_model(cls, model_cfg: Mapping[str, Any]) -> Network:
@@ -307,6 +308,10 @@ class Network:
     def set_members(self, model_cfgs: Sequence[Mapping[str, Any]], like: Tensor) -> None:
         for layer in self.layers:
             layer.set_members([cfg["layers"][layer.index] for cfg in model_cfgs], like)
+        self.regularized = any(  # read every step: kept, not recomputed
+            isinstance(layer, Dense) and (layer.l1 is not None or layer.l2x2 is not None)
+            for layer in self.layers
+        )
 
     def named(self, row: Tensor) -> dict[str, Tensor]:
         """One member's weights by exported name: views of its row [P], solo shapes."""
@@ -334,13 +339,6 @@ class Network:
     def penalty(self) -> Tensor | None:
         terms = [p for layer in self.layers if (p := layer.penalty()) is not None]
         return torch.stack(terms).sum(dim=0) if terms else None
-
-    @property
-    def regularized(self) -> bool:
-        return any(
-            isinstance(layer, Dense) and (layer.l1 is not None or layer.l2x2 is not None)
-            for layer in self.layers
-        )
 
 
 ALIGN = 16  # elements: every tensor of a member's row starts at a multiple of 64 bytes

@@ -136,6 +136,20 @@ class Round:
         self.x, self.y = store.x, store.y
         self.done = 0  # steps of the round completed
         self._checked = 0
+        # each step's views (its plan row, coefficients, sums' cells), made once: at K = 1
+        # a step's bookkeeping in Python costs as much as a GEMM (unbind: one call for all)
+        plan, cols = self.plan, self.stats.unbind(1)  # [S, K]: loss, then each metric
+        self._idx = plan.idx.unbind(0)
+        self._rows = list(
+            zip(plan.w.unbind(0), plan.valid.unbind(0), plan.counts.unbind(0), strict=True)
+        )
+        self._cells = list(zip(*(col.unbind(0) for col in cols), strict=True))
+        self._coefs: list[dict[str, Tensor]] = [{} for _ in range(n_steps)]
+        for name, t in self.step_coefs.items():
+            for row, view in zip(self._coefs, t.unbind(0), strict=True):
+                row[name] = view
+        self._ctx = Context(training=True, generators=seating.generators)
+        self._compute = compute(seating, loss, metrics, self._ctx, None)  # every member trains
 
     def run(self, on_step: StepHook | None) -> None:
         n = self.plan.steps
@@ -151,17 +165,22 @@ class Round:
     def step(self, s: int) -> None:
         seating, plan = self.seating, self.plan
         inputs = seating.batch(self.x, self.y)
-        torch.index_select(self.x, 0, plan.idx[s], out=inputs[0])
-        torch.index_select(self.y, 0, plan.idx[s], out=inputs[1])
-        cells = tuple(self.stats[s].unbind(0))  # [K] each: loss, then each metric
-        step_coefs = {n: t[s] for n, t in self.step_coefs.items()}
-        plan_row = (plan.w[s], plan.valid[s], plan.counts[s])
+        idx = self._idx[s]
+        torch.index_select(self.x, 0, idx, out=inputs[0])
+        torch.index_select(self.y, 0, idx, out=inputs[1])
+        cells, step_coefs, plan_row = self._cells[s], self._coefs[s], self._rows[s]
         try:
-            graph = self._graph() if plan.all_active(s) else None
-            if graph is not None:
-                graph.run(inputs, plan_row, step_coefs, cells)
+            if plan.all_active(s):
+                graph = self._graph()
+                if graph is not None:
+                    graph.run(inputs, plan_row, step_coefs, cells)
+                    return
+                self._ctx.draws = plan.draws[s]
+                w, valid, counts = plan_row
+                mask = None if plan.full[s] else valid  # no padding rows: nothing to mask
+                self._compute(*inputs, w, mask, counts, step_coefs, cells)
                 return
-            active = None if plan.all_active(s) else plan.active_index(s, inputs[0].device)
+            active = plan.active_index(s, inputs[0].device)
             ctx = Context(training=True, draws=plan.draws[s], generators=seating.generators)
             compute(seating, self.loss, self.metrics, ctx, active)(
                 *inputs, *plan_row, step_coefs, cells
@@ -224,7 +243,8 @@ def compute(
 ) -> Compute:
     """One training step of the seating after its batch is gathered (the part a CUDA
     graph captures): forward, the sums into `cells`, backward, the update of every
-    member (active None) or of the `active` rows."""
+    member (active None) or of the `active` rows. `valid` None: the step has no padding
+    rows, so the sums need no mask (the same bits, one op fewer)."""
     net = seating.net
     k_, b_ = len(seating.members), seating.width
 
@@ -232,7 +252,7 @@ def compute(
         xb2: Tensor,
         yb2: Tensor,
         w: Tensor,
-        valid: Tensor,
+        valid: Tensor | None,
         counts: Tensor,
         step_coefs: dict[str, Tensor],
         cells: Cells,
