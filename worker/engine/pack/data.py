@@ -97,10 +97,11 @@ class Plan:
     counts: Tensor  # [S, K] rows per member and step, device
     active: np.ndarray  # [S, K] bool: the member trains in that step
     draws: list[list[int | None]]  # [S][K] rows trained (None: inactive), for dropout
+    every: list[bool]  # [S] every member trains in that step
     full: list[bool]  # [S] every member trains on all B rows: no padding to mask out
 
     def all_active(self, s: int) -> bool:
-        return bool(self.active[s].all())
+        return self.every[s]  # a list, not active[s].all(): numpy costs µs a step
 
     def active_index(self, s: int, device: torch.device) -> Tensor:
         return torch.from_numpy(np.flatnonzero(self.active[s])).to(device)
@@ -115,7 +116,7 @@ class Plan:
         self.active[start:, k] = False
         for s in range(start, self.steps):
             self.draws[s][k] = None
-            self.full[s] = False
+            self.every[s] = self.full[s] = False
 
 
 def plan_round(members: Sequence[Rows], width: int, device: torch.device, dtype: torch.dtype):
@@ -145,6 +146,7 @@ def plan_round(members: Sequence[Rows], width: int, device: torch.device, dtype:
         counts=counts.to(device, dtype),
         active=active,
         draws=draws,
+        every=active.all(axis=1).tolist(),
         full=(counts == width).all(dim=1).tolist(),
     )
 

@@ -148,6 +148,9 @@ class Round:
         for name, t in self.step_coefs.items():
             for row, view in zip(self._coefs, t.unbind(0), strict=True):
                 row[name] = view
+        self._capture = (  # replay a captured step (graph.py): on CUDA, without dropout
+            seating.cuda_graph and like.device.type == "cuda" and not seating.dropout
+        )
         self._ctx = Context(training=True, generators=seating.generators)
         self._compute = compute(seating, loss, metrics, self._ctx, None)  # every member trains
 
@@ -191,7 +194,7 @@ class Round:
     def _graph(self) -> PackGraph | None:
         """The seating's captured step, on CUDA without an active dropout (None: eager)."""
         seating = self.seating
-        if not seating.cuda_graph or seating.params.device.type != "cuda" or seating.dropout:
+        if not self._capture:
             return None
         if seating.graph is None:
             ctx = Context(training=True, draws=[seating.width] * len(seating.members))
