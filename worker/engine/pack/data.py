@@ -146,7 +146,7 @@ def plan_round(members: Sequence[Rows], width: int, device: torch.device, dtype:
         counts=counts.to(device, dtype),
         active=active,
         draws=draws,
-        every=[bool(a) for a in active.all(axis=1)],
+        every=(counts > 0).all(dim=1).tolist(),
         full=(counts == width).all(dim=1).tolist(),
     )
 
