@@ -29,7 +29,8 @@ rounds, then the best round of each (on a shared machine, the least disturbed on
 on DEVICE: X× (K=64: Y×; best rounds: Z×)`.
 
 `--profile` instead times the parts of one packed step at K = `--jobs` (default 16):
-the gather, forward, loss, metric, backward and update, eager and fused, median µs.
+the gather, forward, loss, metric, backward and update, eager and fused, median µs;
+then the whole `Round.step` (the parts plus the step's bookkeeping in Python).
 
 A benchmark, never a test; it sets torch's thread count itself (--threads, default all
 cores).
@@ -255,14 +256,23 @@ def profile(jobs: int, x: np.ndarray, y: np.ndarray, batch: int, steps: int) -> 
                     {**seating.coefs, **{n: t[s] for n, t in rnd.step_coefs.items()}}, None
                 )
                 lap("update")
+        whole = Round(seating, pack._store, pack.loss, pack.metrics)
+        with torch.no_grad():  # the step as a round runs it, its bookkeeping included
+            for s in range(min(plan.steps, steps)):
+                lap = _Laps(times)
+                whole.step(s)
+                lap("Round.step, whole")
         how = "fused" if seating.opt.fused else "eager"
         print(f"packed step, K = {jobs}, batch {batch}, update {how}: median µs")
         total = 0.0
         for name, values in times.items():
             us = statistics.median(values[10:]) * 1e6  # past the first steps (and a compile)
-            total += us
+            if name.startswith("Round.step"):
+                print(f"  {'total':20} {total:8.0f}   {total / jobs:6.1f} a member")
+            else:
+                total += us
             print(f"  {name:20} {us:8.0f}   {us / jobs:6.1f} a member")
-        print(f"  {'total':20} {total:8.0f}   {total / jobs:6.1f} a member\n")
+        print()
     trainer = Trainer(**job_spec(0, jobs, batch), device="cpu")
     n = min(len(x), steps * batch)
     trainer.fit(x[:n], y[:n])
