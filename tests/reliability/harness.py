@@ -16,7 +16,8 @@ import json
 import statistics
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,30 @@ def summary(seconds: list[float]) -> dict[str, float | None]:
         "max_ms": round(max(seconds) * 1000, 1),
         "n": len(seconds),
     }
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What a scenario runs against: an empty database at head (``url``, named
+    ``backend`` in the figures), an owner with a key, the workers' home, the
+    store (its URL for the workers, the store for reading what they wrote), and
+    the warm parent kill tests fork workers from."""
+
+    url: str
+    backend: str
+    owner_id: str
+    home: Path
+    storage_url: str
+    store: ArtifactStore
+    zygote: Zygote
+
+    def fleet(
+        self, faults: Faults | None = None, *, forked: bool = True, **extra_env: str
+    ) -> AbstractContextManager[Fleet]:
+        """:func:`fleet` on this scene: workers forked from its warm parent, or
+        (``forked=False``) processes of their own, as ``fitq worker`` starts."""
+        zygote = self.zygote if forked else None
+        return fleet(self.home, self.url, self.storage_url, zygote, faults, **extra_env)
 
 
 def record(scenario: str, backend: str, **figures: Any) -> None:

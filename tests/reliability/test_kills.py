@@ -8,16 +8,14 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from pathlib import Path
 
 from fitq.service.db.models import TERMINAL_STATUSES
-from fitq.service.store import ArtifactStore
 from fitq.worker import checkpoints
 from tests.reliability.harness import (
     DEADLINE_SECONDS,
     POLL_SECONDS,
+    Scene,
     assert_bit_identical,
-    fleet,
     iris_spec,
     model_weights,
     record,
@@ -28,7 +26,6 @@ from tests.support.faults import Faults
 from tests.support.fleet import worker_pid
 from tests.support.rows import epochs_of, executions, job_row, job_rows, submit
 from tests.support.waits import wait_for
-from tests.support.zygote import Zygote
 
 JOBS, EPOCHS, WORKERS, KILLS = 6, 8, 2, 5
 MAX_KILLS_PER_JOB = 2
@@ -42,29 +39,24 @@ the progress a kill waits for (step > 0) is ever seen, and nothing is killed."""
 class TestKillNine:
     def test_busy_workers_killed_five_times_lose_nothing_and_change_nothing(
         self,
-        database_url: str,
-        backend: str,
-        owner_id: str,
-        home: Path,
-        storage_url: str,
-        store: ArtifactStore,
-        zygote: Zygote,
+        scene: Scene,
     ) -> None:
         specs = [iris_spec(seed=i, epochs=EPOCHS, batch_size=1) for i in range(JOBS)]
-        ids = [submit(database_url, owner_id, spec) for spec in specs]
+        ids = [submit(scene.url, scene.owner_id, spec) for spec in specs]
         kills: Counter[str] = Counter()
         pending: dict[str, tuple[int, float]] = {}  # job -> (attempt killed, when)
         killed_in_epoch: dict[str, int] = {}  # job -> its last recorded epoch at its last kill
         rescues: list[float] = []
         started = time.monotonic()
-        with fleet(
-            home, database_url, storage_url, zygote, SLOW_STEPS, FITQ_CHECKPOINT_SECONDS="0.3"
+        with scene.fleet(
+            SLOW_STEPS,
+            FITQ_CHECKPOINT_SECONDS="0.3",
         ) as workers:
             for _ in range(WORKERS):
                 workers.start()
             while True:
                 assert time.monotonic() - started < DEADLINE_SECONDS * 2, "jobs never ended"
-                rows = job_rows(database_url, ids)
+                rows = job_rows(scene.url, ids)
                 now = time.monotonic()
                 for job_id, (attempt, when) in list(pending.items()):
                     if rows[job_id].attempt > attempt:
@@ -91,79 +83,73 @@ class TestKillNine:
                             proc.wait()
                             pending[row.id] = (row.attempt, time.monotonic())
                             # read after the kill: an epoch may have ended since ``rows``
-                            killed_in_epoch[row.id] = job_row(database_url, row.id).epoch
+                            killed_in_epoch[row.id] = job_row(scene.url, row.id).epoch
                             kills[row.id] += 1
                             workers.start()
                             break
                 time.sleep(POLL_SECONDS)
         elapsed = time.monotonic() - started
 
-        rows = job_rows(database_url, ids)
+        rows = job_rows(scene.url, ids)
         assert sum(kills.values()) == KILLS, "the jobs ended before every kill landed"
         errors = [r.error for r in rows.values()]
         assert [rows[i].status for i in ids] == ["succeeded"] * JOBS, errors
         for job_id, spec in zip(ids, specs, strict=True):
-            assert epochs_of(database_url, job_id) == list(range(1, EPOCHS + 1))
-            assert_bit_identical(model_weights(store, rows[job_id]), reference_weights(spec))
+            assert epochs_of(scene.url, job_id) == list(range(1, EPOCHS + 1))
+            assert_bit_identical(model_weights(scene.store, rows[job_id]), reference_weights(spec))
         record(
             "kill -9 of busy workers",
-            backend,
+            scene.backend,
             jobs=JOBS,
             workers=WORKERS,
             kills=sum(kills.values()),
             lost=0,
             duplicated_epochs=0,
-            rerun_epochs=executions(database_url, ids) - JOBS * EPOCHS,
+            rerun_epochs=executions(scene.url, ids) - JOBS * EPOCHS,
             rescue=summary(rescues),
             seconds=round(elapsed, 1),
         )
 
     def test_a_kill_mid_checkpoint_and_a_truncated_newest_checkpoint_change_nothing(
         self,
-        database_url: str,
-        backend: str,
-        owner_id: str,
-        home: Path,
-        storage_url: str,
-        store: ArtifactStore,
-        zygote: Zygote,
+        scene: Scene,
     ) -> None:
         spec = iris_spec(seed=11, epochs=8, batch_size=4)
-        job_id = submit(database_url, owner_id, spec)
-        with fleet(home, database_url, storage_url, zygote) as workers:
+        job_id = submit(scene.url, scene.owner_id, spec)
+        with scene.fleet() as workers:
             # Its 4th checkpoint is the end of epoch 4: half written, then kill -9.
             first = workers.start(Faults(die_in_checkpoint=4))
             assert first.wait(DEADLINE_SECONDS) == -signal.SIGKILL, workers.log_of(first)
 
-            folder = store.local_path(checkpoints.folder(job_id))
+            folder = scene.store.local_path(checkpoints.folder(job_id))
             assert folder is not None
             assert list(folder.glob(".tmp-*")), "the half-written file should be left as a temp"
-            refs = checkpoints.listing(store, job_id)
-            assert all(checkpoints.verify(r, store.get_bytes(r.key)) for r in refs)
-            committed = job_row(database_url, job_id).checkpoint_key
+            refs = checkpoints.listing(scene.store, job_id)
+            assert all(checkpoints.verify(r, scene.store.get_bytes(r.key)) for r in refs)
+            committed = job_row(scene.url, job_id).checkpoint_key
             assert committed is not None
             newest = checkpoints.parse(committed)
             assert newest is not None and newest.position == (3, 0)
 
-            path = store.local_path(committed)  # and now the newest complete one is damaged
+            path = scene.store.local_path(committed)  # and now the newest complete one is damaged
             assert path is not None
             path.write_bytes(path.read_bytes()[:1000])
 
             second = workers.start()
             wait_for(
-                lambda: job_row(database_url, job_id).status in TERMINAL_STATUSES,
+                lambda: job_row(scene.url, job_id).status in TERMINAL_STATUSES,
                 "the job to end",
                 timeout=DEADLINE_SECONDS,
             )
             log = workers.log_of(second)
-        row = job_row(database_url, job_id)
+        row = job_row(scene.url, job_id)
         assert (row.status, row.attempt) == ("succeeded", 2), row.error
         assert "checkpoint damaged" in log
-        assert epochs_of(database_url, job_id) == list(range(1, 9))
-        assert_bit_identical(model_weights(store, row), reference_weights(spec))
+        assert epochs_of(scene.url, job_id) == list(range(1, 9))
+        assert_bit_identical(model_weights(scene.store, row), reference_weights(spec))
         record(
             "kill -9 mid-checkpoint + truncated newest",
-            backend,
+            scene.backend,
             jobs=1,
             workers=2,
             kills=1,
@@ -176,27 +162,20 @@ class TestKillNine:
 class TestMaxAttempts:
     def test_a_job_whose_worker_always_dies_fails_and_the_others_succeed(
         self,
-        database_url: str,
-        backend: str,
-        owner_id: str,
-        home: Path,
-        storage_url: str,
-        zygote: Zygote,
+        scene: Scene,
     ) -> None:
-        doomed = submit(database_url, owner_id, iris_spec(seed=1, epochs=4, batch_size=8))
+        doomed = submit(scene.url, scene.owner_id, iris_spec(seed=1, epochs=4, batch_size=8))
         others = [
-            submit(database_url, owner_id, iris_spec(seed=i, epochs=3, batch_size=16))
+            submit(scene.url, scene.owner_id, iris_spec(seed=i, epochs=3, batch_size=16))
             for i in range(10)
         ]
         ids = [doomed, *others]
         deaths = 0
         started = time.monotonic()
-        with fleet(home, database_url, storage_url, zygote, Faults(die_at=(doomed, 2))) as workers:
+        with scene.fleet(Faults(die_at=(doomed, 2))) as workers:
             for _ in range(WORKERS):
                 workers.start()
-            while any(
-                r.status not in TERMINAL_STATUSES for r in job_rows(database_url, ids).values()
-            ):
+            while any(r.status not in TERMINAL_STATUSES for r in job_rows(scene.url, ids).values()):
                 assert time.monotonic() - started < DEADLINE_SECONDS * 2, "jobs never ended"
                 dead = len(workers.procs) - len(workers.alive())
                 if dead > deaths:  # a worker died: start another in its place
@@ -204,14 +183,14 @@ class TestMaxAttempts:
                         workers.start()
                     deaths = dead
                 time.sleep(POLL_SECONDS)
-        rows = job_rows(database_url, ids)
+        rows = job_rows(scene.url, ids)
         assert rows[doomed].status == "failed"
         assert rows[doomed].error == "worker lost on attempts 1–3"
         assert [rows[i].status for i in others] == ["succeeded"] * len(others)
         assert deaths == 3
         record(
             "worker always dies at epoch 2",
-            backend,
+            scene.backend,
             jobs=len(ids),
             workers=WORKERS,
             kills=deaths,

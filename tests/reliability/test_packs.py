@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 from fitq.service.db.models import TERMINAL_STATUSES, Job
@@ -18,8 +17,8 @@ from tests.reliability.harness import (
     DEADLINE_SECONDS,
     PACKED,
     POLL_SECONDS,
+    Scene,
     assert_bit_identical,
-    fleet,
     iris_spec,
     model_weights,
     record,
@@ -30,7 +29,6 @@ from tests.support.faults import Faults
 from tests.support.fleet import Fleet, worker_pid
 from tests.support.rows import epochs_of, executions, job_rows, submit
 from tests.support.waits import wait_for
-from tests.support.zygote import Zygote
 
 
 def member(i: int, epochs: int, batch_size: int) -> dict[str, Any]:
@@ -84,23 +82,19 @@ def the_pack_worker(workers: Fleet, rows: dict[str, Job]) -> Any:
 class TestKillNine:
     def test_a_pack_killed_mid_epoch_resumes_every_member_bit_for_bit(
         self,
-        database_url: str,
-        backend: str,
-        owner_id: str,
-        home: Path,
-        storage_url: str,
-        store: ArtifactStore,
-        zygote: Zygote,
+        scene: Scene,
     ) -> None:
         epochs = 6
         specs = [member(i, epochs, batch_size=2) for i in range(4)]
-        ids = [submit(database_url, owner_id, spec) for spec in specs]
+        ids = [submit(scene.url, scene.owner_id, spec) for spec in specs]
         slow = Faults(step_delay_ms=2)  # ~0.6 s an epoch: mid-epoch checkpoints to resume from
-        with fleet(
-            home, database_url, storage_url, zygote, slow, FITQ_CHECKPOINT_SECONDS="0.2", **PACKED
+        with scene.fleet(
+            slow,
+            FITQ_CHECKPOINT_SECONDS="0.2",
+            **PACKED,
         ) as workers:
             first = workers.start()
-            running = one_pack_mid_epoch(database_url, ids)
+            running = one_pack_mid_epoch(scene.url, ids)
             proc = the_pack_worker(workers, running)
             assert proc.pid == first.pid
             proc.send_signal(signal.SIGKILL)
@@ -108,56 +102,50 @@ class TestKillNine:
             killed = time.monotonic()
             workers.start(Faults())
             wait_for(
-                lambda: all(r.attempt == 2 for r in job_rows(database_url, ids).values()),
+                lambda: all(r.attempt == 2 for r in job_rows(scene.url, ids).values()),
                 "every member rescued",
                 timeout=DEADLINE_SECONDS,
             )
             rescued = time.monotonic() - killed
-            wait_for(lambda: all_ended(database_url, ids), "the jobs to end", timeout=120)
-        assert_resumed_exactly(database_url, store, ids, specs, attempt=2)
+            wait_for(lambda: all_ended(scene.url, ids), "the jobs to end", timeout=120)
+        assert_resumed_exactly(scene.url, scene.store, ids, specs, attempt=2)
         record(
             "kill -9 of a pack worker mid-epoch",
-            backend,
+            scene.backend,
             jobs=len(ids),
             workers=2,
             kills=1,
             lost=0,
             duplicated_epochs=0,
-            rerun_epochs=executions(database_url, ids) - len(ids) * epochs,
+            rerun_epochs=executions(scene.url, ids) - len(ids) * epochs,
             rescue=summary([rescued]),
         )
 
     def test_a_kill_in_the_middle_of_a_boundarys_checkpoints_resumes_every_member(
         self,
-        database_url: str,
-        backend: str,
-        owner_id: str,
-        home: Path,
-        storage_url: str,
-        store: ArtifactStore,
-        zygote: Zygote,
+        scene: Scene,
     ) -> None:
         epochs = 5
         specs = [member(i, epochs, batch_size=4) for i in range(3)]
-        ids = [submit(database_url, owner_id, spec) for spec in specs]
-        with fleet(home, database_url, storage_url, zygote, **PACKED) as workers:
+        ids = [submit(scene.url, scene.owner_id, spec) for spec in specs]
+        with scene.fleet(**PACKED) as workers:
             # Checkpoints 1-3 end epoch 1 (one per member, committed together); 4-6, the
             # end of epoch 2, are written side by side: the 5th is half written when it
             # dies, and no epoch-2 row was committed.
             first = workers.start(Faults(die_in_checkpoint=5))
             assert first.wait(DEADLINE_SECONDS) == -signal.SIGKILL, workers.log_of(first)
-            rows = job_rows(database_url, ids)
+            rows = job_rows(scene.url, ids)
             committed = [checkpoints.parse(rows[i].checkpoint_key or "") for i in ids]
             assert [ref.position if ref else None for ref in committed] == [(1, 0)] * 3
-            assert [epochs_of(database_url, i) for i in ids] == [[1], [1], [1]]
-            folders = [store.local_path(checkpoints.folder(i)) for i in ids]
+            assert [epochs_of(scene.url, i) for i in ids] == [[1], [1], [1]]
+            folders = [scene.store.local_path(checkpoints.folder(i)) for i in ids]
             assert any(f is not None and list(f.glob(".tmp-*")) for f in folders), "half-written"
             workers.start(Faults())
-            wait_for(lambda: all_ended(database_url, ids), "the jobs to end", timeout=120)
-        assert_resumed_exactly(database_url, store, ids, specs, attempt=2)
+            wait_for(lambda: all_ended(scene.url, ids), "the jobs to end", timeout=120)
+        assert_resumed_exactly(scene.url, scene.store, ids, specs, attempt=2)
         record(
             "kill -9 in a pack's checkpoints",
-            backend,
+            scene.backend,
             jobs=len(ids),
             workers=2,
             kills=1,
@@ -170,22 +158,17 @@ class TestKillNine:
 class TestPoisonMember:
     def test_a_member_that_always_kills_its_worker_fails_and_its_packmates_succeed(
         self,
-        database_url: str,
-        backend: str,
-        owner_id: str,
-        home: Path,
-        storage_url: str,
-        zygote: Zygote,
+        scene: Scene,
     ) -> None:
-        doomed = submit(database_url, owner_id, member(9, epochs=4, batch_size=16))
-        others = [submit(database_url, owner_id, member(i, 3, batch_size=16)) for i in range(3)]
+        doomed = submit(scene.url, scene.owner_id, member(9, epochs=4, batch_size=16))
+        others = [submit(scene.url, scene.owner_id, member(i, 3, batch_size=16)) for i in range(3)]
         ids = [doomed, *others]
         deaths = 0
         started = time.monotonic()
         always = Faults(die_at=(doomed, 2))
-        with fleet(home, database_url, storage_url, zygote, always, **PACKED) as workers:
+        with scene.fleet(always, **PACKED) as workers:
             workers.start()  # one at a time: the first claim takes the four as one pack
-            while not all_ended(database_url, ids):
+            while not all_ended(scene.url, ids):
                 assert time.monotonic() - started < DEADLINE_SECONDS * 2, "jobs never ended"
                 dead = len(workers.procs) - len(workers.alive())
                 if dead > deaths:  # a worker died: start another in its place
@@ -193,7 +176,7 @@ class TestPoisonMember:
                         workers.start()
                     deaths = dead
                 time.sleep(POLL_SECONDS)
-        rows = job_rows(database_url, ids)
+        rows = job_rows(scene.url, ids)
         assert (rows[doomed].status, rows[doomed].error) == (
             "failed",
             "worker lost on attempts 1–3",
@@ -204,7 +187,7 @@ class TestPoisonMember:
         assert deaths == 3
         record(
             "a packmate always kills its worker",
-            backend,
+            scene.backend,
             jobs=len(ids),
             workers=deaths + 1,
             kills=deaths,
@@ -218,41 +201,39 @@ class TestPoisonMember:
 class TestSigterm:
     def test_every_member_is_handed_back_and_resumes_bit_for_bit(
         self,
-        database_url: str,
-        backend: str,
-        owner_id: str,
-        home: Path,
-        storage_url: str,
-        store: ArtifactStore,
+        scene: Scene,
     ) -> None:
         epochs = 5
         specs = [member(i, epochs, batch_size=2) for i in range(3)]
-        ids = [submit(database_url, owner_id, spec) for spec in specs]
+        ids = [submit(scene.url, scene.owner_id, spec) for spec in specs]
         slow = Faults(step_delay_ms=2)
         # A worker process of its own (`fitq worker`'s `serve`): the signal, end to end.
-        with fleet(
-            home, database_url, storage_url, None, slow, FITQ_CHECKPOINT_SECONDS="0.2", **PACKED
+        with scene.fleet(
+            slow,
+            forked=False,
+            FITQ_CHECKPOINT_SECONDS="0.2",
+            **PACKED,
         ) as workers:
             workers.wait_started(workers.start())
-            proc = the_pack_worker(workers, one_pack_mid_epoch(database_url, ids))
+            proc = the_pack_worker(workers, one_pack_mid_epoch(scene.url, ids))
             sent = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             wait_for(
-                lambda: all(r.status == "queued" for r in job_rows(database_url, ids).values()),
+                lambda: all(r.status == "queued" for r in job_rows(scene.url, ids).values()),
                 "every member handed back",
                 timeout=DEADLINE_SECONDS,
             )
             hand_back = time.monotonic() - sent
             assert proc.wait(DEADLINE_SECONDS) == 0, workers.log_of(proc)
-            for row in job_rows(database_url, ids).values():
+            for row in job_rows(scene.url, ids).values():
                 assert (row.status, row.pack_id) == ("queued", None)
                 assert row.checkpoint_key is not None  # where it stood: mid-epoch, or between
             workers.start(Faults())
-            wait_for(lambda: all_ended(database_url, ids), "the jobs to end", timeout=120)
-        assert_resumed_exactly(database_url, store, ids, specs, attempt=2)
+            wait_for(lambda: all_ended(scene.url, ids), "the jobs to end", timeout=120)
+        assert_resumed_exactly(scene.url, scene.store, ids, specs, attempt=2)
         record(
             "SIGTERM of a pack worker mid-epoch",
-            backend,
+            scene.backend,
             jobs=len(ids),
             workers=2,
             kills=0,

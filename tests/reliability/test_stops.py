@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 
 from sqlalchemy import select
 
 from fitq.service.db.engine import session_factory
 from fitq.service.db.models import TERMINAL_STATUSES, ExecutionLog, Job, JobEpoch
-from fitq.service.store import ArtifactStore
 from tests.reliability.harness import (
     DEADLINE_SECONDS,
     LEASE_SECONDS,
+    Scene,
     assert_bit_identical,
-    fleet,
     iris_spec,
     model_weights,
     record,
@@ -28,7 +26,6 @@ from tests.support.faults import Faults
 from tests.support.fleet import Fleet, Process, worker_pid
 from tests.support.rows import epochs_of, job_row, submit
 from tests.support.waits import wait_for
-from tests.support.zygote import Zygote
 
 EPOCHS = 12
 SPEC = iris_spec(seed=3, epochs=EPOCHS, batch_size=1)  # 150 steps an epoch
@@ -71,23 +68,18 @@ def rows_of(url: str, model: type, job_id: str, attempt: int) -> list[int]:
 class TestSigterm:
     def test_mid_epoch_the_job_is_handed_back_and_the_other_worker_finishes_it(
         self,
-        database_url: str,
-        backend: str,
-        owner_id: str,
-        home: Path,
-        storage_url: str,
-        store: ArtifactStore,
+        scene: Scene,
     ) -> None:
-        job_id = submit(database_url, owner_id, SPEC)
+        job_id = submit(scene.url, scene.owner_id, SPEC)
         # A worker process of its own (`fitq worker`'s `serve`, with the step delay): the
         # entry point's signal handling, end to end.
-        with fleet(home, database_url, storage_url, None, SLOW_STEPS) as workers:
-            running, stopping = the_busy_worker(workers, database_url, job_id)
+        with scene.fleet(SLOW_STEPS, forked=False) as workers:
+            running, stopping = the_busy_worker(workers, scene.url, job_id)
             sent = time.monotonic()
             stopping.send_signal(signal.SIGTERM)
             wait_for(
                 lambda: (
-                    (r := job_row(database_url, job_id)).status == "queued"
+                    (r := job_row(scene.url, job_id)).status == "queued"
                     or r.attempt > running.attempt
                 ),
                 "the hand-back",
@@ -96,18 +88,18 @@ class TestSigterm:
             hand_back = time.monotonic() - sent
             assert stopping.wait(DEADLINE_SECONDS) == 0, workers.log_of(stopping)
             wait_for(
-                lambda: job_row(database_url, job_id).status in TERMINAL_STATUSES,
+                lambda: job_row(scene.url, job_id).status in TERMINAL_STATUSES,
                 "the job to end",
                 timeout=DEADLINE_SECONDS,
             )
-        row = job_row(database_url, job_id)
+        row = job_row(scene.url, job_id)
         assert (row.status, row.attempt) == ("succeeded", running.attempt + 1), row.error
         assert worker_pid(row.worker_id) != stopping.pid
-        assert epochs_of(database_url, job_id) == list(range(1, EPOCHS + 1))
-        assert_bit_identical(model_weights(store, row), reference_weights(SPEC))
+        assert epochs_of(scene.url, job_id) == list(range(1, EPOCHS + 1))
+        assert_bit_identical(model_weights(scene.store, row), reference_weights(SPEC))
         record(
             "SIGTERM mid-epoch",
-            backend,
+            scene.backend,
             jobs=1,
             workers=2,
             kills=0,
@@ -121,17 +113,11 @@ class TestSigterm:
 class TestPausedWorker:
     def test_a_worker_woken_after_a_takeover_changes_nothing(
         self,
-        database_url: str,
-        backend: str,
-        owner_id: str,
-        home: Path,
-        storage_url: str,
-        store: ArtifactStore,
-        zygote: Zygote,
+        scene: Scene,
     ) -> None:
-        job_id = submit(database_url, owner_id, SPEC)
-        with fleet(home, database_url, storage_url, zygote, SLOW_STEPS) as workers:
-            running, paused = the_busy_worker(workers, database_url, job_id)
+        job_id = submit(scene.url, scene.owner_id, SPEC)
+        with scene.fleet(SLOW_STEPS) as workers:
+            running, paused = the_busy_worker(workers, scene.url, job_id)
             pauses = 0
             for _ in range(PAUSE_TRIES):
                 pauses += 1
@@ -139,9 +125,7 @@ class TestPausedWorker:
                 stopped = time.monotonic()
                 try:
                     taken = wait_for(
-                        lambda: (
-                            (r := job_row(database_url, job_id)).attempt > running.attempt and r
-                        ),
+                        lambda: (r := job_row(scene.url, job_id)).attempt > running.attempt and r,
                         "the takeover",
                         timeout=LEASE_SECONDS * 4,
                     )
@@ -154,11 +138,11 @@ class TestPausedWorker:
             else:
                 raise AssertionError("the job was never taken over")
             takeover = time.monotonic() - stopped
-            stale_epochs = rows_of(database_url, JobEpoch, job_id, running.attempt)
-            stale_runs = rows_of(database_url, ExecutionLog, job_id, running.attempt)
+            stale_epochs = rows_of(scene.url, JobEpoch, job_id, running.attempt)
+            stale_runs = rows_of(scene.url, ExecutionLog, job_id, running.attempt)
             paused.send_signal(signal.SIGCONT)
             wait_for(
-                lambda: job_row(database_url, job_id).status in TERMINAL_STATUSES,
+                lambda: job_row(scene.url, job_id).status in TERMINAL_STATUSES,
                 "the job to end",
                 timeout=DEADLINE_SECONDS,
             )
@@ -168,19 +152,17 @@ class TestPausedWorker:
                 timeout=DEADLINE_SECONDS,
             )
             assert paused.poll() is None, "the stale worker should go on working"
-        row = job_row(database_url, job_id)
+        row = job_row(scene.url, job_id)
         assert (row.status, row.attempt) == ("succeeded", taken.attempt), row.error
         assert row.worker_id == taken.worker_id
         assert row.model_key == f"jobs/{job_id}/model-a{taken.attempt}.safetensors"
-        assert rows_of(database_url, JobEpoch, job_id, running.attempt) == stale_epochs
-        assert epochs_of(database_url, job_id) == list(range(1, EPOCHS + 1))
-        assert_bit_identical(model_weights(store, row), reference_weights(SPEC))
-        late_runs = len(rows_of(database_url, ExecutionLog, job_id, running.attempt)) - len(
-            stale_runs
-        )
+        assert rows_of(scene.url, JobEpoch, job_id, running.attempt) == stale_epochs
+        assert epochs_of(scene.url, job_id) == list(range(1, EPOCHS + 1))
+        assert_bit_identical(model_weights(scene.store, row), reference_weights(SPEC))
+        late_runs = len(rows_of(scene.url, ExecutionLog, job_id, running.attempt)) - len(stale_runs)
         record(
             "SIGSTOP past the lease, then SIGCONT",
-            backend,
+            scene.backend,
             jobs=1,
             workers=2,
             kills=0,
