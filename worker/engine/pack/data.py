@@ -3,7 +3,8 @@
 `Store` keeps one tensor of rows x [R, f] (and targets y [R, t]) on the device, the
 members' datasets one after another; a member reads its rows by offset. Members that
 name the same dataset (and normalize it the same way) share its rows: nothing is copied
-per member. Entries come and go at epoch boundaries (a new tensor is built then).
+per member. Entries come and go at epoch boundaries (a new tensor is built then; a lone
+entry is used as it is).
 
 `plan_round` turns each member's permutation into the round's batches: for round step s,
 `idx[s]` [K·B] are the global rows of every member's batch (a member's batch in its row
