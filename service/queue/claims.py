@@ -84,7 +84,7 @@ def claim(
     candidate = (
         select(Job.id)
         .where(_claimable(now), within_running_quota(max_running_per_key))
-        .order_by(Job.priority.desc(), Job.created_at, Job.id)
+        .order_by(*CLAIM_ORDER)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
@@ -92,23 +92,35 @@ def claim(
     row = session.execute(
         update(Job)
         .where(Job.id == candidate, _claimable(now))
-        .values(
-            status=RUNNING,
-            attempt=Job.attempt + 1,
-            worker_id=worker_id,
-            device=device,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            started_at=func.coalesce(Job.started_at, now),
-            updated_at=now,
-            pack_id=None,  # in no pack until a pack's worker says so (set_pack_size)
-            pack_size=None,
-        )
+        .values(_taken(worker_id, device, now, lease_seconds, pack_id=None))
         .returning(*_CLAIMED)
         .execution_options(synchronize_session=False)
     ).first()
     if row is None:
         return None
     return _claimed(session, row)
+
+
+CLAIM_ORDER = (Job.priority.desc(), Job.created_at, Job.id)
+"""Highest priority first, then oldest: the order both claims take jobs in."""
+
+
+def _taken(
+    worker_id: str, device: str | None, now: datetime, lease_seconds: float, *, pack_id: str | None
+) -> dict[str, Any]:
+    """The columns a claim writes: running, the next attempt, a lease; in the pack
+    ``pack_id`` (a solo claim: in none until a pack's worker says so, ``set_pack_size``)."""
+    return {
+        "status": RUNNING,
+        "attempt": Job.attempt + 1,
+        "worker_id": worker_id,
+        "device": device,
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "started_at": func.coalesce(Job.started_at, now),
+        "updated_at": now,
+        "pack_id": pack_id,
+        "pack_size": None,
+    }
 
 
 _CLAIMED = (Job.id, Job.attempt, Job.spec, Job.checkpoint_key, Job.pack_key, Job.max_attempts)
@@ -162,7 +174,7 @@ def claim_compatible(
     candidates = session.execute(
         select(Job.id, Job.owner_id, Job.status)
         .where(Job.pack_key == pack_key, _claimable(now), within_running_quota(max_running_per_key))
-        .order_by(Job.priority.desc(), Job.created_at, Job.id)
+        .order_by(*CLAIM_ORDER)
         .where(~_isolated(Job.attempt + 1, Job.max_attempts))
         .limit(lookahead)
         .with_for_update(skip_locked=True)
@@ -173,17 +185,7 @@ def claim_compatible(
     rows = session.execute(
         update(Job)
         .where(Job.id.in_(taken), Job.pack_key == pack_key, _claimable(now))
-        .values(
-            status=RUNNING,
-            attempt=Job.attempt + 1,
-            worker_id=worker_id,
-            device=device,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            started_at=func.coalesce(Job.started_at, now),
-            updated_at=now,
-            pack_id=pack_id,
-            pack_size=None,
-        )
+        .values(_taken(worker_id, device, now, lease_seconds, pack_id=pack_id))
         .returning(*_CLAIMED, Job.priority, Job.created_at)
         .execution_options(synchronize_session=False)
     ).all()
