@@ -4,18 +4,15 @@ compiled Keras model."""
 
 from __future__ import annotations
 
-import io
-import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
-from fitq.service.client import config
+from fitq.service.client import bodies, config
 from fitq.service.client.errors import JobFailed, raise_for
 from fitq.service.client.events import ServerEvent, parse_sse
 from fitq.service.client.job import History, Job, history_of
@@ -28,58 +25,6 @@ RECONNECT_SECONDS = 1.0
 MAX_RECONNECTS = 30
 MAX_PAGE = 200
 """The API's largest page."""
-
-
-def npz_bytes(x: Any, y: Any) -> bytes:
-    """Arrays as the NPZ file an upload sends (``x`` float32, ``y`` as given)."""
-    buffer = io.BytesIO()
-    np.savez(buffer, x=np.asarray(x, dtype=np.float32), y=np.asarray(y))
-    return buffer.getvalue()
-
-
-def spec_of(spec: Any) -> dict[str, Any]:
-    """A job spec from a dict (copied: the caller's never changes) or a compiled Keras
-    model: ``keras_json`` (``model.to_json()``) and ``compile_config``
-    (``model.get_compile_config()``), which the server reads as Keras writes them."""
-    if isinstance(spec, Mapping):
-        copied: dict[str, Any] = json.loads(json.dumps(spec))
-        return copied
-    if not callable(getattr(spec, "to_json", None)):
-        raise TypeError(f"fit takes a spec (a dict) or a Keras model, not {type(spec).__name__}")
-    config = (
-        spec.get_compile_config() if callable(getattr(spec, "get_compile_config", None)) else None
-    )
-    if not config:
-        raise ValueError("the Keras model is not compiled: call model.compile(...) before fit")
-    body: dict[str, Any] = json.loads(
-        json.dumps(
-            {"keras_json": json.loads(spec.to_json()), "compile_config": config}, default=_plain
-        )
-    )
-    return body
-
-
-def _listed(value: str | Sequence[str] | None) -> list[str] | None:
-    """A repeatable query parameter's values (one string is one value)."""
-    if value is None:
-        return None
-    return [value] if isinstance(value, str) else list(value)
-
-
-def _instant(value: datetime | str | None, field: str) -> str | None:
-    """An aware datetime as ISO 8601 text (text as given: the server checks it)."""
-    if not isinstance(value, datetime):
-        return value
-    if value.tzinfo is None:
-        raise ValueError(f"{field} needs a time zone (a naive datetime is no one instant)")
-    return value.isoformat()
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars in a Keras compile config, as JSON numbers."""
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class Client:
@@ -138,7 +83,7 @@ class Client:
         its History. ``name`` and ``tags`` label the job (``client.jobs(tag=…)``
         finds it again). ``test_data`` is evaluated after the last epoch
         (``history.job.test_metrics``)."""
-        body = spec_of(spec)
+        body = bodies.spec_of(spec)
         fit = body.setdefault("fit", {})
         for key, value in {
             "epochs": epochs,
@@ -190,7 +135,7 @@ class Client:
             k: v for k, v in {"name": name, "label": label, "task": task}.items() if v is not None
         }
         if y is not None:
-            content = npz_bytes(data, y)
+            content = bodies.npz_bytes(data, y)
             arrays = {"file": (f"{name or 'arrays'}.npz", content, "application/octet-stream")}
             return self._request("POST", "/v1/datasets", data=form, files=arrays).json()
         path = Path(data)
@@ -243,13 +188,13 @@ class Client:
         ``*``: by prefix), a ``sweep``'s trials, created in ``[created_after,
         created_before)`` (aware datetimes or ISO 8601 text with a zone)."""
         params: dict[str, Any] = {
-            "status": _listed(status),
-            "tag": _listed(tag),
+            "status": bodies.listed(status),
+            "tag": bodies.listed(tag),
             "name": name,
             "sweep_id": sweep,
             "sort": sort,
-            "created_after": _instant(created_after, "created_after"),
-            "created_before": _instant(created_before, "created_before"),
+            "created_after": bodies.instant(created_after, "created_after"),
+            "created_before": bodies.instant(created_before, "created_before"),
         }
         params = {k: v for k, v in params.items() if v not in (None, [])}
         if limit is not None:
