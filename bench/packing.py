@@ -12,7 +12,7 @@ timed, for each of:
                    optimizer update fused into one pass where the pack does so by
                    default (pack/fused.py: on the CPU with a C++ compiler)
   packed eager     the same with `fused_update=False`: the eager rule, as where no
-                   compiler is installed (the slim worker image)
+                   compiler is installed
   pack per core    (CPU) the K jobs spread over one pack per core, each pack run by its
                    own thread with one torch thread: a worker's option on a CPU, where
                    one thread per core wastes no time on OpenMP's per-op handoffs

@@ -9,8 +9,8 @@ hyperparameters broadcast per row. Each element's arithmetic is the eager rule's
 the same order, so it agrees with the eager path to round-off (tests/engine/test_pack_fused.py).
 
 Used only where it pays and is possible (`wanted`): on the CPU, for a member row of at
-least FUSE_MIN_PARAMS parameters, when a C++ compiler is on PATH (the slim worker image
-has none: it runs the eager rules). The compile is a one-time cost per process — 3–12 s
+least FUSE_MIN_PARAMS parameters, when a C++ compiler is on PATH (the worker image
+installs g++; a machine without one runs the eager rules). The compile is a one-time cost per process — 3–12 s
 for the first rule with inductor's on-disk cache warm (more under load), 15–20 s cold,
 then a fraction of a second per further rule — which a smaller net's update (a few
 hundred µs a step) would take thousands of steps to repay; the 109k-parameter benchmark
