@@ -10,14 +10,14 @@ the same order, so it agrees with the eager path to round-off (tests/engine/test
 
 Used only where it pays and is possible (`wanted`): on the CPU, for a member row of at
 least FUSE_MIN_PARAMS parameters, when a C++ compiler is on PATH (the worker image
-installs g++; a machine without one runs the eager rules). The compile is a one-time cost per process — 3–12 s
-for the first rule with inductor's on-disk cache warm (more under load), 15–20 s cold,
-then a fraction of a second per further rule — which a smaller net's update (a few
-hundred µs a step) would take thousands of steps to repay; the 109k-parameter benchmark
-net saves ~3 ms a step at K = 16 (one thread). The choice depends on the structure
-alone, not on K, so a member's bits do not depend on its packmates. A compile that
-fails turns fusion off for the process (the eager rule then runs; a failed compile
-leaves the tensors untouched).
+installs g++; a machine without one runs the eager rules). The compile is a one-time
+cost per process — 3–12 s for the first rule with inductor's on-disk cache warm (more
+under load), 15–20 s cold, then a fraction of a second per further rule — which a
+smaller net's update (a few hundred µs a step) would take thousands of steps to repay;
+the 109k-parameter benchmark net saves ~3 ms a step at K = 16 (one thread). The choice
+depends on the structure alone, not on K, so a member's bits do not depend on its
+packmates. A compile that fails turns fusion off for the process (the eager rule then
+runs; a failed compile leaves the tensors untouched).
 
 The compiled functions are shared by every pack of the process: one per rule, compiled
 again per dtype and set of switches, one kernel for every K ≥ 2 (dynamic shapes; K = 1
